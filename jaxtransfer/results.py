@@ -1,0 +1,389 @@
+"""Trial records in a workdir: crash-safe appends to trials.jsonl, summary statistics and summary.csv."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from absl import logging
+import numpy as np
+import scipy.stats
+
+Record = dict[str, Any]
+SettingKey = tuple[Any, str]  # (train_size, setting rendered as compact sorted JSON)
+
+# Header of summary.csv, fixed by CONTRACT.md.
+SUMMARY_FIELDS = (
+    'experiment', 'task', 'model', 'train_size', 'setting', 'metric',
+    'n', 'mean', 'std', 'ci95_low', 'ci95_high',
+)
+
+REASON_FAILED = 'failed'
+REASON_NON_FINITE = 'non-finite metric'
+REASON_NO_METRICS = 'no metrics'
+
+# How far back to look per read when searching for the last newline of a torn file.
+_TAIL_CHUNK = 1 << 16
+
+
+# ----------------------------------------------------------------------------
+# trials.jsonl
+# ----------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+  """Returns `value` with NaN/inf floats as None and numpy/JAX scalars and arrays as Python values.
+
+  Strict JSON has no NaN/Infinity literals; writing null keeps every line parseable by any
+  JSON reader (pandas, jq, other languages), not just Python's lenient one.
+  """
+  if isinstance(value, Mapping):
+    return {str(k): _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, (str, bool, int)) or value is None:
+    return value
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, np.generic) or (hasattr(value, 'shape') and hasattr(value, 'tolist')):
+    # numpy scalars/arrays and jax arrays: tolist() gives plain Python numbers.
+    return _json_safe(np.asarray(value).tolist())
+  raise TypeError(f'trial record value {value!r} of type {type(value).__name__} is not JSON-serializable')
+
+
+def _encode_records(records: Sequence[Mapping[str, Any]]) -> bytes:
+  """One compact JSON object per line, key order preserved, ASCII only (so no raw newlines)."""
+  lines = []
+  for record in records:
+    if not isinstance(record, Mapping):
+      raise TypeError(f'a trial record must be a dict, got {type(record).__name__}')
+    lines.append(json.dumps(_json_safe(record), sort_keys=False, allow_nan=False,
+                            separators=(',', ':'), ensure_ascii=True))
+  return ''.join(line + '\n' for line in lines).encode('ascii')
+
+
+def _drop_torn_tail(fd: int) -> None:
+  """Truncates the file to just after its last newline if it does not end with one.
+
+  A process killed mid-write can leave a partial line; appending after it would glue the
+  next record onto the fragment and corrupt both, so the fragment is cut off first.
+  """
+  size = os.fstat(fd).st_size
+  if size == 0 or os.pread(fd, 1, size - 1) == b'\n':
+    return
+  end = size
+  keep = 0
+  while end > 0:
+    start = max(0, end - _TAIL_CHUNK)
+    chunk = os.pread(fd, end - start, start)
+    i = chunk.rfind(b'\n')
+    if i >= 0:
+      keep = start + i + 1
+      break
+    end = start
+  logging.warning('Dropping a torn last line (%d bytes) from %s before appending.',
+                  size - keep, _fd_name(fd))
+  os.ftruncate(fd, keep)
+
+
+def _fd_name(fd: int) -> str:
+  try:
+    return os.readlink(f'/proc/self/fd/{fd}')
+  except OSError:
+    return f'fd {fd}'
+
+
+def append_records(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> None:
+  """Appends a finished group of trial records to `path` in one write, then fsyncs.
+
+  One `os.write` on an O_APPEND descriptor puts the whole group at the end of the file in one
+  piece, so concurrent writers never interleave inside a line. An exclusive flock around the
+  torn-tail repair and the write additionally keeps a writer from truncating another one's
+  record (the repair reads then truncates, which is not atomic on its own), and covers file
+  systems where O_APPEND alone is weaker.
+  """
+  if not records:
+    return
+  data = _encode_records(records)
+  path = os.fspath(path)
+  existed = os.path.exists(path)
+  fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+      _drop_torn_tail(fd)
+      written = os.write(fd, data)
+      # Short writes only happen in unusual conditions (signals, quotas); finish under the
+      # lock so the group still ends up contiguous.
+      while written < len(data):
+        written += os.write(fd, data[written:])
+      os.fsync(fd)
+    finally:
+      fcntl.flock(fd, fcntl.LOCK_UN)
+  finally:
+    os.close(fd)
+  if not existed:
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _fsync_dir(dirname: str) -> None:
+  """Makes a newly created or renamed entry durable (the directory itself must be synced)."""
+  try:
+    fd = os.open(dirname, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass  # Some file systems refuse fsync on directories; the data itself is already synced.
+  finally:
+    os.close(fd)
+
+
+def read_records(path: str | os.PathLike[str]) -> list[Record]:
+  """Returns every complete, valid record in `path` in file order; [] if the file is missing.
+
+  A torn last line (no trailing newline, from a kill mid-write) is ignored silently. Invalid
+  complete lines are skipped with a warning. Of records sharing a trial_id, the first wins.
+  """
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except FileNotFoundError:
+    return []
+  lines = data.split(b'\n')
+  torn = lines.pop()  # Empty when the file ends with a newline, as it should.
+  if torn.strip():
+    logging.info('Ignoring a torn last line (%d bytes) in %s.', len(torn), path)
+  records: list[Record] = []
+  seen: set[Any] = set()
+  for lineno, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both derive from ValueError.
+      logging.warning('Skipping invalid line %d in %s: %r', lineno, path, line[:120])
+      continue
+    if not isinstance(record, dict):
+      logging.warning('Skipping line %d in %s: not a JSON object.', lineno, path)
+      continue
+    trial_id = record.get('trial_id')
+    if trial_id is not None:
+      if trial_id in seen:
+        logging.warning('Duplicate trial_id %r on line %d of %s: keeping the first record.',
+                        trial_id, lineno, path)
+        continue
+      seen.add(trial_id)
+    records.append(record)
+  return records
+
+
+def finished_ids(path: str | os.PathLike[str]) -> set[str]:
+  """Ids of every trial recorded in `path`, failed ones included (a failed trial is finished)."""
+  return {r['trial_id'] for r in read_records(path) if r.get('trial_id') is not None}
+
+
+# ----------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------
+
+
+def t_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
+  """Returns (mean, std, low, high): sample std (ddof=1) and the Student-t interval of the mean.
+
+  low/high = mean ∓ t_{(1+c)/2, n-1} · std/√n. With n = 1 the std and the interval are
+  undefined (nan) while the mean is the single value; with n = 0 everything is nan.
+  """
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f'confidence must lie in (0, 1), got {confidence}')
+  x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
+                 dtype=np.float64).ravel()
+  n = x.size
+  if n == 0:
+    return (math.nan,) * 4
+  mean = float(np.mean(x))
+  if n == 1:
+    return mean, math.nan, math.nan, math.nan
+  std = float(np.std(x, ddof=1))
+  half = float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * std / math.sqrt(n)
+  return mean, std, mean - half, mean + half
+
+
+def lee_aggregate(values: Iterable[float]) -> float:
+  """Lee et al.'s table aggregate: drop zero runs, keep runs > 0.9 × best, return their mean.
+
+  Zero runs are degenerate (e.g. MCC 0 for a constant classifier). Non-finite values are
+  dropped as well. Returns nan if nothing is kept (including when the best run is <= 0).
+  """
+  x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
+                 dtype=np.float64).ravel()
+  x = x[np.isfinite(x) & (x != 0.0)]
+  if x.size == 0:
+    return math.nan
+  kept = x[x > 0.9 * np.max(x)]
+  return float(np.mean(kept)) if kept.size else math.nan
+
+
+# ----------------------------------------------------------------------------
+# Summaries
+# ----------------------------------------------------------------------------
+
+
+def setting_json(setting: Mapping[str, Any] | None) -> str:
+  """The canonical text of a setting: compact JSON with sorted keys ('{}' for none)."""
+  return json.dumps(_json_safe(dict(setting or {})), sort_keys=True, separators=(',', ':'))
+
+
+def _order(value: Any) -> tuple[Any, ...]:
+  """A total order over JSON-like values: numbers numerically (k=2 before k=10), then strings."""
+  if value is None:
+    return (0,)
+  if isinstance(value, bool):
+    return (1, int(value))
+  if isinstance(value, (int, float)):
+    return (2, float(value))
+  if isinstance(value, str):
+    return (3, value)
+  if isinstance(value, (list, tuple)):
+    return (4, tuple(_order(v) for v in value))
+  if isinstance(value, Mapping):
+    return (5, tuple((str(k), _order(v)) for k, v in sorted(value.items())))
+  return (6, repr(value))
+
+
+def _setting_order(text: str) -> tuple[Any, ...]:
+  return _order(json.loads(text))
+
+
+def _finite(value: Any) -> bool:
+  return (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+          and math.isfinite(float(value)))
+
+
+def summarize(records: Iterable[Mapping[str, Any]]
+              ) -> tuple[list[dict[str, Any]], dict[SettingKey, dict[str, int]]]:
+  """Per-(experiment, task, model, train_size, setting, metric) statistics of the ok trials.
+
+  Returns (rows, left_out). Each row has exactly the keys of SUMMARY_FIELDS; `setting` is the
+  setting as compact JSON with sorted keys. Rows are sorted by train_size, setting (numbers
+  numerically), metric, then experiment/task/model. Only trials with status "ok" count, and
+  each metric only where its value is finite (a NaN f1 leaves the trial out of f1's row only).
+
+  left_out maps (train_size, setting_json) to {'total': trials seen, reason: trials left
+  out}, with reasons 'failed' (status not "ok"; other statuses count under their own name),
+  'non-finite metric' (left out of at least one metric's row) and 'no metrics'. Every key
+  seen appears, so callers can log "2 of 30 trials left out (failed)".
+  """
+  groups: dict[tuple[Any, ...], list[float]] = collections.defaultdict(list)
+  left_out: dict[SettingKey, dict[str, int]] = {}
+  for r in records:
+    setting = setting_json(r.get('setting'))
+    skey = (r.get('train_size'), setting)
+    counts = left_out.setdefault(skey, {'total': 0})
+    counts['total'] += 1
+    status = r.get('status')
+    if status != 'ok':
+      reason = REASON_FAILED if status in ('failed', None) else str(status)
+      counts[reason] = counts.get(reason, 0) + 1
+      continue
+    metrics = r.get('metrics') or {}
+    if not metrics:
+      counts[REASON_NO_METRICS] = counts.get(REASON_NO_METRICS, 0) + 1
+      continue
+    any_bad = False
+    for name, value in metrics.items():
+      if not _finite(value):
+        any_bad = True
+        continue
+      key = (r.get('experiment'), r.get('task'), r.get('model'), r.get('train_size'), setting, name)
+      groups[key].append(float(value))
+    if any_bad:
+      counts[REASON_NON_FINITE] = counts.get(REASON_NON_FINITE, 0) + 1
+
+  rows = []
+  for (experiment, task, model, train_size, setting, metric), values in groups.items():
+    mean, std, low, high = t_ci(values, 0.95)
+    rows.append({
+        'experiment': experiment, 'task': task, 'model': model, 'train_size': train_size,
+        'setting': setting, 'metric': metric, 'n': len(values), 'mean': mean, 'std': std,
+        'ci95_low': low, 'ci95_high': high,
+    })
+  rows.sort(key=lambda row: (_order(row['train_size']), _setting_order(row['setting']),
+                             row['metric'], _order(row['experiment']), _order(row['task']),
+                             _order(row['model'])))
+  left_out = dict(sorted(left_out.items(),
+                         key=lambda kv: (_order(kv[0][0]), _setting_order(kv[0][1]))))
+  return rows, left_out
+
+
+def describe_left_out(left_out: Mapping[SettingKey, Mapping[str, int]]) -> list[str]:
+  """One line per setting that lost trials, e.g. 'train_size=500 setting={"k":3}: 2 of 30 ...'."""
+  lines = []
+  for (train_size, setting), counts in left_out.items():
+    reasons = {k: v for k, v in counts.items() if k != 'total' and v}
+    if not reasons:
+      continue
+    lost = sum(reasons.values())
+    why = ', '.join(f'{v} {k}' for k, v in sorted(reasons.items()))
+    lines.append(f'train_size={train_size} setting={setting}: {lost} of {counts["total"]} '
+                 f'trials left out ({why})')
+  return lines
+
+
+def write_summary_csv(path: str | os.PathLike[str],
+                      records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """Writes summary.csv at `path` atomically (temp file + os.replace) and returns its rows.
+
+  Undefined statistics (std and CI of a single trial) are written as 'nan'.
+  """
+  rows, left_out = summarize(records)
+  for line in describe_left_out(left_out):
+    logging.warning('%s', line)
+  path = os.fspath(path)
+  dirname = os.path.dirname(os.path.abspath(path))
+  os.makedirs(dirname, exist_ok=True)
+  # The temp file lives in the target directory so os.replace is a same-filesystem rename:
+  # readers see either the old summary or the new one, never a partial file.
+  fd, tmp = tempfile.mkstemp(dir=dirname, prefix='.summary.', suffix='.csv.tmp')
+  try:
+    with os.fdopen(fd, 'w', newline='', encoding='utf-8') as f:
+      writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+      writer.writeheader()
+      writer.writerows(rows)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a summary is meant to be shared.
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.unlink(tmp)
+    except FileNotFoundError:
+      pass
+    raise
+  _fsync_dir(dirname)
+  return rows
+
+
+def group_by_setting(records: Iterable[Mapping[str, Any]],
+                     metric: str) -> dict[SettingKey, np.ndarray]:
+  """Values of `metric` over ok trials with a finite value, per (train_size, setting_json).
+
+  Keys are in the same order as summary rows; values keep record order.
+  """
+  out: dict[SettingKey, list[float]] = collections.defaultdict(list)
+  for r in records:
+    if r.get('status') != 'ok':
+      continue
+    value = (r.get('metrics') or {}).get(metric)
+    if _finite(value):
+      out[(r.get('train_size'), setting_json(r.get('setting')))].append(float(value))
+  ordered = sorted(out.items(), key=lambda kv: (_order(kv[0][0]), _setting_order(kv[0][1])))
+  return {k: np.asarray(v, dtype=np.float64) for k, v in ordered}

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real GLUE files in ../shared, the packaged MiniLM, tiny random HF models."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GLUE = ROOT.parent / 'shared' / 'glue'
+
+
+@pytest.fixture(scope='session')
+def glue_dir() -> pathlib.Path:
+  if not GLUE.is_dir():
+    pytest.skip('../shared/glue is not beside the project')
+  return GLUE
+
+
+@pytest.fixture(scope='session')
+def minilm():
+  import jaxtransfer as jt
+  return jt.load_pretrained('minilm-l6')
+
+
+def _tiny_hf_config(model_type: str):
+  import transformers
+  common = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                max_position_embeddings=64, vocab_size=100)
+  if model_type == 'roberta':
+    return transformers.RobertaConfig(**common, type_vocab_size=1, pad_token_id=1)
+  return transformers.BertConfig(**common, type_vocab_size=2)
+
+
+@pytest.fixture(scope='session', params=['bert', 'roberta'])
+def tiny_hf_dir(request, tmp_path_factory) -> pathlib.Path:
+  """A randomly initialised HF model saved with save_pretrained (weights + config, no tokenizer)."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  model = transformers.AutoModel.from_config(_tiny_hf_config(request.param)).eval()
+  # Random LayerNorm and bias values, so that a wrongly mapped parameter cannot hide behind 1/0 init.
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if 'LayerNorm' in name or name.endswith('bias'):
+        p.add_(0.1 * torch.randn_like(p))
+  path = tmp_path_factory.mktemp(f'tiny-{request.param}')
+  model.save_pretrained(path)
+  return path
+
+
+def random_batch(rng: np.random.Generator, vocab: int, batch: int, seq: int, pad_id: int,
+                 first_id: int = 2):
+  """Token ids in [first_id, vocab) with a random amount of right padding per row."""
+  ids = rng.integers(first_id, vocab, size=(batch, seq))
+  lengths = rng.integers(2, seq + 1, size=batch)
+  mask = (np.arange(seq)[None] < lengths[:, None]).astype(np.int32)
+  ids = np.where(mask > 0, ids, pad_id).astype(np.int32)
+  types = ((np.arange(seq)[None] >= lengths[:, None] // 2) * mask).astype(np.int32)
+  return ids, mask, types
