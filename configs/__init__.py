@@ -1,0 +1,1 @@
+"""Experiment configs: `python -m jaxtransfer.main --config=configs/<experiment>.py[:preset]`."""

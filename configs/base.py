@@ -1,0 +1,70 @@
+"""Keys every experiment shares (CONTRACT.md); each config file starts from `base.get_config()`."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = 'finetune'
+  # Model and data.
+  c.model = 'bert-base-uncased'    # hub id, local HF directory, or minilm-l6 (packaged MiniLM)
+  c.task = 'sst2'                  # cola sst2 mrpc stsb qqp mnli qnli rte wnli
+  c.data_dir = ''                  # GLUE-format root; '' = the hub (datasets); 'demo' = built-in set
+  c.cache_dir = ''                 # tokenized data; '' = $JAXTRANSFER_CACHE or ~/.cache/jaxtransfer
+  c.max_seq_length = 128
+  # Trials: the grid seeds x train_sizes x the experiment's sweep keys.
+  c.seeds = [1, 2, 3]
+  c.train_sizes = [0]              # 0 = the whole training set
+  # Optimisation (AdamW, linear decay, as in the papers).
+  c.batch_size = 32
+  c.learning_rate = 2e-5
+  c.num_epochs = 3.0
+  c.num_train_steps = 0            # > 0 overrides num_epochs
+  c.warmup_ratio = 0.0
+  c.warmup_steps = 0
+  c.weight_decay = 0.0
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.999
+  c.adam_eps = 1e-8
+  c.max_grad_norm = 1.0
+  # Model structure shared by every experiment.
+  c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa: dense-tanh-linear), pooler, mlp
+  c.pooling = 'cls'                # cls or mean
+  c.dtype = 'float32'              # compute dtype (params stay fp32): float32 or bfloat16
+  # Evaluation.
+  c.eval_max_examples = 0          # 0 = the whole dev set
+  c.eval_batch_size = 128
+  c.eval_every = 0                 # steps; 0 = once, after the last step
+  c.select_best = False            # report the best periodic evaluation (by the task's metric)
+  # Running.
+  c.trials_per_program = 0         # trials per compiled group; 0 = as many as fit in memory
+  c.log_every = 20                 # steps between log lines / progress updates
+  c.checkpoint_every = 500         # steps between checkpoints of the group in flight (and SIGTERM)
+  c.export_model = False           # write models/<trial_id>/ in HF format
+  return c
+
+
+def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Offline, minutes on a laptop CPU: the packaged MiniLM on the built-in sentiment set."""
+  c.model = 'minilm-l6'
+  c.task = 'sst2'
+  c.data_dir = 'demo'
+  c.max_seq_length = 64
+  c.batch_size = 16
+  c.learning_rate = 1e-4
+  c.num_train_steps = 60
+  c.seeds = [1, 2]
+  c.train_sizes = [0]
+  c.log_every = 10
+  return c
+
+
+def apply_preset(c: ml_collections.ConfigDict, arg: str | None, presets: dict) -> None:
+  """`--config=configs/x.py:demo` applies preset 'demo'; no preset leaves the paper's defaults."""
+  name = (arg or '').strip()
+  if not name:
+    return
+  if name not in presets:
+    raise ValueError(f'Unknown preset {name!r} after the colon; this config has: '
+                     f'{", ".join(sorted(presets))}.')
+  presets[name](c)

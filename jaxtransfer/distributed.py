@@ -1,0 +1,78 @@
+"""Devices, the trial mesh and multi-host setup (JAX's own runtime: jax.distributed)."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+TRIALS = 'trials'
+_initialized = False
+
+
+def initialize() -> None:
+  """Joins the multi-host runtime when this is one process of several; a no-op otherwise.
+
+  TPU VM pods: set JAXTRANSFER_MULTIHOST=1 and JAX finds its peers itself. Elsewhere (GPU nodes,
+  the local multi-process twin): JAXTRANSFER_COORDINATOR=host:port, JAXTRANSFER_NUM_PROCESSES,
+  JAXTRANSFER_PROCESS_ID. A plain single CPU host never calls jax.distributed.
+  """
+  global _initialized
+  if _initialized:
+    return
+  coordinator = os.environ.get('JAXTRANSFER_COORDINATOR')
+  if coordinator:
+    num = int(os.environ['JAXTRANSFER_NUM_PROCESSES'])
+    pid = int(os.environ['JAXTRANSFER_PROCESS_ID'])
+    logging.info('Joining %d processes as process %d (coordinator %s).', num, pid, coordinator)
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
+    _initialized = True
+  elif os.environ.get('JAXTRANSFER_MULTIHOST') == '1':
+    jax.distributed.initialize()
+    _initialized = True
+
+
+def is_main() -> bool:
+  """Process 0 writes the workdir; every process computes."""
+  return jax.process_index() == 0
+
+
+def trial_mesh() -> Mesh:
+  """One mesh axis, 'trials', over every device of every host."""
+  return Mesh(np.asarray(jax.devices()), (TRIALS,))
+
+
+def trial_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(TRIALS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def put(tree, sharding: NamedSharding):
+  """Host numpy arrays (the same on every process) -> global arrays with `sharding`.
+
+  Each process materializes only its addressable shards, so with the trial axis sharded a host
+  transfers only its own trials' data.
+  """
+  def one(a):
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+  return jax.tree.map(one, tree)
+
+
+def gather(tree):
+  """Global arrays -> numpy on every process."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

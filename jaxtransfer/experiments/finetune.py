@@ -1,0 +1,15 @@
+"""Plain fine-tuning of every parameter: the reference point of all four studies."""
+
+from jaxtransfer.experiments import base
+
+
+class Finetune(base.Experiment):
+  name = 'finetune'
+
+  def trials(self, ctx):
+    program = base.make_program(ctx)
+    return [base.engine_lib.Trial(seed, size, setting, program)
+            for size, seed, setting in base.grid(ctx.config)]
+
+
+EXPERIMENT = Finetune()

@@ -1,0 +1,81 @@
+"""Runs one jaxtransfer study; only flags live here (logic: jaxtransfer.train).
+
+  python -m jaxtransfer.main --config=configs/reinit.py --workdir=results/reinit \
+      [--config.<key>=<value> ...]
+
+Exit codes: 0 success, 2 bad input (one paragraph on stderr, no traceback), 1 anything else.
+"""
+
+import os
+import sys
+import textwrap
+
+# Config files import their shared base as `from configs import base`: make the project root (the
+# parent of configs/) importable whatever the working directory.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in (os.getcwd(), _ROOT):
+  if _p not in sys.path:
+    sys.path.insert(0, _p)
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from jaxtransfer.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, e.g. configs/reinit.py or configs/reinit.py:demo.',
+    lock_config=True)
+flags.DEFINE_string('workdir', None,
+                    'Output directory (resumable). Default: results/<experiment>-<task>-<model>-<date>.')
+
+
+def _bad_input(message: str) -> None:
+  sys.stderr.write(textwrap.fill(' '.join(message.split()), width=100) + '\n')
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parser, but a bad flag or config key is exit 2 with one clear paragraph."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    msg = str(e)
+    if 'config' in msg and ('not found' in msg.lower() or 'no field' in msg.lower()
+                            or 'attribute' in msg.lower()):
+      msg += (' Check the spelling of the --config.<key> override against the keys printed by '
+              'the config file (configs/base.py lists the shared ones).')
+    _bad_input(f'Bad command line: {msg} Usage: python -m jaxtransfer.main '
+               '--config=configs/<experiment>.py --workdir=DIR [--config.<key>=<value> ...].')
+
+
+class _QuietLibraries:
+  """Drops the INFO chatter of orbax and JAX's backend probing; keeps their warnings."""
+  NOISY = ('/orbax/', 'xla_bridge.py', '/jax/_src/distributed.py')
+
+  def filter(self, record) -> bool:
+    return record.levelno > 20 or not any(n in record.pathname for n in self.NOISY)
+
+
+def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  if len(argv) > 1:
+    _bad_input(f'Unexpected arguments {argv[1:]}: pass options as --config.<key>=<value>.')
+  if FLAGS.config is None:
+    _bad_input('Missing --config: pass an experiment config, e.g. --config=configs/finetune.py:demo.')
+  from jaxtransfer import train  # heavy imports after flag parsing, so --help is fast
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except UserError as e:
+    logging.flush()
+    _bad_input(str(e))
+
+
+def run():
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,131 @@
+"""GLUE metrics in plain numpy, matching sklearn.metrics and scipy.stats."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+  from jaxtransfer.data import TaskSpec
+
+# Reported metrics per task, primary metric first (GLUE's conventions).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    'cola': ('mcc', 'accuracy'),
+    'sst2': ('accuracy',),
+    'mrpc': ('f1', 'accuracy'),
+    'stsb': ('pearson', 'spearman'),
+    'qqp': ('f1', 'accuracy'),
+    'mnli': ('accuracy',),
+    'qnli': ('accuracy',),
+    'rte': ('accuracy',),
+    'wnli': ('accuracy',),
+}
+
+
+def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
+  a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+  if a.shape != b.shape:
+    raise ValueError(f'Length mismatch: {a.shape[0]} vs {b.shape[0]}.')
+  return a, b
+
+
+def accuracy(preds, labels) -> float:
+  """Fraction of exact matches."""
+  preds, labels = _pair(preds, labels)
+  return float(np.mean(preds == labels)) if preds.size else float('nan')
+
+
+def f1(preds, labels) -> float:
+  """Binary F1 of the positive class 1; 0.0 when there are no positives at all (as sklearn)."""
+  preds, labels = _pair(preds, labels)
+  tp = np.sum((preds == 1) & (labels == 1))
+  fp = np.sum((preds == 1) & (labels != 1))
+  fn = np.sum((preds != 1) & (labels == 1))
+  denom = 2 * tp + fp + fn
+  return float(2 * tp / denom) if denom else 0.0
+
+
+def matthews_corrcoef(preds, labels) -> float:
+  """Multiclass Matthews correlation (sklearn's formula); 0.0 when undefined."""
+  preds, labels = _pair(preds, labels)
+  classes, inv = np.unique(np.concatenate([labels, preds]), return_inverse=True)
+  k, n = len(classes), len(labels)
+  conf = np.zeros((k, k), np.float64)  # float: n**2 products overflow int64 for big n.
+  np.add.at(conf, (inv[:n], inv[n:]), 1.0)
+  t_sum, p_sum = conf.sum(axis=1), conf.sum(axis=0)
+  n_correct = np.trace(conf)
+  cov_ytyp = n_correct * n - t_sum @ p_sum
+  cov_ypyp = n * n - p_sum @ p_sum
+  cov_ytyt = n * n - t_sum @ t_sum
+  if cov_ypyp * cov_ytyt == 0:  # A constant prediction or label vector.
+    return 0.0
+  return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
+
+
+def pearson(x, y) -> float:
+  """Pearson correlation; nan for constant inputs or fewer than 2 points (as scipy)."""
+  x, y = _pair(x, y)
+  if x.size < 2:
+    return float('nan')
+  x = x.astype(np.float64) - np.mean(x, dtype=np.float64)
+  y = y.astype(np.float64) - np.mean(y, dtype=np.float64)
+  # Normalize first so that huge or tiny values neither overflow nor underflow.
+  nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+  if nx == 0 or ny == 0:
+    return float('nan')
+  return float(np.clip(np.dot(x / nx, y / ny), -1.0, 1.0))
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+  """1-based ranks, ties sharing their average rank (scipy.stats.rankdata 'average')."""
+  _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+  start = np.cumsum(counts) - counts  # Number of smaller values.
+  return (start + (counts + 1) / 2.0)[inv.ravel()]
+
+
+def spearman(x, y) -> float:
+  """Spearman rank correlation with average ranks for ties; nan for constant inputs."""
+  x, y = _pair(x, y)
+  return pearson(_rank(x), _rank(y))
+
+
+_FNS = {
+    'accuracy': accuracy,
+    'f1': f1,
+    'mcc': matthews_corrcoef,
+    'pearson': pearson,
+    'spearman': spearman,
+}
+
+
+def compute_metrics(task: TaskSpec, outputs: np.ndarray, labels: np.ndarray, *,
+                    suffix: str = '') -> dict[str, float]:
+  """The task's metrics for model outputs.
+
+  Args:
+    task: the task spec.
+    outputs: logits (N, C) for classification (argmax is the prediction; (N,) integer class ids
+      are accepted too), or (N,) / (N, 1) predicted scores for regression.
+    labels: (N,) gold labels.
+    suffix: appended to every metric name, e.g. '_mm' for MNLI's mismatched dev split.
+
+  Returns:
+    {metric name + suffix: value}, the task's primary metric first.
+  """
+  outputs, labels = np.asarray(outputs), np.asarray(labels).ravel()
+  if task.is_regression:
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+      outputs = outputs[:, 0]
+    if outputs.ndim != 1:
+      raise ValueError(f'Regression outputs must be (N,) or (N, 1), got {outputs.shape}.')
+    preds = outputs
+  elif outputs.ndim == 2:
+    preds = np.argmax(outputs, axis=-1)
+  elif outputs.ndim == 1 and np.issubdtype(outputs.dtype, np.integer):
+    preds = outputs
+  else:
+    raise ValueError(f'Classification outputs must be (N, C) logits, got {outputs.shape}.')
+  if len(preds) != len(labels):
+    raise ValueError(f'{len(preds)} predictions for {len(labels)} labels.')
+  return {f'{name}{suffix}': _FNS[name](preds, labels) for name in TASK_METRICS[task.name]}

@@ -1,0 +1,319 @@
+"""What one compiled group of trials computes: the model structure and how a trial's params are built.
+
+A `Program` is static (hashable): trials that share one run in the same `jit(vmap(...))`. Everything
+that differs between them is a per-trial array (`arrays`): block permutations, reinit masks,
+per-block learning-rate multipliers, the learning rate itself. The trial engine only calls the
+methods below, so a study plugs in by choosing a Program and the arrays, or by writing its own
+class with the same methods (see `analysis/probing.py`).
+
+Parameter layout of a trial (nested dicts):
+  embeddings               frozen unless `train_embeddings`
+  blocks_frozen            blocks [0, f): frozen, computed without gradient (no backward pass)
+  blocks                   blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'),
+                           or kept fixed under learned masks ('none')
+  adapters, mask_scores    Houlsby adapters / sparsity-mask scores for blocks [f, n)
+  pooler, head             the classifier
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtransfer import interventions as iv
+from jaxtransfer.models import bert
+
+Params = dict[str, Any]
+HEADS = ('pooler', 'mlp')
+MASKABLE = ('query', 'key', 'value', 'attention_output', 'intermediate', 'output')
+
+
+class MlpHead(nn.Module):
+  """dropout -> Linear(H,H) -> tanh -> dropout -> Linear(H,C): RoBERTa's classification head (and Xie's)."""
+  hidden: int
+  num_labels: int
+  dropout: float
+  init_std: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    init = nn.initializers.normal(self.init_std)
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name='dense')(x))
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    return nn.Dense(self.num_labels, kernel_init=init, name='out_proj')(x)
+
+
+class LinearHead(nn.Module):
+  """dropout -> Linear(H,C): BertForSequenceClassification's classifier after the pooler."""
+  num_labels: int
+  dropout: float
+  init_std: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    return nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(self.init_std),
+                    name='classifier')(x)
+
+
+def _flatten(tree: Params) -> dict[tuple[str, ...], Any]:
+  return {tuple(k.key for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _unflatten(flat: dict[tuple[str, ...], Any]) -> Params:
+  out: Params = {}
+  for path, leaf in flat.items():
+    d = out
+    for k in path[:-1]:
+      d = d.setdefault(k, {})
+    d[path[-1]] = leaf
+  return out
+
+
+def merge(a: Params, b: Params) -> Params:
+  """Union of two param trees with disjoint leaves."""
+  flat = _flatten(a)
+  flat.update(_flatten(b))
+  return _unflatten(flat)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A pretrained encoder + classifier, with the study's interventions and what trains."""
+  encoder: bert.EncoderConfig
+  num_labels: int
+  num_blocks: int                      # blocks computed; those above are never run
+  frozen_blocks: int = 0               # blocks [0, f) frozen and not differentiated
+  train_embeddings: bool = True        # only meaningful with frozen_blocks == 0
+  block_params: str = 'all'            # what trains in blocks [f, n): 'all' | 'layernorm' | 'none'
+  head: str = 'pooler'                 # 'pooler' (BERT) | 'mlp' (RoBERTa / Xie et al.)
+  pretrained_pooler: bool = True       # start BERT's pooler from the checkpoint when it has one
+  train_pooler: bool = True
+  pooling: str = 'cls'                 # 'cls' (first token) | 'mean' (real tokens)
+  adapter_size: int = 0                # Houlsby adapters in blocks [f, n)
+  masked: tuple[str, ...] = ()         # matrices of blocks [f, n) with learned binary masks
+  interventions: tuple[Any, ...] = ()  # applied to the pretrained params, in order
+  dtype: str = 'float32'               # compute dtype; params stay fp32
+  report_flops: bool = False           # add train_flops_fraction to the trial's metrics
+
+  def __post_init__(self):
+    assert 0 <= self.frozen_blocks <= self.num_blocks <= self.encoder.num_layers, self
+    assert self.head in HEADS and self.block_params in ('all', 'layernorm', 'none'), self
+    assert set(self.masked) <= set(MASKABLE), self.masked
+
+  # ------------------------------------------------------------------------- structure
+
+  @property
+  def is_regression(self) -> bool:
+    return self.num_labels == 1
+
+  @property
+  def compute_dtype(self):
+    return jnp.bfloat16 if self.dtype == 'bfloat16' else jnp.float32
+
+  @property
+  def uses_pooler(self) -> bool:
+    return self.head == 'pooler'
+
+  @property
+  def shares_frozen(self) -> bool:
+    """Frozen params are identical across trials (broadcast, not copied) unless an intervention
+    rewrites the pretrained weights per trial."""
+    return not self.interventions
+
+  def defaults(self) -> dict[str, np.ndarray]:
+    """Per-trial arrays and their neutral values; a study overrides some of them per trial."""
+    out = {'block_lr': np.ones(self.encoder.num_layers, np.float32),
+           'mask_blocks': np.ones(self.encoder.num_layers, bool),
+           'sparsity': np.float32(0.5)}
+    for intervention in self.interventions:
+      out.update(intervention.defaults(self.encoder.num_layers))
+    return out
+
+  def is_trainable(self, path: tuple[str, ...]) -> bool:
+    top = path[0]
+    if top == 'embeddings':
+      return self.train_embeddings and self.frozen_blocks == 0
+    if top == 'blocks_frozen':
+      return False
+    if top == 'blocks':
+      if self.block_params == 'layernorm':
+        return path[1].endswith('_ln')
+      return self.block_params == 'all'
+    if top == 'pooler':
+      return self.train_pooler
+    return True  # head, adapters, mask_scores
+
+  @staticmethod
+  def decays(path: tuple[str, ...]) -> bool:
+    """HF's no-decay rule: no weight decay on biases and LayerNorm parameters."""
+    return path[-1] not in ('bias', 'scale') and 'LayerNorm' not in path
+
+  # ------------------------------------------------------------------------- params
+
+  def init(self, pretrained: Params, arrays: dict[str, Any], rng) -> tuple[Params, Params]:
+    """Builds one trial's (trainable, frozen) params from the pretrained ones. Pure; vmappable."""
+    c, f, n = self.encoder, self.frozen_blocks, self.num_blocks
+    k_iv, k_head, k_pool, k_adapt, k_mask = jax.random.split(rng, 5)
+    params = {k: v for k, v in pretrained.items()}
+    for i, intervention in enumerate(self.interventions):
+      params = intervention.apply(c, params, arrays, jax.random.fold_in(k_iv, i))
+    blocks = params['blocks']
+    full: Params = {
+        'embeddings': params['embeddings'],
+        'blocks': bert.take_blocks(blocks, f, n),
+    }
+    if f:
+      full['blocks_frozen'] = bert.take_blocks(blocks, 0, f)
+    if self.uses_pooler:
+      if self.pretrained_pooler and 'pooler' in params:
+        full['pooler'] = params['pooler']
+      else:
+        dense = nn.Dense(c.hidden_size, kernel_init=nn.initializers.normal(c.initializer_range))
+        full['pooler'] = dense.init(k_pool, jnp.zeros((1, c.hidden_size)))['params']
+    full['head'] = self._head_module().init(k_head, jnp.zeros((1, c.hidden_size)))['params']
+    if self.adapter_size and n > f:
+      full['adapters'] = bert.init_adapters(c, k_adapt, n - f, self.adapter_size)
+    if self.masked and n > f:
+      # Scores start at |w| (magnitude pruning as the initial mask), so the first forward pass at
+      # a given sparsity keeps the largest pretrained weights; training then moves the scores.
+      full['mask_scores'] = {m: {'kernel': jnp.abs(full['blocks'][m]['kernel'])} for m in self.masked}
+    return self.split(full)
+
+  def split(self, full: Params) -> tuple[Params, Params]:
+    flat = _flatten(full)
+    train = {p: v for p, v in flat.items() if self.is_trainable(p)}
+    frozen = {p: v for p, v in flat.items() if not self.is_trainable(p)}
+    return _unflatten(train), _unflatten(frozen)
+
+  def lr_multipliers(self, train: Params, arrays) -> Params:
+    """Per-leaf learning-rate multipliers: `block_lr[f:n]` along the block axis of stacked leaves."""
+    per_block = arrays['block_lr'][self.frozen_blocks:self.num_blocks]
+
+    def mult(path, leaf):
+      top = path[0].key
+      if top in ('blocks', 'adapters', 'mask_scores'):
+        return per_block.reshape((-1,) + (1,) * (leaf.ndim - 1))
+      return jnp.ones((), jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(mult, train)
+
+  # ------------------------------------------------------------------------- forward
+
+  def _head_module(self):
+    c = self.encoder
+    if self.head == 'mlp':
+      return MlpHead(c.hidden_size, self.num_labels, c.hidden_dropout, c.initializer_range)
+    return LinearHead(self.num_labels, c.hidden_dropout, c.initializer_range)
+
+  def features(self, params: Params, batch, arrays, *, deterministic: bool, rng=None):
+    """The encoder up to block n: last hidden state (B, S, H)."""
+    c, f, n, dt = self.encoder, self.frozen_blocks, self.num_blocks, self.compute_dtype
+    ids, mask = batch['input_ids'], batch['attention_mask']
+    kw = dict(deterministic=deterministic, rng=rng, dtype=dt)
+    x = bert.embed(c, params['embeddings'], ids, batch.get('token_type_ids'), **kw)
+    if f:
+      x = bert.apply_blocks(c, params['blocks_frozen'], x, mask, first_index=0, **kw)
+    if n > f:
+      if f or not self.train_embeddings:
+        # Nothing below is trained: make sure no backward pass reaches the frozen prefix.
+        x = jax.lax.stop_gradient(x)
+      blocks = params['blocks']
+      if self.masked:
+        blocks = iv.apply_masks(blocks, params['mask_scores'], arrays['sparsity'],
+                                arrays['mask_blocks'][f:n])
+      if self.adapter_size:
+        blocks = {**blocks, **params['adapters']}
+      x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size, **kw)
+    return x
+
+  def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
+            rng=None):
+    """Logits (B, C), or regression values (B, 1)."""
+    params = merge(train, frozen)
+    x = self.features(params, batch, arrays, deterministic=deterministic, rng=rng)
+    if self.pooling == 'mean':
+      m = batch['attention_mask'][..., None].astype(x.dtype)
+      pooled = (x * m).sum(1) / jnp.maximum(m.sum(1), 1)
+    else:
+      pooled = x[:, 0]
+    if self.uses_pooler:
+      pooled = bert.pool(self.encoder, params['pooler'], pooled[:, None], dtype=self.compute_dtype)
+    rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, 2**31 - 2)}
+    out = self._head_module().apply({'params': params['head']}, pooled.astype(jnp.float32),
+                                    deterministic, rngs=rngs)
+    return out.astype(jnp.float32)
+
+  def loss(self, train: Params, frozen: Params, batch, weights, arrays, rng):
+    """Weighted mean loss over the batch (weights 0 mark padding examples): CE, or MSE."""
+    out = self.apply(train, frozen, batch, arrays, deterministic=False, rng=rng)
+    if self.is_regression:
+      per_example = (out[:, 0] - batch['labels']) ** 2
+    else:
+      logp = jax.nn.log_softmax(out)
+      per_example = -jnp.take_along_axis(logp, batch['labels'][:, None].astype(jnp.int32), 1)[:, 0]
+    return (per_example * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+  def report(self, train: Params, frozen: Params, arrays) -> dict[str, jax.Array]:
+    """Per-trial numbers that the record's metrics carry besides the dev scores."""
+    out = {}
+    if self.report_flops:
+      out['train_flops_fraction'] = jnp.float32(self.train_flops_fraction())
+    if self.masked:
+      params = merge(train, frozen)
+      blocks = iv.apply_masks(params['blocks'], params['mask_scores'], arrays['sparsity'],
+                              arrays['mask_blocks'][self.frozen_blocks:self.num_blocks])
+      zeros = sum(jnp.sum(blocks[m]['kernel'] == 0) for m in self.masked)
+      total = sum(blocks[m]['kernel'].size for m in self.masked)
+      out['sparsity'] = zeros / total
+    return out
+
+  def train_flops_fraction(self) -> float:
+    """Training FLOPs per example relative to full fine-tuning of all L blocks (Kaplan-style count:
+    forward 2·P·tokens for every computed block; backward 2× forward through trained blocks, 1×
+    (activation gradients only) through blocks that are differentiated but not trained)."""
+    L, f, n = self.encoder.num_layers, self.frozen_blocks, self.num_blocks
+    full = 3.0 * L
+    backward_blocks = n - f
+    # Mask scores need the same outer products as weight gradients; LayerNorm-only training does not.
+    weight_grads = backward_blocks if (self.block_params == 'all' or self.masked) else 0
+    cost = n + backward_blocks + weight_grads
+    return float(cost / full)
+
+  # ------------------------------------------------------------------------- export
+
+  def export_params(self, train: Params, frozen: Params, arrays) -> Params:
+    """The encoder as a plain stacked tree (n blocks, masks multiplied in) for convert.export."""
+    if self.adapter_size:
+      raise ValueError('HF BERT/RoBERTa have no adapter layers: adapter-tuned trials cannot be '
+                       'exported as transformers models.')
+    params = jax.tree.map(np.asarray, merge(train, frozen))
+    blocks = params['blocks']
+    if self.masked:
+      blocks = iv.apply_masks(blocks, params['mask_scores'], arrays['sparsity'],
+                              arrays['mask_blocks'][self.frozen_blocks:self.num_blocks])
+    if self.frozen_blocks:
+      blocks = jax.tree.map(lambda a, b: np.concatenate([a, b]), params['blocks_frozen'], blocks)
+    out = {'embeddings': params['embeddings'], 'blocks': jax.tree.map(np.asarray, blocks)}
+    if 'pooler' in params:
+      out['pooler'] = params['pooler']
+    return out
+
+  def export_head(self, train: Params, frozen: Params) -> dict[str, np.ndarray]:
+    """The classifier in HF's *ForSequenceClassification names (torch layout)."""
+    head = jax.tree.map(np.asarray, merge(train, frozen)['head'])
+    if self.head == 'mlp':
+      return {'classifier.dense.weight': head['dense']['kernel'].T,
+              'classifier.dense.bias': head['dense']['bias'],
+              'classifier.out_proj.weight': head['out_proj']['kernel'].T,
+              'classifier.out_proj.bias': head['out_proj']['bias']}
+    return {'classifier.weight': head['classifier']['kernel'].T,
+            'classifier.bias': head['classifier']['bias']}

@@ -1,0 +1,80 @@
+"""`train_and_evaluate(config, workdir)`: one study, end to end (what main.py calls)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+
+from absl import logging
+
+from jaxtransfer import data as data_lib
+from jaxtransfer import distributed as dist
+from jaxtransfer import experiments
+from jaxtransfer.errors import UserError
+
+
+def default_workdir(config) -> str:
+  """results/<experiment>-<task>-<model>-<date>."""
+  model = re.sub(r'[^A-Za-z0-9_.-]+', '_', os.path.basename(str(config.model).rstrip('/')))
+  date = datetime.date.today().strftime('%Y%m%d')
+  return os.path.join('results', f'{config.experiment}-{config.task}-{model}-{date}')
+
+
+def validate(config) -> None:
+  """Checks that need no model or data: fail in a second, not after loading BERT."""
+  data_lib.get_task(config.task)
+  positive = ('batch_size', 'max_seq_length', 'eval_batch_size')
+  for key in positive:
+    if config[key] <= 0:
+      raise UserError(f'{key}={config[key]} must be a positive integer (--config.{key}).')
+  if config.learning_rate <= 0:
+    raise UserError(f'learning_rate={config.learning_rate} must be positive (--config.learning_rate).')
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise UserError('Both num_epochs and num_train_steps are 0: set --config.num_epochs or '
+                    '--config.num_train_steps to a positive number.')
+  if not list(config.seeds):
+    raise UserError('seeds is empty: give at least one seed, e.g. --config.seeds="[1,2,3]".')
+  for size in config.train_sizes:
+    if int(size) < 0:
+      raise UserError(f'train_size={size} is negative. Use positive sizes, or 0 for the whole '
+                      'training set (--config.train_sizes).')
+  if config.dtype not in ('float32', 'bfloat16'):
+    raise UserError(f'dtype={config.dtype!r} must be float32 or bfloat16 (--config.dtype).')
+  if config.head not in ('auto', 'pooler', 'mlp'):
+    raise UserError(f'head={config.head!r} must be auto, pooler or mlp (--config.head).')
+  if config.pooling not in ('cls', 'mean'):
+    raise UserError(f'pooling={config.pooling!r} must be cls or mean (--config.pooling).')
+
+
+def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
+  dist.initialize()
+  exp = experiments.get(config.experiment)
+  validate(config)
+  workdir = workdir or default_workdir(config)
+  if dist.is_main():
+    os.makedirs(workdir, exist_ok=True)
+    _write_config(config, workdir)
+  logging.info('Experiment %s, model %s, task %s, workdir %s', config.experiment, config.model,
+               config.task, workdir)
+  return exp.run(config, workdir)
+
+
+def _write_config(config, workdir: str) -> None:
+  path = os.path.join(workdir, 'config.json')
+  resolved = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      try:
+        before = json.load(f)
+      except json.JSONDecodeError:
+        before = None
+    if before is not None and before != resolved:
+      changed = sorted(k for k in set(before) | set(resolved) if before.get(k) != resolved.get(k))
+      logging.warning('The config differs from the one already in %s (keys: %s). Finished trials '
+                      'whose ids match are kept, not rerun.', workdir, ', '.join(changed))
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(resolved, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
