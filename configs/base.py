@@ -13,8 +13,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.cache_dir = ''                 # tokenized data; '' = $JAXTRANSFER_CACHE or ~/.cache/jaxtransfer
   c.max_seq_length = 128
   # Trials: the grid seeds x train_sizes x the experiment's sweep keys.
-  c.seeds = [1, 2, 3]
-  c.train_sizes = [0]              # 0 = the whole training set
+  c.seeds = (1, 2, 3)
+  c.train_sizes = (0,)             # 0 = the whole training set
   # Optimisation (AdamW, linear decay, as in the papers).
   c.batch_size = 32
   c.learning_rate = 2e-5
@@ -53,8 +53,8 @@ def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.batch_size = 16
   c.learning_rate = 1e-4
   c.num_train_steps = 60
-  c.seeds = [1, 2]
-  c.train_sizes = [0]
+  c.seeds = (1, 2)
+  c.train_sizes = (0,)
   c.log_every = 10
   return c
 

@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input (one paragraph on stderr, no traceback), 1 an
 """
 
 import os
+import re
 import sys
 import textwrap
 
@@ -38,17 +39,25 @@ def _bad_input(message: str) -> None:
 
 
 def _parse_flags(argv):
-  """absl's parser, but a bad flag or config key is exit 2 with one clear paragraph."""
+  """absl's parser, but a bad flag, preset or config key is exit 2 with one clear paragraph."""
+  usage = ('Usage: python -m jaxtransfer.main --config=configs/<experiment>.py[:demo] --workdir=DIR '
+           '[--config.<key>=<value> ...].')
   try:
     return FLAGS(argv)
   except flags.Error as e:
     msg = str(e)
-    if 'config' in msg and ('not found' in msg.lower() or 'no field' in msg.lower()
-                            or 'attribute' in msg.lower()):
-      msg += (' Check the spelling of the --config.<key> override against the keys printed by '
-              'the config file (configs/base.py lists the shared ones).')
-    _bad_input(f'Bad command line: {msg} Usage: python -m jaxtransfer.main '
-               '--config=configs/<experiment>.py --workdir=DIR [--config.<key>=<value> ...].')
+    if 'Traceback' in msg:  # an error raised inside the config file: keep its last line only
+      msg = msg.strip().splitlines()[-1]
+      msg = msg.split('Error: ', 1)[-1]
+    _bad_input(f'Bad command line: {msg} {usage}')
+  except (AttributeError, KeyError) as e:
+    # A --config.<key> override naming a key the (locked) config does not have.
+    text = str(e).replace('\\', '')
+    guess = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+    hint = (f"'{guess[2]}' (did you mean '{guess[1]}'?)" if guess
+            else text.strip('\'"').splitlines()[0])
+    _bad_input(f'Unknown config key in a --config.<key>=<value> override: {hint}. Every key must '
+               f'exist in the config file (shared keys: configs/base.py). {usage}')
 
 
 class _QuietLibraries:

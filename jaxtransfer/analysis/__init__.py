@@ -1,0 +1,1 @@
+"""Post-hoc analysis: figures, tables, variability and closeness measures."""

@@ -1,0 +1,99 @@
+"""The command line: bad input is exit 2 with one clear paragraph and no traceback."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_main(*args, env=None, timeout=300):
+  env = {**os.environ, 'HF_HUB_OFFLINE': '1', **(env or {})}
+  return subprocess.run([sys.executable, '-m', 'jaxtransfer.main', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def assert_bad_input(proc, *needles):
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  err = proc.stderr
+  assert 'Traceback' not in err, err
+  for n in needles:
+    assert n in err, (n, err[-2000:])
+
+
+@pytest.fixture
+def demo_args(tmp_path):
+  return ['--config=configs/finetune.py:demo', f'--workdir={tmp_path / "w"}',
+          f'--config.cache_dir={tmp_path / "cache"}']
+
+
+def test_unknown_task(demo_args):
+  assert_bad_input(run_main(*demo_args, '--config.task=sst3'), "'sst3'", '--config.task')
+
+
+def test_misspelt_config_key(demo_args):
+  assert_bad_input(run_main(*demo_args, '--config.lerning_rate=1e-4'), 'lerning_rate')
+
+
+def test_unknown_preset(tmp_path):
+  assert_bad_input(run_main('--config=configs/finetune.py:dmo', f'--workdir={tmp_path}'), "'dmo'", 'demo')
+
+
+def test_negative_train_size(demo_args):
+  assert_bad_input(run_main(*demo_args, '--config.train_sizes=(-5,)'), 'train_size=-5')
+
+
+def test_train_size_larger_than_the_data(demo_args):
+  assert_bad_input(run_main(*demo_args, '--config.train_sizes=(100000,)'), 'train_size=100000',
+                   'training set has')
+
+
+def test_missing_data_dir(demo_args, tmp_path):
+  assert_bad_input(run_main(*demo_args, f'--config.data_dir={tmp_path / "nowhere"}'), 'nowhere')
+
+
+def test_missing_split_file(demo_args, glue_dir):
+  """QNLI has a dev file but no train.tsv in ../shared/glue."""
+  assert_bad_input(run_main(*demo_args, '--config.task=qnli', f'--config.data_dir={glue_dir}'),
+                   'train.tsv')
+
+
+def _glue_copy(tmp_path, train_text):
+  root = tmp_path / 'glue'
+  (root / 'RTE').mkdir(parents=True)
+  (root / 'RTE' / 'train.tsv').write_text(train_text)
+  (root / 'RTE' / 'dev.tsv').write_text('index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n')
+  return root
+
+
+def test_malformed_tsv_row(demo_args, tmp_path):
+  root = _glue_copy(tmp_path, 'index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly two\n')
+  assert_bad_input(run_main(*demo_args, '--config.task=rte', f'--config.data_dir={root}'),
+                   'train.tsv', 'line 3')
+
+
+def test_label_not_in_label_set(demo_args, tmp_path):
+  root = _glue_copy(tmp_path, 'index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n')
+  assert_bad_input(run_main(*demo_args, '--config.task=rte', f'--config.data_dir={root}'), 'maybe')
+
+
+def test_unloadable_model_dir(demo_args, tmp_path):
+  model = tmp_path / 'model'
+  model.mkdir()
+  (model / 'config.json').write_text('{"model_type": "bert", "vocab_size": 10}')
+  (model / 'model.safetensors').write_bytes(b'not a safetensors file')
+  assert_bad_input(run_main(*demo_args, f'--config.model={model}'), str(model))
+
+
+def test_hub_unreachable(demo_args, tmp_path):
+  proc = run_main(*demo_args, '--config.model=bert-base-uncased',
+                  env={'HF_HUB_CACHE': str(tmp_path / 'hub'), 'HF_HOME': str(tmp_path / 'hf')})
+  assert_bad_input(proc, 'bert-base-uncased', 'minilm-l6')
+
+
+def test_missing_config_flag(tmp_path):
+  assert_bad_input(run_main(f'--workdir={tmp_path}'), '--config')
