@@ -10,6 +10,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxtransfer.errors import UserError
+
 TRIALS = 'trials'
 _initialized = False
 
@@ -24,12 +26,21 @@ def initialize() -> None:
   global _initialized
   if _initialized:
     return
-  coordinator = os.environ.get('JAXTRANSFER_COORDINATOR')
-  if coordinator:
-    num = int(os.environ['JAXTRANSFER_NUM_PROCESSES'])
-    pid = int(os.environ['JAXTRANSFER_PROCESS_ID'])
-    logging.info('Joining %d processes as process %d (coordinator %s).', num, pid, coordinator)
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
+  env = {k: os.environ.get(f'JAXTRANSFER_{k}') for k in ('COORDINATOR', 'NUM_PROCESSES', 'PROCESS_ID')}
+  if any(env.values()):
+    try:
+      num, pid = int(env['NUM_PROCESSES'] or ''), int(env['PROCESS_ID'] or '')
+      assert env['COORDINATOR'] and ':' in env['COORDINATOR'] and 0 <= pid < num
+    except (ValueError, AssertionError):
+      raise UserError(
+          f'Incomplete multi-process settings: JAXTRANSFER_COORDINATOR={env["COORDINATOR"]!r}, '
+          f'JAXTRANSFER_NUM_PROCESSES={env["NUM_PROCESSES"]!r}, JAXTRANSFER_PROCESS_ID='
+          f'{env["PROCESS_ID"]!r}. Set all three (host:port, N, 0 <= id < N), e.g. with '
+          'launch/local_multiprocess.sh, or none for a single process.') from None
+    logging.info('Joining %d processes as process %d (coordinator %s).', num, pid,
+                 env['COORDINATOR'])
+    jax.distributed.initialize(coordinator_address=env['COORDINATOR'], num_processes=num,
+                               process_id=pid)
     _initialized = True
   elif os.environ.get('JAXTRANSFER_MULTIHOST') == '1':
     jax.distributed.initialize()

@@ -426,6 +426,7 @@ class Engine:
     writer = SummaryWriter(os.path.join(self.spec.workdir, 'tensorboard', group.group_id)) \
         if dist.is_main() else None
     compile_s = 0.0
+    last_loss = None  # mean training loss over the last logged chunk, per trial
     step = start
     ids = [t.trial_id for t in group.trials]
     while step < steps:
@@ -445,6 +446,7 @@ class Engine:
       dt = time.time() - ts
       n = np.maximum(stats['count'][:n_real], 1)
       loss, gnorm = stats['loss_sum'][:n_real] / n, stats['gnorm_sum'][:n_real] / n
+      last_loss = loss
       progress.advance((stop - step) * n_real, loss=float(np.nanmean(loss)))
       logging.info('step %d/%d  loss %.4f  grad-norm %.3f  %.2f steps/s  %.0f examples/s (%d trials)',
                    stop, steps, np.nanmean(loss), np.nanmean(gnorm), (stop - step) / dt,
@@ -492,7 +494,8 @@ class Engine:
           'setting': t.setting, 'metrics': {} if failed else m,
           'status': 'failed' if failed else 'ok',
           'error': f'loss became non-finite (nan/inf) at step {int(bad[i])}' if failed else None,
-          'steps': steps, 'wall_s': round(wall, 2), 'compile_s': round(compile_s, 2),
+          'steps': steps, 'train_loss': float(last_loss[i]) if last_loss is not None else None,
+          'wall_s': round(wall, 2), 'compile_s': round(compile_s, 2),
           'group': group.group_id, 'group_trials': n_real,
           **({'best_step': best_step} if self.spec.select_best else {}),
       })
