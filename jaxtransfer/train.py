@@ -49,8 +49,19 @@ def validate(config) -> None:
     raise UserError(f'pooling={config.pooling!r} must be cls or mean (--config.pooling).')
 
 
+def enable_compilation_cache() -> None:
+  """XLA's persistent cache: a resumed run (or the next sweep of the same shapes) skips compiles."""
+  import jax
+  if jax.config.jax_compilation_cache_dir is None:
+    path = os.environ.get('JAXTRANSFER_XLA_CACHE',
+                          os.path.join(os.path.expanduser('~'), '.cache', 'jaxtransfer', 'xla'))
+    jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 2.0)
+
+
 def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   dist.initialize()
+  enable_compilation_cache()
   exp = experiments.get(config.experiment)
   validate(config)
   wd = workdir_lib.activate(workdir or default_workdir(config))
