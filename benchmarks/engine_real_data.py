@@ -51,7 +51,7 @@ def main():
   print(f'{"trial":<14} {"vmapped x3":>11} {"alone":>8}')
   for tid, rec in sorted(many.items()):
     a = alone.get(tid, {}).get('metrics', {}).get('accuracy')
-    print(f'{tid:<14} {rec["metrics"]["accuracy"]:>11.4f} {a if a is None else f"{a:.4f}":>8}')
+    print(f'{tid:<14} {rec["metrics"]["accuracy"]:>11.4f} {"-" if a is None else f"{a:.4f}":>8}')
   tid = next(iter(alone))
   diff = abs(alone[tid]['metrics']['accuracy'] - many[tid]['metrics']['accuracy'])
   mean = sum(r['metrics']['accuracy'] for r in many.values()) / len(many)
