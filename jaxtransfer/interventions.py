@@ -40,38 +40,62 @@ def permute_blocks(blocks: Params, perm) -> Params:
   return jax.tree.map(lambda p: jnp.take(p, perm, axis=0), blocks)
 
 
-def fresh_blocks(config: bert.EncoderConfig, rng, n: int, scheme: str, pretrained: Params) -> Params:
-  """n freshly initialised blocks in one of the named schemes (stacked like `pretrained`)."""
-  def trunc(key, shape, lower, upper, scale):
-    return scale * jax.random.truncated_normal(key, lower, upper, shape, jnp.float32)
+def fresh_blocks(config: bert.EncoderConfig, rng, scheme: str, pretrained: Params) -> Params:
+  """Freshly initialised blocks shaped like the stacked `pretrained` ones, in a named scheme.
 
+  'bert': Google BERT's init, every parameter new: kernels from a normal with std
+  `initializer_range` truncated at 2 sigma (tf.truncated_normal_initializer), zero biases,
+  LayerNorm 1/0. 'tamkin2020': what Tamkin et al.'s code did: kernels from
+  `scipy.stats.truncnorm(-0.04, 0.04, scale=0.02)`, biases keep their pretrained values,
+  LayerNorm 1/0.
+  """
+  if scheme not in REINIT_SCHEMES:
+    raise UserError(f'reinit_scheme={scheme!r} is not one of {", ".join(REINIT_SCHEMES)}. Use bert '
+                    '(clean BERT init) or tamkin2020 (their code) with --config.reinit_scheme.')
+  lower, upper, scale = ((-2.0, 2.0, config.initializer_range) if scheme == 'bert'
+                         else (-TAMKIN_TRUNC, TAMKIN_TRUNC, TAMKIN_SCALE))
   leaves, treedef = jax.tree_util.tree_flatten_with_path(pretrained)
   keys = jax.random.split(rng, len(leaves))
   out = []
   for (path, old), key in zip(leaves, keys):
-    name = jax.tree_util.keystr(path)
-    is_ln = "_ln'" in name
-    if scheme == 'bert':
-      # Google BERT's init: truncated normal at 2 sigma, std = initializer_range; zero bias; LN 1/0.
-      if name.endswith("['kernel']"):
-        new = trunc(key, old.shape, -2.0, 2.0, config.initializer_range)
-      elif name.endswith("['scale']"):
-        new = jnp.ones_like(old)
-      else:
-        new = jnp.zeros_like(old)
-    elif scheme == 'tamkin2020':
-      # Only Linear weights are redrawn; Linear biases keep their pretrained values; LN reset.
-      if name.endswith("['kernel']"):
-        new = trunc(key, old.shape, -TAMKIN_TRUNC, TAMKIN_TRUNC, TAMKIN_SCALE)
-      elif is_ln:
-        new = jnp.ones_like(old) if name.endswith("['scale']") else jnp.zeros_like(old)
-      else:
-        new = old
-    else:
-      raise UserError(f'reinit_scheme={scheme!r} is not one of {REINIT_SCHEMES}.')
-    out.append(new)
-  del n
+    names = [str(getattr(k, 'key', k)) for k in path]
+    if names[-1] == 'kernel':
+      new = scale * jax.random.truncated_normal(key, lower, upper, old.shape, jnp.float32)
+    elif names[-2].endswith('_ln') or names[-2] == 'LayerNorm':
+      new = jnp.ones_like(old) if names[-1] == 'scale' else jnp.zeros_like(old)
+    else:  # Linear biases
+      new = jnp.zeros_like(old) if scheme == 'bert' else old
+    out.append(new.astype(old.dtype))
   return jax.tree_util.tree_unflatten(treedef, out)
+
+
+# ----------------------------------------------------------------------------- per-trial arrays
+
+
+def reinit_from(k: int, num_layers: int) -> np.ndarray:
+  """Progressive reinit (Tamkin et al.): blocks with index >= k are reinitialized, k of them kept."""
+  check_block_index('ks', k, 0, num_layers, num_layers)
+  return np.arange(num_layers) >= k
+
+
+def block_reinit_mask(start: int, size: int, num_layers: int, mode: str) -> np.ndarray:
+  """Blocks start..start+size-1 reinitialized (`reinit`), or the only ones kept (`preserve`)."""
+  check_block_index('block_size', size, 1, num_layers, num_layers)
+  check_block_index('starts', start, 0, num_layers - size, num_layers)
+  inside = (np.arange(num_layers) >= start) & (np.arange(num_layers) < start + size)
+  if mode not in ('reinit', 'preserve'):
+    raise UserError(f'mode={mode!r} must be reinit or preserve (--config.mode).')
+  return inside if mode == 'reinit' else ~inside
+
+
+def tamkin_permutation(p: int, num_layers: int) -> np.ndarray:
+  """Tamkin et al.'s layer order for permutation seed p: np.random.RandomState(p).permutation(L)."""
+  if not 0 <= int(p) < 2**32:
+    raise UserError(f'permutation_seeds contains {p}, which np.random.RandomState cannot take: use '
+                    'integers between 0 and 2**32-1 (--config.permutation_seeds).')
+  perm = np.random.RandomState(int(p)).permutation(num_layers).astype(np.int32)
+  check_permutation(perm, num_layers)
+  return perm
 
 
 # ----------------------------------------------------------------------------- interventions
@@ -99,7 +123,7 @@ class Reinit:
 
   def apply(self, config, params: Params, arrays, rng) -> Params:
     blocks = params['blocks']
-    fresh = fresh_blocks(config, rng, config.num_layers, self.scheme, blocks)
+    fresh = fresh_blocks(config, rng, self.scheme, blocks)
     return {**params, 'blocks': select_blocks(arrays['reinit'], fresh, blocks)}
 
 
@@ -119,18 +143,73 @@ def check_block_index(name: str, value: int, lo: int, hi: int, num_layers: int) 
 # ----------------------------------------------------------------------------- sparsity masks
 
 
-def binary_mask(scores, sparsity: float):
-  """{0,1} mask keeping the top (1 - sparsity) fraction of `scores`, with a straight-through gradient.
+def _order_key(x):
+  """float32 -> uint32 with the same order (IEEE bits, sign flipped; negatives' bits inverted)."""
+  b = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  return jnp.where(b >> 31 == 1, ~b, b | jnp.uint32(0x80000000))
 
-  Forward: the hard mask. Backward: d mask / d scores = 1, so scores learn from dL/d(w * mask) * w
-  (Mallya et al.'s Piggyback, Ramanujan et al.'s edge-popup, Zhao et al. 2020).
+
+def _from_order_key(key):
+  b = jnp.where(key >> 31 == 1, key & jnp.uint32(0x7fffffff), ~key)
+  return jax.lax.bitcast_convert_type(b, jnp.float32)
+
+
+def kth_smallest(x, k):
+  """The k-th smallest entry of `x` (0-based), exactly: what jnp.sort(x.ravel())[k] gives.
+
+  A bisection over the 32-bit order keys: 32 counting passes, no sort. XLA's CPU sort of the
+  ~10M mask scores of a small BERT costs seconds per step; this costs a tenth of that.
   """
-  flat = scores.reshape(-1)
-  k = jnp.clip(jnp.round(flat.shape[0] * sparsity).astype(jnp.int32), 0, flat.shape[0] - 1)
-  threshold = jnp.sort(flat)[k]
-  hard = (scores >= threshold).astype(scores.dtype)
-  hard = jnp.where(sparsity <= 0, jnp.ones_like(hard), hard)
-  return scores + jax.lax.stop_gradient(hard - scores)
+  keys = _order_key(x.reshape(-1))
+
+  def body(_, bounds):
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    above_k = jnp.sum(keys <= mid, dtype=jnp.int32) > k  # the answer is <= mid
+    return jnp.where(above_k, lo, mid + 1), jnp.where(above_k, mid, hi)
+
+  lo, _ = jax.lax.fori_loop(0, 32, body, (jnp.min(keys), jnp.max(keys)))
+  return _from_order_key(lo).astype(x.dtype)
+
+
+def num_zeroed(size: int, sparsity):
+  """Entries a top-k mask zeroes in a matrix of `size` entries: round(size * sparsity)."""
+  return jnp.clip(jnp.round(size * sparsity).astype(jnp.int32), 0, size)
+
+
+def hard_mask(scores, sparsity):
+  """{0,1} mask (scores' dtype) zeroing the round(size * sparsity) smallest scores, keeping the rest.
+
+  Ties at the threshold are kept, so the achieved sparsity is at most the target (exact without
+  ties, which real-valued scores do not have).
+  """
+  k = num_zeroed(scores.size, sparsity)
+  threshold = kth_smallest(scores, jnp.minimum(k, scores.size - 1))
+  keep = (scores >= threshold) & (k < scores.size)
+  return keep.astype(scores.dtype)
+
+
+def binary_mask(scores, sparsity):
+  """`hard_mask` in the forward pass with a straight-through gradient d mask / d scores = 1.
+
+  Scores then learn from dL/d(w * mask) * w (Mallya et al.'s Piggyback, Ramanujan et al.'s
+  edge-popup, Zhao et al. 2020). Written as hard + (s - stop_gradient(s)) so the forward value is
+  exactly 0 or 1 (s + (hard - s) can round to 1 - 2^-24).
+  """
+  hard = jax.lax.stop_gradient(hard_mask(scores, sparsity))
+  return hard + (scores - jax.lax.stop_gradient(scores))
+
+
+def block_masks(scores: Params, sparsity, block_mask, *, straight_through: bool = True) -> Params:
+  """{matrix: (n, in, out) mask}: per block a top-k mask of the scores, all ones where
+  `block_mask` (n,) is false (those blocks keep their dense weights)."""
+  fn = binary_mask if straight_through else hard_mask
+  out = {}
+  for name, s in scores.items():
+    mask = jax.vmap(lambda sc: fn(sc, sparsity))(s['kernel'])
+    out[name] = jnp.where(jnp.reshape(block_mask, (-1, 1, 1)), mask,
+                          jax.lax.stop_gradient(jnp.ones_like(mask)))
+  return out
 
 
 def apply_masks(blocks: Params, scores: Params, sparsity, block_mask) -> Params:
@@ -140,9 +219,7 @@ def apply_masks(blocks: Params, scores: Params, sparsity, block_mask) -> Params:
   says which blocks are masked (others keep the dense weights).
   """
   out = dict(blocks)
-  for name, s in scores.items():
+  for name, mask in block_masks(scores, sparsity, block_mask).items():
     kernel = blocks[name]['kernel']
-    mask = jax.vmap(lambda sc: binary_mask(sc, sparsity))(s['kernel'])
-    mask = jnp.where(block_mask[:, None, None], mask, jax.lax.stop_gradient(jnp.ones_like(mask)))
     out[name] = {**blocks[name], 'kernel': kernel * mask.astype(kernel.dtype)}
   return out

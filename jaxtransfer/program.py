@@ -78,6 +78,12 @@ def _unflatten(flat: dict[tuple[str, ...], Any]) -> Params:
   return out
 
 
+def _unit_magnitude(kernel):
+  """|w| / mean|w| over each block's matrix (stacked kernels (n, in, out))."""
+  mag = jnp.abs(kernel)
+  return mag / jnp.maximum(jnp.mean(mag, axis=(1, 2), keepdims=True), 1e-12)
+
+
 def merge(a: Params, b: Params) -> Params:
   """Union of two param trees with disjoint leaves."""
   flat = _flatten(a)
@@ -133,7 +139,8 @@ class Program:
     """Per-trial arrays and their neutral values; a study overrides some of them per trial."""
     out = {'block_lr': np.ones(self.encoder.num_layers, np.float32),
            'mask_blocks': np.ones(self.encoder.num_layers, bool),
-           'sparsity': np.float32(0.5)}
+           'sparsity': np.float32(0.5),
+           'mask_lr': np.float32(1.0)}  # lr multiplier of the mask scores
     for intervention in self.interventions:
       out.update(intervention.defaults(self.encoder.num_layers))
     return out
@@ -154,8 +161,10 @@ class Program:
 
   @staticmethod
   def decays(path: tuple[str, ...]) -> bool:
-    """HF's no-decay rule: no weight decay on biases and LayerNorm parameters."""
-    return path[-1] not in ('bias', 'scale') and 'LayerNorm' not in path
+    """HF's no-decay rule: no weight decay on biases and LayerNorm parameters (nor on mask scores,
+    which are ranks, not weights)."""
+    return (path[-1] not in ('bias', 'scale') and 'LayerNorm' not in path
+            and path[0] != 'mask_scores')
 
   # ------------------------------------------------------------------------- params
 
@@ -183,9 +192,11 @@ class Program:
     if self.adapter_size and n > f:
       full['adapters'] = bert.init_adapters(c, k_adapt, n - f, self.adapter_size)
     if self.masked and n > f:
-      # Scores start at |w| (magnitude pruning as the initial mask), so the first forward pass at
-      # a given sparsity keeps the largest pretrained weights; training then moves the scores.
-      full['mask_scores'] = {m: {'kernel': jnp.abs(full['blocks'][m]['kernel'])} for m in self.masked}
+      # Scores start at |w| / mean|w| per block and matrix: the first mask is magnitude pruning at
+      # the target sparsity, and on this unit scale one mask learning rate means the same relative
+      # step in every matrix (MiniLM's mean |w| differs 2x between matrices; models differ more).
+      full['mask_scores'] = {m: {'kernel': _unit_magnitude(full['blocks'][m]['kernel'])}
+                             for m in self.masked}
     return self.split(full)
 
   def split(self, full: Params) -> tuple[Params, Params]:
@@ -201,7 +212,8 @@ class Program:
     def mult(path, leaf):
       top = path[0].key
       if top in ('blocks', 'adapters', 'mask_scores'):
-        return per_block.reshape((-1,) + (1,) * (leaf.ndim - 1))
+        m = per_block.reshape((-1,) + (1,) * (leaf.ndim - 1))
+        return m * arrays['mask_lr'] if top == 'mask_scores' else m
       return jnp.ones((), jnp.float32)
 
     return jax.tree_util.tree_map_with_path(mult, train)
@@ -267,14 +279,23 @@ class Program:
     out = {}
     if self.report_flops:
       out['train_flops_fraction'] = jnp.float32(self.train_flops_fraction())
-    if self.masked:
-      params = merge(train, frozen)
-      blocks = iv.apply_masks(params['blocks'], params['mask_scores'], arrays['sparsity'],
-                              arrays['mask_blocks'][self.frozen_blocks:self.num_blocks])
-      zeros = sum(jnp.sum(blocks[m]['kernel'] == 0) for m in self.masked)
-      total = sum(blocks[m]['kernel'].size for m in self.masked)
-      out['sparsity'] = zeros / total
+    if self.masked and self.num_blocks > self.frozen_blocks:
+      # CONTRACT: the fraction of masked-matrix entries set to zero, over the masked blocks only.
+      masks = self.masks(train, frozen, arrays)
+      on = arrays['mask_blocks'][self.frozen_blocks:self.num_blocks].astype(jnp.float32)
+      zeros = {m: jnp.sum((1 - masks[m]) * on[:, None, None]) for m in self.masked}
+      sizes = {m: jnp.sum(on) * masks[m][0].size for m in self.masked}
+      for m in self.masked:
+        out[f'sparsity/{m}'] = zeros[m] / jnp.maximum(sizes[m], 1)
+      out['sparsity'] = sum(zeros.values()) / jnp.maximum(sum(sizes.values()), 1)
     return out
+
+  def masks(self, train: Params, frozen: Params, arrays) -> Params:
+    """The hard {0,1} masks of blocks [f, n): {matrix: (n - f, in, out)}, ones in unmasked blocks."""
+    scores = merge(train, frozen)['mask_scores']
+    return iv.block_masks(scores, arrays['sparsity'],
+                          arrays['mask_blocks'][self.frozen_blocks:self.num_blocks],
+                          straight_through=False)
 
   def train_flops_fraction(self) -> float:
     """Training FLOPs per example relative to full fine-tuning of all L blocks (Kaplan-style count:
@@ -286,6 +307,12 @@ class Program:
     # Mask scores need the same outer products as weight gradients; LayerNorm-only training does not.
     weight_grads = backward_blocks if (self.block_params == 'all' or self.masked) else 0
     cost = n + backward_blocks + weight_grads
+    if self.adapter_size:
+      # Adapters of the tuned blocks, in block units by parameter count: forward, activation
+      # gradients and weight gradients (they always train).
+      c = self.encoder
+      block = 4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size
+      cost += 3 * backward_blocks * (4 * c.hidden_size * self.adapter_size) / block
     return float(cost / full)
 
   # ------------------------------------------------------------------------- export
@@ -297,9 +324,10 @@ class Program:
                        'exported as transformers models.')
     params = jax.tree.map(np.asarray, merge(train, frozen))
     blocks = params['blocks']
-    if self.masked:
-      blocks = iv.apply_masks(blocks, params['mask_scores'], arrays['sparsity'],
-                              arrays['mask_blocks'][self.frozen_blocks:self.num_blocks])
+    if self.masked and self.num_blocks > self.frozen_blocks:
+      masks = self.masks(train, frozen, arrays)
+      blocks = {**blocks, **{m: {**blocks[m], 'kernel': blocks[m]['kernel'] * np.asarray(masks[m])}
+                             for m in self.masked}}
     if self.frozen_blocks:
       blocks = jax.tree.map(lambda a, b: np.concatenate([a, b]), params['blocks_frozen'], blocks)
     out = {'embeddings': params['embeddings'], 'blocks': jax.tree.map(np.asarray, blocks)}

@@ -8,7 +8,16 @@ from jaxtransfer.errors import UserError
 
 # config.experiment -> module defining EXPERIMENT (an experiments.base.Experiment).
 REGISTRY = {
+    'sparsity': 'jaxtransfer.experiments.sparsity',
+    'closeness': 'jaxtransfer.experiments.closeness',
     'finetune': 'jaxtransfer.experiments.finetune',
+    'variability': 'jaxtransfer.experiments.variability',
+    'select': 'jaxtransfer.experiments.select',
+    'freeze': 'jaxtransfer.experiments.freeze',
+    'reinit': 'jaxtransfer.experiments.reinit',
+    'block_reinit': 'jaxtransfer.experiments.reinit',
+    'permute': 'jaxtransfer.experiments.reinit',
+    'probe': 'jaxtransfer.experiments.probe',
 }
 
 

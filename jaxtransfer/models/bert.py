@@ -135,6 +135,20 @@ class Adapter(nn.Module):
     return x + _dense(self.config, self.config.hidden_size, 'up', self.dtype)(h)
 
 
+class _DenseParams(nn.Module):
+  """A Dense layer's parameters, declared (same names and init as `_dense`) but not applied, so the
+  block can fuse several layers into one matmul."""
+  features: int
+  init_std: float
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    kernel = self.param('kernel', nn.initializers.normal(self.init_std),
+                        (in_features, self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    return kernel, bias
+
+
 class Block(nn.Module):
   """One post-LayerNorm transformer block (self-attention, then feed-forward)."""
   config: EncoderConfig
@@ -146,10 +160,14 @@ class Block(nn.Module):
     c, dt = self.config, self.dtype
     b, s, _ = x.shape
     head_dim = c.hidden_size // c.num_heads
-    split = lambda t: t.reshape(b, s, c.num_heads, head_dim)
-    q = split(_dense(c, c.hidden_size, 'query', dt)(x))
-    k = split(_dense(c, c.hidden_size, 'key', dt)(x))
-    v = split(_dense(c, c.hidden_size, 'value', dt)(x))
+    # Query, key and value as one (H, 3H) matmul: one pass over x, and one matmul (not three plus
+    # two adds) for the gradient that flows back into x.
+    qkv = [_DenseParams(c.hidden_size, c.initializer_range, name=n)(x.shape[-1])
+           for n in ('query', 'key', 'value')]
+    kernel = jnp.concatenate([k for k, _ in qkv], axis=1).astype(dt)
+    bias = jnp.concatenate([b_ for _, b_ in qkv]).astype(dt)
+    qkv = (jnp.dot(x.astype(dt), kernel) + bias).reshape(b, s, 3, c.num_heads, head_dim)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(dt)
     # Softmax in fp32: bf16 logits lose the small differences attention depends on.
     probs = jax.nn.softmax(logits.astype(jnp.float32) + attention_bias, axis=-1).astype(dt)
@@ -188,11 +206,14 @@ def embed(config: EncoderConfig, params: Params, input_ids, token_type_ids=None,
 
 def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, first_index: int = 0,
                  deterministic: bool = True, rng=None, adapter_size: int = 0,
-                 dtype=jnp.float32, collect: bool = False):
+                 dtype=jnp.float32, collect: bool = False, remat: bool = False):
   """Runs the stacked `blocks` (leading axis n) over x with one lax.scan.
 
   `first_index` is the global index of blocks[0]: dropout keys are folded from it, so a block draws
   the same dropout mask whether it runs in one scan or in a frozen-prefix/trainable-suffix split.
+  `remat` keeps only each block's input for the backward pass and recomputes the block there
+  (one more forward pass, ~1/3 more compute, for activation memory of one (B, S, H) per block
+  instead of ~16 plus the attention maps); the dropout masks are recomputed identically.
   Returns the final hidden state, and with `collect` also every block's output (n, B, S, H).
   """
   n = jax.tree.leaves(blocks)[0].shape[0]
@@ -205,6 +226,8 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
     h = module.apply({'params': p}, h, bias, deterministic, rngs=rngs)
     return h, (h if collect else None)
 
+  if remat:
+    body = jax.checkpoint(body, prevent_cse=False)  # prevent_cse is not needed inside scan
   x, outs = jax.lax.scan(body, x, (blocks, first_index + jnp.arange(n)))
   return (x, outs) if collect else x
 

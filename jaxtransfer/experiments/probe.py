@@ -1,0 +1,175 @@
+"""Linear probes on the frozen model after its first k blocks (Tamkin et al.), every k at once.
+
+The frozen model's features are computed once, in eval mode: for each example and each k = 0..L
+the [CLS] vector of hidden state k (or the mean over real tokens), through the frozen pretrained
+pooler when the model has one, as the authors' probes read it. The engine then trains every
+(k, seed) probe of a training size in one vmapped group over those features: the train/dev
+"data" are {'features': (N, L+1, H), 'labels': (N,)} and a trial's `arrays['layer']` picks k.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxtransfer import distributed as dist
+from jaxtransfer import engine as engine_lib
+from jaxtransfer import program as program_lib
+from jaxtransfer.analysis import tamkin
+from jaxtransfer.engine import Trial
+from jaxtransfer.errors import UserError
+from jaxtransfer.experiments import base
+from jaxtransfer.experiments import reinit
+from jaxtransfer.models import bert
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeProgram:
+  """dropout -> linear over the precomputed feature vector of layer `arrays['layer']`."""
+  hidden: int
+  num_labels: int
+  dropout: float = 0.1
+  init_std: float = 0.02
+
+  shares_frozen = True
+  is_regression = program_lib.Program.is_regression
+  decays = staticmethod(program_lib.Program.decays)
+  loss = program_lib.Program.loss  # CE (or MSE) of self.apply, weighted over the batch
+
+  def _head(self):
+    return program_lib.LinearHead(self.num_labels, self.dropout, self.init_std)
+
+  def defaults(self):
+    return {'layer': np.int32(0)}
+
+  def init(self, pretrained, arrays, rng):
+    del pretrained, arrays
+    return {'head': self._head().init(rng, jnp.zeros((1, self.hidden)))['params']}, {}
+
+  def lr_multipliers(self, train, arrays):
+    del arrays
+    return jax.tree.map(lambda _: jnp.ones((), jnp.float32), train)
+
+  def apply(self, train, frozen, batch, arrays, *, deterministic=True, rng=None):
+    del frozen
+    x = jnp.take(batch['features'], arrays['layer'], axis=1)
+    rngs = None if deterministic else {'dropout': rng}
+    return self._head().apply({'params': train['head']}, x, deterministic, rngs=rngs)
+
+  def report(self, train, frozen, arrays):
+    del train, frozen, arrays
+    return {}
+
+  def export_params(self, *args):
+    raise UserError('A probe has no encoder of its own to export: set --config.export_model=False.')
+
+
+def frozen_features(pre, data: dict[str, np.ndarray], rows, *, pooling: str = 'cls',
+                    use_pooler: bool = True, batch_size: int = 256) -> np.ndarray:
+  """(N, L+1, H) float32 features of the frozen model (rows not in `rows` stay zero).
+
+  Rows are sorted by length and each batch is cut to its longest example (rounded up to 16), so
+  short sentences cost little and only a handful of shapes compile.
+  """
+  c, params = pre.config, pre.params
+  n, seq = data['input_ids'].shape
+  out = np.zeros((n, c.num_layers + 1, c.hidden_size), np.float32)
+  rows = np.asarray(rows, np.int64)
+  if not len(rows):
+    return out
+  pooler = params.get('pooler') if use_pooler else None
+
+  @jax.jit
+  def features(params, ids, mask, types):
+    hs = bert.hidden_states(c, params, ids, mask, types)  # (L+1, B, S, H)
+    if pooling == 'mean':
+      m = mask[None, :, :, None].astype(hs.dtype)
+      v = (hs * m).sum(2) / jnp.maximum(m.sum(2), 1)
+    else:
+      v = hs[:, :, 0]
+    if pooler is not None:
+      flat = v.reshape(-1, 1, c.hidden_size)
+      v = bert.pool(c, pooler, flat).reshape(v.shape)
+    return jnp.swapaxes(v, 0, 1)  # (B, L+1, H)
+
+  lengths = data['attention_mask'][rows].sum(1)
+  order = rows[np.argsort(lengths, kind='stable')]
+  for lo in range(0, len(order), batch_size):
+    idx = order[lo:lo + batch_size]
+    width = min(seq, int(math.ceil(data['attention_mask'][idx].sum(1).max() / 16) * 16))
+    pad = np.concatenate([idx, np.repeat(idx[:1], batch_size - len(idx))])  # one batch shape
+    cut = {k: data[k][pad, :width] for k in ('input_ids', 'attention_mask', 'token_type_ids')}
+    feats = np.asarray(features(params, *(cut[k] for k in ('input_ids', 'attention_mask',
+                                                             'token_type_ids'))))
+    out[idx] = feats[:len(idx)]
+  return out
+
+
+class Probe(base.Experiment):
+  """One linear probe per (k, seed, train size), all k of a size trained in one group."""
+  name = 'probe'
+
+  def validate(self, ctx):
+    L = ctx.pretrained.num_layers
+    reinit.expand(ctx.config.ks, 'ks', 0, L, L)
+    if ctx.config.feature_batch_size <= 0:
+      raise UserError(f'feature_batch_size={ctx.config.feature_batch_size} must be positive.')
+    if ctx.task.is_regression:
+      raise UserError(f'task={ctx.task.name} is a regression task; the probing study classifies '
+                      '(use sst2, cola, qnli, ...).')
+
+  def program(self, ctx) -> ProbeProgram:
+    c = ctx.pretrained.config
+    return ProbeProgram(c.hidden_size, ctx.task.num_labels, c.hidden_dropout, c.initializer_range)
+
+  def use_pooler(self, ctx) -> bool:
+    return bool(ctx.config.probe_pooler and ctx.pretrained.config.has_pooler)
+
+  def trials(self, ctx):
+    L = ctx.pretrained.num_layers
+    program = self.program(ctx)
+    # What the probe reads is part of the setting, so probes of different kinds plot apart.
+    read = {'pooling': ctx.config.pooling, 'pooler': self.use_pooler(ctx)}
+    return [Trial(seed, int(size), {'k': k, **read}, program, arrays={'layer': np.int32(k)})
+            for size in ctx.config.train_sizes for k in reinit.expand(ctx.config.ks, 'ks', 0, L, L)
+            for seed in reinit.seeds_for(ctx.config, int(size))]
+
+  def run(self, config, workdir):
+    ctx = self.load(config, workdir)
+    self.validate(ctx)
+    trials = self.trials(ctx)
+    spec = engine_lib.RunSpec.from_config(config, ctx.task, workdir, ctx.pretrained.hf_config)
+    # All probes of a size in one group: they are tiny, the engine's memory guess is for encoders.
+    spec = dataclasses.replace(spec, trials_per_program=config.trials_per_program or len(trials))
+    train = ctx.data.train.as_dict()
+    n = len(train['labels'])
+    # Only the examples some trial trains on: each seed's subset (the engine's own draw).
+    rows = np.unique(np.concatenate([
+        engine_lib.trial_batches(t.seed, n, t.train_size, t.train_size or n, 1)[0][0]
+        for t in trials]))
+    if config.probe_pooler and not self.use_pooler(ctx):
+      logging.warning('%s has no pooler: the probes read the %s vector itself.', config.model,
+                      config.pooling)
+    kw = dict(pooling=config.pooling, use_pooler=self.use_pooler(ctx),
+              batch_size=config.feature_batch_size)
+    logging.info('Computing frozen features of %d training and %d dev examples.', len(rows),
+                 sum(len(d) for d in ctx.data.dev.values()))
+    feats = lambda d, r: {'features': frozen_features(ctx.pretrained, d, r, **kw),
+                          'labels': d['labels']}
+    dev = {k: feats(v.as_dict(), np.arange(len(v))) for k, v in ctx.data.dev.items()}
+    eng = engine_lib.Engine(spec, {}, feats(train, rows), dev)
+    records = eng.run(trials)
+    if dist.is_main():
+      self.summarize(ctx, records)
+    return records
+
+  def finalize(self, ctx, records):
+    tamkin.plot_probe(ctx.workdir, records, ctx.task.primary_metric)
+
+
+EXPERIMENT = Probe()

@@ -1,0 +1,143 @@
+"""Linear probing: frozen features vs HF PyTorch, vmapped probes vs torch and sklearn, a run."""
+
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import jaxtransfer as jt
+from configs import probe as probe_cfg
+from jaxtransfer import data as data_lib
+from jaxtransfer import engine as engine_lib
+from jaxtransfer import results
+from jaxtransfer import train
+from jaxtransfer.experiments import probe
+
+from conftest import random_batch
+
+
+# ----------------------------------------------------------------------------- frozen features
+
+
+@pytest.mark.parametrize('pooling, use_pooler', [('cls', True), ('mean', True), ('cls', False)])
+def test_frozen_features_match_hf_torch(tiny_model_dir, pooling, use_pooler):
+  import transformers
+  pre = jt.load_pretrained(str(tiny_model_dir))
+  ids, mask, types = random_batch(np.random.default_rng(0), 1000, 20, 40, pad_id=0)
+  data = {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types}
+  rows = np.arange(1, 20, 2)  # a subset: the other rows stay zero
+  got = probe.frozen_features(pre, data, rows, pooling=pooling, use_pooler=use_pooler,
+                              batch_size=4)  # several length-sorted batches of different widths
+  model = transformers.BertModel.from_pretrained(str(tiny_model_dir)).eval()
+  with torch.no_grad():
+    out = model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                token_type_ids=torch.tensor(types, dtype=torch.long), output_hidden_states=True)
+    hs = torch.stack(out.hidden_states, 1)  # (N, L+1, S, H)
+    m = torch.tensor(mask, dtype=torch.float32)[:, None, :, None]
+    v = (hs * m).sum(2) / m.sum(2) if pooling == 'mean' else hs[:, :, 0]
+    if use_pooler:
+      v = torch.tanh(model.pooler.dense(v))
+  want = v.numpy()
+  assert got.shape == want.shape == (20, pre.num_layers + 1, 32)
+  np.testing.assert_allclose(got[rows], want[rows], atol=1e-4)
+  assert not got[np.setdiff1d(np.arange(20), rows)].any()
+
+
+# ----------------------------------------------------------------------------- probe training
+
+
+def _synthetic(n=96, layers=3, hidden=8, seed=0):
+  """Two classes whose separation grows with the layer: layer 0 pure noise, the last easy."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, n).astype(np.int32)
+  direction = rng.normal(size=hidden)
+  direction /= np.linalg.norm(direction)
+  feats = rng.normal(size=(n, layers, hidden))
+  for k in range(layers):
+    feats[:, k] += (1.5 * k) * np.outer(2 * labels - 1, direction)
+  return {'features': feats.astype(np.float32), 'labels': labels}
+
+
+def _engine(tmp_path, train_data, dev_data, steps, lr, captured=None):
+  spec = engine_lib.RunSpec(experiment='probe', model='synthetic', task=data_lib.get_task('sst2'),
+                            workdir=str(tmp_path), batch_size=8, learning_rate=lr,
+                            num_train_steps=steps, log_every=steps, checkpoint_every=0,
+                            eval_batch_size=16)
+
+  def keep(group, per_trial, records):
+    for t, (tr, _, _) in zip(group.trials, per_trial):
+      captured[t.trial_id] = tr
+
+  return engine_lib.Engine(spec, {}, train_data, {'': dev_data},
+                           on_group_end=keep if captured is not None else None)
+
+
+def test_vmapped_probes_equal_a_torch_probe_per_layer(tmp_path):
+  """Each (layer, seed) probe of one vmapped group == that probe trained alone in PyTorch on
+  that layer's features with the same init and batches (dropout off to compare exactly)."""
+  data = _synthetic()
+  prog = probe.ProbeProgram(hidden=8, num_labels=2, dropout=0.0)
+  steps, lr, size = 15, 1e-2, 64
+  trials = [engine_lib.Trial(seed, size, {'k': k}, prog, arrays={'layer': np.int32(k)})
+            for k in range(3) for seed in (1, 2)]
+  captured = {}
+  recs = _engine(tmp_path, data, data, steps, lr, captured).run(trials)
+  assert len({r['group'] for r in recs}) == 1
+  for t in trials:
+    head = prog.init({}, {}, jax.random.fold_in(jax.random.key(t.seed), 1))[0]['head']['classifier']
+    layer = torch.nn.Linear(8, 2)
+    with torch.no_grad():
+      layer.weight.copy_(torch.tensor(np.asarray(head['kernel']).T))
+      layer.bias.copy_(torch.tensor(np.asarray(head['bias'])))
+    opt = torch.optim.AdamW(layer.parameters(), lr=lr, eps=1e-8, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (steps - s) / steps))
+    idx, w = engine_lib.trial_batches(t.seed, len(data['labels']), size, 8, steps)
+    x = torch.tensor(data['features'][:, t.arrays['layer']])
+    y = torch.tensor(data['labels'], dtype=torch.long)
+    for b, wb in zip(idx, w):
+      wb = torch.tensor(wb)
+      ce = torch.nn.functional.cross_entropy(layer(x[b]), y[b], reduction='none')
+      loss = (ce * wb).sum() / wb.sum()
+      opt.zero_grad()
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(layer.parameters(), 1.0)
+      opt.step()
+      sched.step()
+    got = captured[t.trial_id]['head']['classifier']
+    np.testing.assert_allclose(got['kernel'], layer.weight.detach().numpy().T, atol=1e-5)
+    np.testing.assert_allclose(got['bias'], layer.bias.detach().numpy(), atol=1e-5)
+
+
+def test_probe_accuracy_is_in_sklearns_ballpark(tmp_path):
+  """Trained long enough, each layer's probe scores about what logistic regression does."""
+  from sklearn.linear_model import LogisticRegression
+  data = _synthetic(n=700)
+  train_data = {k: v[:400] for k, v in data.items()}
+  dev = {k: v[400:] for k, v in data.items()}
+  prog = probe.ProbeProgram(hidden=8, num_labels=2)
+  trials = [engine_lib.Trial(1, 0, {'k': k}, prog, arrays={'layer': np.int32(k)}) for k in range(3)]
+  recs = _engine(tmp_path, train_data, dev, 400, 3e-2).run(trials)
+  got = {r['setting']['k']: r['metrics']['accuracy'] for r in recs}
+  for k in range(3):
+    ref = LogisticRegression().fit(train_data['features'][:, k], train_data['labels'])
+    want = ref.score(dev['features'][:, k], dev['labels'])
+    assert abs(got[k] - want) < 0.05, (k, got[k], want)
+  assert got[0] < 0.65 < 0.9 < got[2]  # the layers really differ
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_probe_config_runs_every_k_in_one_group(tiny_model_dir, tmp_path):
+  c = probe_cfg.get_config('demo')
+  c.model, c.cache_dir = str(tiny_model_dir), str(tmp_path / 'cache')
+  c.max_seq_length, c.num_train_steps, c.train_sizes = 32, 30, (100,)
+  work = tmp_path / 'probe'
+  train.train_and_evaluate(c, str(work))
+  recs = results.read_records(work / 'trials.jsonl')
+  assert sorted({r['setting']['k'] for r in recs}) == [0, 1, 2, 3]  # L = 3
+  assert len(recs) == 8 and len({r['group'] for r in recs}) == 1
+  assert all(r['status'] == 'ok' and 0 <= r['metrics']['accuracy'] <= 1 for r in recs)
+  assert (work / 'plots' / 'probe_vs_k.png').exists()
+  assert (work / 'summary.csv').read_text().count('accuracy') == 4

@@ -1,0 +1,192 @@
+"""The Tamkin et al. studies on a tiny model: reinit k-sweep, block reinit, permutation, figures."""
+
+import csv
+import logging
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from configs import block_reinit as block_cfg
+from configs import permute as permute_cfg
+from configs import reinit as reinit_cfg
+from jaxtransfer import engine as engine_lib
+from jaxtransfer import results
+from jaxtransfer import train
+from jaxtransfer.errors import UserError
+from jaxtransfer.experiments import reinit as reinit_exp
+
+from conftest import make_tiny_model_dir
+
+
+@pytest.fixture(scope='module')
+def tiny6(tmp_path_factory) -> pathlib.Path:
+  """6 blocks like the packaged MiniLM, so a k-sweep has its 7 settings."""
+  return make_tiny_model_dir(tmp_path_factory.mktemp('tiny6'), num_layers=6)
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory) -> pathlib.Path:
+  """Tokenized demo data, shared by the runs of this file."""
+  return tmp_path_factory.mktemp('cache')
+
+
+def _config(module, model_dir, cache, **overrides):
+  c = module.get_config('demo')
+  c.model = str(model_dir)
+  c.cache_dir = str(cache)
+  c.max_seq_length = 32
+  c.batch_size = 8
+  c.num_train_steps = 3
+  c.train_sizes = (100,)
+  c.log_every = 3
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def _records(workdir):
+  return results.read_records(pathlib.Path(workdir) / 'trials.jsonl')
+
+
+def test_k_sweep_is_one_compiled_group(tiny6, tmp_path, caplog, cache):
+  """7 settings x 2 seeds differ only in per-trial arrays: one group, one compilation."""
+  caplog.set_level(logging.INFO, logger='absl')
+  work = tmp_path / 'reinit'
+  train.train_and_evaluate(_config(reinit_cfg, tiny6, cache), str(work))
+  recs = _records(work)
+  assert sorted({r['setting']['k'] for r in recs}) == list(range(7))
+  assert len(recs) == 14 and all(r['status'] == 'ok' for r in recs)
+  assert len({r['group'] for r in recs}) == 1 and recs[0]['group_trials'] == 14
+  compiles = [m for m in caplog.messages if m.startswith('Compiled the training step')]
+  assert len(compiles) == 1, compiles
+  assert all(r['setting']['reinit_scheme'] == 'bert' for r in recs)
+  assert {p.name for p in (work / 'plots').iterdir()} == {'reinit_vs_k.png', 'reinit_trials.png'}
+  with open(work / 'summary.csv', newline='') as f:
+    rows = [r for r in csv.DictReader(f) if r['metric'] == 'accuracy']
+  assert len(rows) == 7 and all(r['n'] == '2' for r in rows)
+  assert all(float(r['ci95_low']) <= float(r['mean']) <= float(r['ci95_high']) for r in rows)
+
+
+def test_block_reinit_windows_and_references_share_one_program(tiny_model_dir, tmp_path, cache):
+  """Windows and both reference lines differ only in the reinit mask: one engine group (the same
+  Program as the k-sweep above, so its end-to-end run is not repeated here)."""
+  cfg = _config(block_cfg, tiny_model_dir, cache, starts=(-1,), block_size=2, seeds=(1, 2))
+  study = reinit_exp.STUDIES['block_reinit']
+  ctx = study.load(cfg, str(tmp_path))
+  study.validate(ctx)
+  trials = study.trials(ctx)
+  masks = {(t.setting['mode'], t.setting.get('start')): t.arrays['reinit'].tolist() for t in trials}
+  assert masks == {('full', None): [False] * 3, ('all_reinit', None): [True] * 3,
+                   ('reinit', 0): [True, True, False], ('reinit', 1): [False, True, True],
+                   ('preserve', 0): [False, False, True], ('preserve', 1): [True, False, False]}
+  assert len(trials) == 12 and len({t.trial_id for t in trials}) == 12
+  groups = engine_lib.group_trials(trials, lambda t: 3, lambda program: 100)
+  assert len(groups) == 1
+
+
+def test_permute_records_the_order_and_runs_in_one_group(tiny_model_dir, tmp_path, cache):
+  cfg = _config(permute_cfg, tiny_model_dir, cache, seeds=(1,))
+  train.train_and_evaluate(cfg, str(tmp_path / 'perm'))
+  recs = _records(tmp_path / 'perm')
+  perms = {r['setting']['permutation_seed']: r['setting']['order'] for r in recs
+           if r['setting']['mode'] == 'permuted'}
+  assert perms == {p: np.random.RandomState(p).permutation(3).tolist() for p in (1, 2, 3)}
+  assert {r['setting']['mode'] for r in recs} == {'full', 'all_reinit', 'permuted'}
+  assert len({r['group'] for r in recs}) == 1
+  assert (tmp_path / 'perm' / 'plots' / 'permute.png').exists()
+
+
+@pytest.mark.parametrize('module, overrides, match', [
+    (reinit_cfg, {'ks': (0, 4)}, 'ks=4'),
+    (reinit_cfg, {'reinit_scheme': 'xavier'}, 'reinit_scheme'),
+    (reinit_cfg, {'reinit_lr_multiplier': 0.0}, 'reinit_lr_multiplier'),
+    (block_cfg, {'starts': (2,), 'block_size': 2}, 'starts=2'),
+    (block_cfg, {'block_size': 4}, 'block_size=4'),
+    (block_cfg, {'mode': 'sideways'}, 'mode'),
+    (permute_cfg, {'permutation_seeds': (-1,)}, 'permutation_seeds'),
+])
+def test_bad_indices_are_user_errors(tiny_model_dir, tmp_path, module, overrides, match, cache):
+  cfg = _config(module, tiny_model_dir, cache, **overrides)
+  with pytest.raises(UserError, match=match):
+    train.train_and_evaluate(cfg, str(tmp_path / 'bad'))
+  assert not (tmp_path / 'bad' / 'trials.jsonl').exists()
+
+
+def test_reinit_lr_multiplier_scales_only_reinitialized_blocks(tiny_model_dir, tmp_path, cache):
+  """The 5x ablation: block_lr is 5 on the reinitialized blocks, and the program turns it into
+  per-leaf multipliers along the block axis (the head and embeddings keep 1)."""
+  cfg = _config(reinit_cfg, tiny_model_dir, cache, ks=(1,), seeds=(1,),
+                reinit_lr_multiplier=5.0)
+  study = reinit_exp.STUDIES['reinit']
+  ctx = study.load(cfg, str(tmp_path))
+  (trial,) = study.trials(ctx)
+  assert trial.setting == {'k': 1, 'reinit_scheme': 'bert', 'reinit_lr_multiplier': 5.0}
+  np.testing.assert_array_equal(trial.arrays['reinit'], [False, True, True])
+  np.testing.assert_array_equal(trial.arrays['block_lr'], [1, 5, 5])
+  arrays = {k: jax.numpy.asarray(trial.arrays.get(k, v))
+            for k, v in trial.program.defaults().items()}
+  train, _ = trial.program.init(ctx.pretrained.params, arrays, jax.random.key(0))
+  mult = trial.program.lr_multipliers(train, arrays)
+  q = np.broadcast_to(mult['blocks']['query']['kernel'], train['blocks']['query']['kernel'].shape)
+  np.testing.assert_array_equal(q[0], 1.0)
+  np.testing.assert_array_equal(q[1:], 5.0)
+  assert float(mult['head']['classifier']['kernel']) == 1.0
+  assert float(mult['embeddings']['word_embeddings']['embedding']) == 1.0
+
+
+def _fake_runs(root: pathlib.Path) -> list[pathlib.Path]:
+  """Workdirs of every study (two tasks), with scores that rise with the pretrained blocks kept."""
+  rng = np.random.default_rng(0)
+  runs = {}
+
+  def rec(task, exp, size, seed, setting, score):
+    metric = 'mcc' if task == 'cola' else 'accuracy'
+    return {'trial_id': f'{exp}-{size}-{sorted(setting.items())}-{seed}', 'experiment': exp,
+            'task': task, 'model': 'minilm-l6', 'seed': seed, 'train_size': size,
+            'setting': setting, 'metrics': {metric: score + rng.normal(0, 0.02)},
+            'status': 'ok', 'error': None, 'steps': 10, 'wall_s': 1.0}
+
+  for task in ('sst2', 'cola'):
+    runs[f'{task}/reinit'] = [rec(task, 'reinit', n, s, {'k': k, 'reinit_scheme': 'bert',
+                                                         'reinit_lr_multiplier': 1.0},
+                                  0.5 + 0.05 * k + (0.1 if n > 500 else 0))
+                              for n in (500, 2000) for k in range(7) for s in (1, 2, 3)]
+    runs[f'{task}/probe'] = [rec(task, 'probe', 0, s, {'k': k}, 0.55 + 0.03 * k)
+                             for k in range(7) for s in (1, 2, 3)]
+  refs = [({'mode': 'full'}, 0.85), ({'mode': 'all_reinit'}, 0.55)]
+  runs['sst2/block'] = [rec('sst2', 'block_reinit', 5000, s, {**st, 'reinit_scheme': 'bert'}, v)
+                        for st, v in refs + [({'mode': m, 'start': i, 'block_size': 3}, 0.7)
+                                             for m in ('reinit', 'preserve') for i in range(4)]
+                        for s in (1, 2, 3)]
+  runs['sst2/permute'] = [rec('sst2', 'permute', 5000, s, {**st, 'reinit_scheme': 'bert'}, v)
+                          for st, v in refs + [({'mode': 'permuted', 'permutation_seed': p,
+                                                 'order': [0]}, 0.6 + 0.02 * p)
+                                               for p in range(1, 11)]
+                          for s in (1, 2, 3)]
+  dirs = []
+  for name, recs in runs.items():
+    d = root / name
+    d.mkdir(parents=True)
+    results.append_records(d / 'trials.jsonl', recs)
+    dirs.append(d)
+  return dirs
+
+
+def test_figures_and_merged_summary(tmp_path):
+  from jaxtransfer.analysis import tamkin
+  dirs = _fake_runs(tmp_path / 'runs')
+  saved = tamkin.combine([str(d) for d in dirs], str(tmp_path / 'out'))
+  names = {pathlib.Path(p).name for p in saved}
+  assert names == {'sst2_reinit_vs_k.png', 'sst2_reinit_trials.png', 'sst2_probe_vs_k.png',
+                   'cola_reinit_vs_k.png', 'cola_reinit_trials.png', 'cola_probe_vs_k.png',
+                   'sst2_block_reinit.png', 'sst2_permute.png'}
+  assert all(pathlib.Path(p).stat().st_size > 10_000 for p in saved)
+  merged = results.read_records(tmp_path / 'out' / 'trials.jsonl')
+  assert len(merged) == sum(len(results.read_records(d / 'trials.jsonl')) for d in dirs)
+  with open(tmp_path / 'out' / 'summary.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert {(r['task'], r['experiment']) for r in rows} == {
+      ('sst2', 'reinit'), ('sst2', 'probe'), ('cola', 'reinit'), ('cola', 'probe'),
+      ('sst2', 'block_reinit'), ('sst2', 'permute')}
