@@ -1,0 +1,410 @@
+"""Freezing (Lee et al.): frozen params never change and get no optimizer state or backward pass."""
+
+import functools
+import json
+import math
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl import flags
+from jax.extend import core as jcore
+from ml_collections import config_flags
+
+import conftest
+import jaxtransfer as jt
+from configs import freeze as freeze_cfg
+from jaxtransfer import data as data_lib
+from jaxtransfer import engine as engine_lib
+from jaxtransfer import optim
+from jaxtransfer import results
+from jaxtransfer import train as train_lib
+from jaxtransfer.analysis import lee
+from jaxtransfer.errors import UserError
+from jaxtransfer.experiments import base
+from jaxtransfer.experiments import freeze
+from jaxtransfer.models import bert
+from jaxtransfer.models import pretrained as pretrained_lib
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _ctx(pre, task='sst2'):
+  return base.Context(freeze_cfg.get_config(), '', pre, data_lib.get_task(task), None)
+
+
+def _flat(tree):
+  return {tuple(k.key for k in p): np.asarray(v)
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _same_bits(a, b) -> bool:
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def _data(pre, n, seed, seq=16):
+  rng = np.random.default_rng(seed)
+  ids, mask, types = conftest.random_batch(rng, pre.config.vocab_size, n, seq,
+                                           pre.config.pad_token_id)
+  if pre.config.type_vocab_size == 1:
+    types = np.zeros_like(types)
+  return {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types,
+          'labels': (ids[:, 1] % 2).astype(np.int32)}
+
+
+def _tx(program, train, arrays, cfg, lr, steps):
+  """The optimizer exactly as the engine builds it for a trial."""
+  labels = jax.tree_util.tree_map_with_path(
+      lambda p, _: 'decay' if program.decays(tuple(k.key for k in p)) else 'no_decay', train)
+  mult = program.lr_multipliers(train, arrays)
+  return optim.make_tx(cfg, lr, steps, labels, mult), mult
+
+
+def _adam_moments(opt_state):
+  """{param path: (mu, nu)} merged over multi_transform's decay / no_decay partitions."""
+  out = {}
+  for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)):
+    if isinstance(s, optax.ScaleByAdamState):
+      mu, nu = _flat(s.mu), _flat(s.nu)
+      for path in mu:
+        assert path not in out
+        out[path] = (mu[path], nu[path])
+  return out
+
+
+@pytest.fixture(scope='module')
+def tiny(tiny_hf_dir):
+  return jt.load_pretrained(str(tiny_hf_dir), with_tokenizer=False)
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+def _check_frozen(pre, program, train, frozen, arrays, k):
+  """Blocks below L-k (and the embeddings unless k = L) are bit-identical to the pretrained ones,
+  the rest moved, and the optimizer holds moments for the trainable part only."""
+  L = program.encoder.num_layers
+  is_roberta = program.encoder.model_type == 'roberta'
+  # RoBERTa classifies <s> with its own dense-tanh head, never through a (saved) pooler.
+  assert program.head == ('mlp' if is_roberta else 'pooler')
+  final = program.export_params(train, frozen, arrays)
+  after = _flat(final['blocks'])
+  for path, before in _flat(pre['blocks']).items():
+    for i in range(L):
+      if i < L - k:
+        assert _same_bits(after[path][i], before[i]), (k, path, i)
+      elif path[-1] == 'kernel':  # (a key bias gets no gradient at all: softmax ignores it)
+        assert not _same_bits(after[path][i], before[i]), (k, path, i)
+  emb_same = [_same_bits(_flat(final['embeddings'])[p], v)
+              for p, v in _flat(pre['embeddings']).items()]
+  assert all(emb_same) if k < L else not all(emb_same), k
+  if not is_roberta:
+    assert not _same_bits(final['pooler']['kernel'], pre['pooler']['kernel'])  # always trained
+
+  # Nothing frozen is trainable, so the optimizer allocates moments for the trainable part only.
+  size = lambda tree: sum(v.size for v in _flat(tree).values())
+  expected = (k * size(pre['blocks']) // L + size(train['head'])
+              + (size(pre['pooler']) if not is_roberta else 0)
+              + (size(pre['embeddings']) if k == L else 0))
+  assert size(train) == expected, (k, size(train), expected)
+  assert ('embeddings' in train) == (k == L) and 'blocks_frozen' not in train
+  tx, _ = _tx(program, train, arrays, optim.OptimConfig(), 1e-3, 10)
+  moments = _adam_moments(tx.init(train))
+  assert set(moments) == set(_flat(train))
+  assert sum(mu.size + nu.size for mu, nu in moments.values()) == 2 * expected
+
+
+@pytest.mark.parametrize('tiny_hf_dir', ['roberta'], indirect=True)
+def test_engine_roberta_frozen_params_bit_identical(tiny, tmp_path):
+  """(BERT: the end-to-end test below runs the same checks for every k.)"""
+  ctx = _ctx(tiny)
+  spec = engine_lib.RunSpec(experiment='freeze', model='tiny', task=ctx.task,
+                            workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
+                            num_train_steps=3, optim=optim.OptimConfig(weight_decay=0.1),
+                            eval_batch_size=16, log_every=3)
+  got = {}
+
+  def on_group_end(group, per_trial, records):
+    for t, p in zip(group.trials, per_trial):
+      got[t.setting['trainable_blocks']] = (group.program, *p)
+
+  ks = (1, 0)
+  trials = [engine_lib.Trial(1, 0, {'trainable_blocks': k}, freeze.freeze_program(ctx, k))
+            for k in ks]
+  eng = engine_lib.Engine(spec, tiny.params, _data(tiny, 32, 0), {'': _data(tiny, 16, 1)},
+                          on_group_end=on_group_end)
+  records = eng.run(trials)
+  assert [r['status'] for r in records] == ['ok', 'ok'], records
+  for k, (program, train, frozen, arrays) in got.items():
+    _check_frozen(tiny.params, program, train, frozen, arrays, k)
+
+
+# ----------------------------------------------------------------------------- per-block mask
+
+
+@pytest.mark.parametrize('tiny_hf_dir', ['bert'], indirect=True)
+def test_block_lr_zero_freezes_block_and_leaves_the_clipping_norm(tiny):
+  """block_lr = 0 on one block inside a trained stack: no update, no moments, not in the norm."""
+  ctx = _ctx(tiny)
+  program = base.make_program(ctx)
+  L = tiny.config.num_layers
+  arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
+  arrays['block_lr'] = jnp.asarray([1.0] + [0.0] + [1.0] * (L - 2), jnp.float32)
+  cfg = optim.OptimConfig(weight_decay=0.1, adam_eps=1e-3, max_grad_norm=0.05)
+  lr, steps = 1e-2, 10
+  train, frozen = jax.jit(program.init)(tiny.params, arrays, jax.random.key(0))
+  tx, mult = _tx(program, train, arrays, cfg, lr, steps)
+  opt = jax.jit(tx.init)(train)
+
+  # The engine's update on gradients where the frozen block's are by far the largest (a real
+  # random model's block gradients are too small beside the head's for the norm to show it).
+  rs = np.random.RandomState(4)
+  grads = jax.tree.map(lambda x: rs.normal(size=x.shape).astype(np.float32), train)
+
+  def boost(x):
+    x = x.copy()
+    x[1] *= 100
+    return x
+
+  grads['blocks'] = jax.tree.map(boost, grads['blocks'])
+  update = jax.jit(lambda g, o, t: tx.update(optim.mask_grads(g, mult), o, t))
+  updates, _ = update(grads, opt, train)
+
+  # Reference in numpy: zero the frozen block, clip by the norm of what is left, one AdamW step.
+  g, p = _flat(grads), _flat(train)
+  g = {k: v.astype(np.float64) for k, v in g.items()}
+  for path in g:
+    if path[0] == 'blocks':
+      g[path][1] = 0.0
+  norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
+  norm_all = math.sqrt(sum(float((v.astype(np.float64) ** 2).sum()) for v in _flat(grads).values()))
+  assert norm > cfg.max_grad_norm and norm_all > 10 * norm  # clipping is on and the test can fail
+  for path, gv in g.items():
+    gc = gv / norm * cfg.max_grad_norm
+    u = gc / (np.abs(gc) + cfg.adam_eps)
+    if program.decays(path):
+      u = u + cfg.weight_decay * p[path]
+    m = np.asarray(arrays['block_lr']).reshape((-1,) + (1,) * (gv.ndim - 1)) \
+        if path[0] == 'blocks' else 1.0
+    np.testing.assert_allclose(_flat(updates)[path], -lr * m * u, rtol=2e-5, atol=1e-9,
+                               err_msg=str(path))
+
+  # Real training steps: the frozen block is bit-identical and its moments are exactly zero.
+  batch = {k: jnp.asarray(v) for k, v in _data(tiny, 8, 2).items()}
+  w, rng = jnp.ones(8, jnp.float32), jax.random.key(3)
+  train_before = _flat(train)
+
+  @jax.jit
+  def step(train, opt, rng):
+    updates, opt = update(jax.grad(program.loss)(train, frozen, batch, w, arrays, rng), opt, train)
+    return optax.apply_updates(train, updates), opt
+
+  for i in range(3):
+    train, opt = step(train, opt, jax.random.fold_in(rng, i))
+  after, moments = _flat(train), _adam_moments(opt)
+  for path, before in train_before.items():
+    if path[0] != 'blocks':
+      continue
+    assert _same_bits(after[path][1], before[1]), path
+    mu, nu = moments[path]
+    assert not mu[1].any() and not nu[1].any(), path
+    assert nu[0].any(), path
+    if path[-1] == 'kernel':  # (a key bias has no gradient at all: softmax ignores it)
+      assert not _same_bits(after[path][0], before[0]), path
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def _matmul_flops(jaxpr) -> float:
+  """FLOPs of every dot_general in a jaxpr; scan bodies count `length` times."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'dot_general':
+      (contract, _), _ = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
+      continue
+    subs = [x.jaxpr if isinstance(x, jcore.ClosedJaxpr) else x
+            for v in eqn.params.values() for x in (v if isinstance(v, (tuple, list)) else (v,))
+            if isinstance(x, (jcore.ClosedJaxpr, jcore.Jaxpr))]
+    assert eqn.primitive.name != 'while' or not subs, 'unknown trip count'
+    if eqn.primitive.name == 'cond':
+      total += max(map(_matmul_flops, subs))
+    else:
+      total += eqn.params.get('length', 1) * sum(map(_matmul_flops, subs))
+  return total
+
+
+def _random_pre(num_layers=4, abstract=False):
+  config = bert.EncoderConfig(vocab_size=100, hidden_size=64, num_layers=num_layers, num_heads=4,
+                              intermediate_size=256, max_position_embeddings=64)
+  init = functools.partial(bert.init_params, config)
+  params = jax.eval_shape(init, jax.random.key(0)) if abstract else init(jax.random.key(0))
+  return pretrained_lib.Pretrained('random', '', config, params, None, {})
+
+
+def test_train_flops_fraction_matches_the_differentiated_graph():
+  """Counted from what JAX actually differentiates: no backward pass through the frozen prefix."""
+  pre = _random_pre(abstract=True)  # shapes only: nothing is computed
+  ctx = _ctx(pre)
+  batch = {k: jnp.asarray(v) for k, v in _data(pre, 4, 0, seq=32).items()}
+  measured = {}
+  for k in (4, 2, 1, 0):
+    program = freeze.freeze_program(ctx, k)
+    arrays = {n: jnp.asarray(v) for n, v in program.defaults().items()}
+    train, frozen = jax.eval_shape(program.init, pre.params, arrays, jax.random.key(1))
+    step = jax.value_and_grad(program.loss)
+    jaxpr = jax.make_jaxpr(step)(train, frozen, batch, jnp.ones(4), arrays, jax.random.key(2))
+    measured[k] = (_matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
+  for k, (flops, fraction) in measured.items():
+    assert flops / measured[4][0] == pytest.approx(fraction, rel=0.01), (k, flops, fraction)
+  assert measured[0][1] == pytest.approx(1 / 3, rel=0.01)
+
+
+# ----------------------------------------------------------------------------- config, validation
+
+
+def test_config_paper_defaults_follow_task_and_model():
+  c = freeze_cfg.get_config()
+  assert (c.learning_rate, c.batch_size, c.num_epochs) == (2e-5, 16, 3.0)
+  assert list(c.seeds) == list(range(1, 11))
+  c.task = 'cola'
+  assert c.learning_rate == 4e-5
+  c.task, c.model = 'qnli', 'roberta-base'
+  assert (c.learning_rate, c.batch_size, c.num_epochs) == (2e-5, 32, 10.0)
+  c.learning_rate = 1e-4  # an explicit value wins over the table from then on
+  c.task = 'rte'
+  assert c.learning_rate == 1e-4 and c.batch_size == 16
+  assert json.loads(c.to_json_best_effort())['learning_rate'] == 1e-4
+  d = freeze_cfg.get_config('demo')
+  assert (d.model, d.learning_rate, list(d.trainable_blocks)) == ('minilm-l6', 1e-4, [])
+
+
+def _parse(*args):
+  """The config as main.py's flags produce it from a command line."""
+  argv = ['main', *args]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, '', flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return fv.config
+
+
+def test_config_command_line_overrides():
+  c = _parse(f'--config={freeze_cfg.__file__}', '--config.trainable_blocks=[6,2]',
+             '--config.task=mrpc', '--config.seeds=[1,2,3]')
+  assert (list(c.trainable_blocks), c.learning_rate, list(c.seeds)) == ([6, 2], 3e-5, [1, 2, 3])
+  c = _parse(f'--config={freeze_cfg.__file__}:demo', '--config.learning_rate=5e-5')
+  assert (c.learning_rate, list(c.trainable_blocks)) == (5e-5, [])
+
+
+@pytest.mark.parametrize('ks', [[5], [-1], [2, 2], ['top']])
+def test_bad_trainable_blocks_is_a_user_error(ks):
+  ctx = _ctx(_random_pre(4))
+  ctx.config.trainable_blocks = ks
+  with pytest.raises(UserError, match='trainable_blocks'):
+    freeze.EXPERIMENT.validate(ctx)
+
+
+def test_paper_sweep():
+  assert freeze.paper_sweep(12) == [12, 6, 5, 4, 3, 2, 1, 0]
+  assert freeze.paper_sweep(6) == [6, 3, 2, 1, 0]
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def _record(task, k, seed, value):
+  return {'trial_id': f'{task}-{k}-{seed}', 'experiment': 'freeze', 'task': task, 'model': 'm',
+          'seed': seed, 'train_size': 0, 'setting': {'trainable_blocks': k},
+          'metrics': {data_lib.get_task(task).primary_metric: value,
+                      'train_flops_fraction': (6 + 2 * k) / 18}, 'status': 'ok'}
+
+
+def test_lee_table_aggregation_and_relative_scores(tmp_path):
+  runs = {('cola', 6): [0.50, 0.48, 0.0, 0.30], ('cola', 2): [0.40, 0.20, 0.38],
+          ('sst2', 6): [0.90, 0.92, 0.91], ('sst2', 2): [0.89, 0.88, 0.60]}
+  records = [_record(t, k, s, v) for (t, k), vals in runs.items() for s, v in enumerate(vals)]
+  records.append({**_record('sst2', 2, 9, 0.99), 'status': 'failed', 'metrics': {}})
+  table = {(r['task'], r['trainable_blocks']): r for r in lee.rows(records, {'cola': 6, 'sst2': 6})}
+  # By hand: drop zeros, keep runs > 0.9 x best.
+  assert table['cola', 6]['lee'] == pytest.approx(100 * (0.50 + 0.48) / 2)
+  assert table['cola', 2]['lee'] == pytest.approx(100 * (0.40 + 0.38) / 2)
+  assert table['sst2', 2]['lee'] == pytest.approx(100 * (0.89 + 0.88) / 2)
+  assert table['sst2', 2]['n'] == 3
+  assert table['cola', 2]['relative_lee'] == pytest.approx(100 * 0.39 / 0.49)
+  assert table['cola', 6]['mean'] == pytest.approx(100 * np.mean(runs['cola', 6]))
+  half = (table['sst2', 6]['ci95_high'] - table['sst2', 6]['ci95_low']) / 2
+  assert half == pytest.approx(100 * 4.302653 * np.std(runs['sst2', 6], ddof=1) / math.sqrt(3),
+                               rel=1e-5)
+  assert table['sst2', 2]['setting'] == '4–5' and table['sst2', 6]['setting'] == 'Full'
+  md = lee.markdown(list(table.values()))
+  assert '| Task | Full | 4–5 |' in md
+  rel = (100 * 0.39 / 0.49 + 100 * 0.885 / 0.91) / 2
+  assert f'| Rel. % | 100.00 | {rel:.2f} |' in md
+  paths = lee.plot_relative(str(tmp_path), records, list(table.values()), {'cola': 6, 'sst2': 6})
+  assert len(paths) == 2
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope='module')
+def tiny_with_tokenizer(tmp_path_factory):
+  """A 2-block random BERT with MiniLM's vocabulary and tokenizer files, so real text encodes."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  src = pretrained_lib.resolve('minilm-l6')
+  with open(f'{src}/config.json') as f:
+    vocab = json.load(f)['vocab_size']
+  cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64, max_position_embeddings=128,
+                                vocab_size=vocab)
+  path = tmp_path_factory.mktemp('tiny-tok')
+  transformers.AutoModel.from_config(cfg).save_pretrained(path)
+  for name in ('vocab.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'):
+    shutil.copy(f'{src}/{name}', path / name)
+  return path
+
+
+def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):
+  config = freeze_cfg.get_config('demo')
+  config.model = str(tiny_with_tokenizer)
+  config.cache_dir = str(tmp_path / 'cache')
+  config.num_train_steps = 2
+  config.eval_max_examples = 16
+  config.eval_batch_size = 16
+  got = []
+  monkeypatch.setattr(freeze.EXPERIMENT, 'on_group_end',
+                      lambda ctx, group, per_trial, records: got.append((ctx, group, per_trial)))
+  work = tmp_path / 'work'
+  records = train_lib.train_and_evaluate(config, str(work))
+
+  # The default sweep for L = 2 blocks is [2, 1, 0]; each k is one compiled group of both seeds.
+  assert sorted((r['setting']['trainable_blocks'], r['seed']) for r in records) == \
+      sorted((k, s) for k in (2, 1, 0) for s in (1, 2))
+  assert all(r['status'] == 'ok' and 0 < r['metrics']['train_flops_fraction'] <= 1
+             for r in records)
+  assert len(got) == 3
+  for ctx, group, per_trial in got:
+    for trial, (train, frozen, arrays) in zip(group.trials, per_trial):
+      _check_frozen(ctx.pretrained.params, group.program, train, frozen, arrays,
+                    trial.setting['trainable_blocks'])
+
+  assert results.read_records(work / 'trials.jsonl') == records
+  md = (work / 'table.md').read_text()
+  assert '| Task | Full | 1 | None |' in md and '| SST-2 acc |' in md
+  assert len((work / 'table.csv').read_text().strip().splitlines()) == 1 + 3
+  assert {p.name for p in (work / 'plots').iterdir()} == {
+      'relative_vs_trainable_blocks.png', 'relative_vs_fraction_vs_paper.png'}
+  assert (work / 'summary.csv').exists()
+  # Merging workdirs (how results/lee2019 is assembled) gives the same table.
+  merged = lee.combine([str(work)], str(tmp_path / 'merged'))
+  assert len(merged) == 3 and (tmp_path / 'merged' / 'table.md').read_text() == md
