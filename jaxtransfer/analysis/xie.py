@@ -1,0 +1,119 @@
+"""Figures of the variability study (Xie et al. 2022): ν per block, quality vs training cost."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from jaxtransfer import results
+from jaxtransfer.analysis import plots
+
+METHOD_COLORS = {'finetune': 'C0', 'adapter': 'C1'}
+PLACEMENT_MARKERS = {'auto': 'o', 'fixed': 'D', 'top': 's', 'full': '*'}
+PLACEMENT_LABELS = {'auto': 'ν-selected head', 'fixed': 'given head block', 'top': 'top blocks',
+                    'full': 'full'}
+
+
+def plot_variability(workdir: str, curves: Mapping[str, Sequence[float]], task: str, model: str,
+                     head_block: int | None = None, name: str = 'variability') -> str:
+  """ν per block (x = -1 for the embedding output), one line per curve, log scale."""
+  fig, ax = plots.figure()
+  for label, nu in curves.items():
+    nu = np.asarray(nu, float)
+    blocks = np.arange(-1, len(nu) - 1)
+    ax.plot(blocks, nu, marker='o', label=label)
+    if head_block is None:
+      best = 1 + int(np.argmin(nu[1:]))
+      ax.scatter([blocks[best]], [nu[best]], s=120, facecolors='none', edgecolors='k', zorder=3)
+  if head_block is not None:
+    ax.axvline(head_block, color='k', linestyle=':', label=f'head block {head_block}')
+  if all(np.all(np.asarray(v) > 0) for v in curves.values()):
+    ax.set_yscale('log')
+  n = max(len(v) for v in curves.values())
+  ax.set_xticks(range(-1, n - 1), ['emb'] + [str(i) for i in range(n - 1)])
+  ax.set_xlabel('block (output of)')
+  ax.set_ylabel('ν = tr(Σ_w Σ_b⁺) / |Y|  (lower: more class-specialized)')
+  if len(curves) > 1 or head_block is not None:
+    ax.legend()
+  ax.set_title(plots.title('Hidden-state variability (circle: lowest block)', task, model),
+               fontsize=10)
+  return plots.save(fig, workdir, name)
+
+
+def _label(setting: dict) -> str:
+  p = setting.get('placement', '')
+  if p == 'full':
+    return 'full fine-tuning' if setting['method'] == 'finetune' else 'full adapter-tuning'
+  return (f'{PLACEMENT_LABELS.get(p, p)}: {setting["method"]}, head {setting["head_block"]}, '
+          f'm={setting["num_tuned_blocks"]}')
+
+
+def plot_select(workdir: str, records: Sequence[dict], task: str, model: str, metric: str) -> str:
+  """Dev metric (mean, 95% CI) against training FLOPs fraction and measured step time."""
+  by = results.group_by_setting(records, metric)
+  cost = results.group_by_setting(records, 'train_flops_fraction')
+  step = results.group_by_setting(records, 'step_time_s')
+  fig, axes = plots.plt.subplots(1, 2, figsize=(11, 4.4), dpi=120, sharey=True)
+  for ax, xs, xlabel in ((axes[0], cost, plots.metric_label('train_flops_fraction')),
+                         (axes[1], step, 'measured training step time (s, one trial)')):
+    ax.grid(True, alpha=0.3)
+    for key, values in by.items():
+      setting = json.loads(key[1])
+      if key not in xs:
+        continue
+      mean, low, high = plots.mean_ci(values)
+      x = float(np.mean(xs[key]))
+      p = setting.get('placement', 'auto')
+      ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], capsize=3,
+                  marker=PLACEMENT_MARKERS.get(p, 'o'), markersize=10 if p == 'full' else 7,
+                  color=METHOD_COLORS.get(setting.get('method'), 'C2'), linestyle='none',
+                  label=_label(setting))
+    ax.set_xlabel(xlabel)
+  axes[0].set_ylabel(plots.metric_label(metric))
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc='lower center', ncol=2, fontsize=8, frameon=False)
+  sizes = sorted({r.get('train_size') for r in records})
+  what = 'Classifier placement and tuned blocks'
+  if len(sizes) == 1:
+    what += f' ({plots.size_label(sizes[0])})'
+  fig.suptitle(plots.title(what, task, model), fontsize=10)
+  fig.tight_layout(rect=(0, 0.08 + 0.035 * ((len(labels) + 1) // 2), 1, 1))
+  # Not plots.save: its tight_layout would drop the room kept for the shared legend.
+  path = os.path.join(workdir, 'plots', 'select.png')
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path)
+  plots.plt.close(fig)
+  return path
+
+
+def combine_variability(workdirs: Sequence[str], outdir: str) -> dict[str, np.ndarray]:
+  """Concatenates the variability.csv of several workdirs into outdir/variability.csv and plots
+  every (task, model) curve in outdir/plots/variability.png."""
+  import csv  # pylint: disable=g-import-not-at-top
+  rows = []
+  for w in workdirs:
+    with open(os.path.join(w, 'variability.csv'), newline='') as f:
+      rows += list(csv.DictReader(f))
+  os.makedirs(outdir, exist_ok=True)
+  with open(os.path.join(outdir, 'variability.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=['task', 'model', 'block', 'nu'])
+    writer.writeheader()
+    writer.writerows(rows)
+  curves: dict[str, list[tuple[int, float]]] = {}
+  models = sorted({r['model'] for r in rows})
+  for r in rows:
+    label = r['task'] if len(models) == 1 else f'{r["task"]} ({r["model"]})'
+    curves.setdefault(label, []).append((int(r['block']), float(r['nu'])))
+  curves = {k: np.array([v for _, v in sorted(pts)]) for k, pts in curves.items()}
+  plot_variability(outdir, curves, '+'.join(dict.fromkeys(r['task'] for r in rows)),
+                   ', '.join(models))
+  return curves
+
+
+if __name__ == '__main__':
+  # python -m jaxtransfer.analysis.xie OUTDIR WORKDIR...: one table and figure of ν over workdirs.
+  import sys  # pylint: disable=g-import-not-at-top
+  combine_variability(sys.argv[2:], sys.argv[1])

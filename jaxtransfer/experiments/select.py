@@ -1,0 +1,159 @@
+"""Variability-guided classifier placement with partial fine-tuning or adapters (Xie et al. 2022).
+
+The head reads the output of block h (`head_block`, `auto` = the block of lowest ν); blocks above h
+are never computed. The m blocks ending at h are tuned (fine-tuned, or Houlsby adapters + their
+LayerNorms); embeddings and blocks below are frozen and not differentiated. Baselines in the same
+sweep: the top m blocks with the head on top, full fine-tuning and full adapter-tuning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import logging
+
+from jaxtransfer import data as data_lib
+from jaxtransfer import engine as engine_lib
+from jaxtransfer import interventions as iv
+from jaxtransfer import optim
+from jaxtransfer.analysis import timing
+from jaxtransfer.analysis import xie
+from jaxtransfer.errors import UserError
+from jaxtransfer.experiments import base
+from jaxtransfer.experiments import variability
+
+METHODS = ('finetune', 'adapter')
+
+
+def choose_head_block(nu: np.ndarray, tolerance: float = 0.0) -> int:
+  """The lowest block whose ν is within (1 + tolerance) × the smallest block ν (0: the argmin).
+
+  `nu` is (L+1,) with nu[0] the embedding output, which is never a head position.
+  """
+  blocks = np.asarray(nu[1:], float)
+  best = float(np.min(blocks))
+  return int(np.flatnonzero(blocks <= best * (1.0 + tolerance))[0])
+
+
+def parse_head_block(value, num_layers: int) -> int | None:
+  """None for 'auto', else the block index (checked)."""
+  text = str(value).strip().lower()
+  if text == 'auto':
+    return None
+  try:
+    h = int(text)
+  except ValueError:
+    raise UserError(f"head_block={value!r} must be 'auto' or a block index between 0 and "
+                    f'{num_layers - 1}. Set --config.head_block.') from None
+  iv.check_block_index('head_block', h, 0, num_layers - 1, num_layers)
+  return h
+
+
+def make_program(ctx: base.Context, head_block: int, num_tuned: int, method: str,
+                 full: bool = False):
+  """Head on block `head_block`, the `num_tuned` blocks ending there tuned by `method`.
+
+  `full`: every block tuned (full fine-tuning also trains the embeddings, as plain fine-tuning
+  does; full adapter-tuning keeps them frozen).
+  """
+  n = head_block + 1
+  kw = dict(num_blocks=n, frozen_blocks=0 if full else n - num_tuned, report_flops=True,
+            train_embeddings=full and method == 'finetune')
+  if method == 'adapter':
+    kw.update(block_params='layernorm', adapter_size=ctx.config.adapter_size)
+  return base.make_program(ctx, **kw)
+
+
+class Select(base.Experiment):
+  name = 'select'
+
+  def __init__(self):
+    self._step_times: dict = {}
+
+  def load(self, config, workdir: str) -> base.Context:
+    variability.check_classification(data_lib.get_task(config.task))  # before tokenizing anything
+    return super().load(config, workdir)
+
+  def validate(self, ctx: base.Context) -> None:
+    c, L = ctx.config, ctx.pretrained.num_layers
+    parse_head_block(c.head_block, L)
+    bad = [m for m in c.method if m not in METHODS]
+    if bad or not list(c.method):
+      raise UserError(f'method={list(c.method)} must be a non-empty list of {", ".join(METHODS)} '
+                      '(--config.method).')
+    if 'adapter' in c.method and c.adapter_size <= 0:
+      raise UserError(f'adapter_size={c.adapter_size} must be positive for method=adapter '
+                      '(--config.adapter_size).')
+    for m in c.num_tuned_blocks:
+      iv.check_block_index('num_tuned_blocks', int(m), 1, L, L)
+    if c.auto_tolerance < 0:
+      raise UserError(f'auto_tolerance={c.auto_tolerance} must be ≥ 0 (--config.auto_tolerance).')
+
+  def settings(self, ctx: base.Context, head: int, placement: str):
+    """(setting, program, learning rate) for every swept and baseline setting."""
+    c, L = ctx.config, ctx.pretrained.num_layers
+    lr = {'finetune': c.learning_rate, 'adapter': c.adapter_learning_rate}
+    out = []
+    for m in map(int, c.num_tuned_blocks):
+      if m > head + 1:
+        raise UserError(f'num_tuned_blocks={m} is more than the {head + 1} blocks up to the head '
+                        f'block {head}. Use at most {head + 1}, or place the head higher '
+                        '(--config.num_tuned_blocks, --config.head_block).')
+      for method in c.method:
+        out.append(({'placement': placement, 'head_block': head, 'num_tuned_blocks': m,
+                     'method': method}, make_program(ctx, head, m, method), lr[method]))
+    if c.baselines:
+      if head != L - 1:
+        for m in map(int, c.num_tuned_blocks):
+          for method in c.method:
+            out.append(({'placement': 'top', 'head_block': L - 1, 'num_tuned_blocks': m,
+                         'method': method}, make_program(ctx, L - 1, m, method), lr[method]))
+      else:
+        logging.info('The head block is the top block: the top-m baselines are the same trials.')
+      for method in c.method:
+        out.append(({'placement': 'full', 'head_block': L - 1, 'num_tuned_blocks': L,
+                     'method': method}, make_program(ctx, L - 1, L, method, full=True),
+                    lr[method]))
+    return out
+
+  def trials(self, ctx: base.Context) -> list[engine_lib.Trial]:
+    c, L = ctx.config, ctx.pretrained.num_layers
+    head = parse_head_block(c.head_block, L)
+    placement = 'fixed'
+    if head is None:
+      nu = variability.load_or_compute(ctx)
+      head = choose_head_block(nu, c.auto_tolerance)
+      placement = 'auto'
+      logging.info('head_block=auto: block %d (ν = %.4f; lowest block ν %.4f, tolerance %g).',
+                   head, nu[1 + head], np.min(nu[1:]), c.auto_tolerance)
+    out = []
+    for setting, program, lr in self.settings(ctx, head, placement):
+      for size in c.train_sizes:
+        for seed in c.seeds:
+          out.append(engine_lib.Trial(int(seed), int(size), setting, program, learning_rate=lr))
+    return out
+
+  def on_group_end(self, ctx: base.Context, group, per_trial, records) -> None:
+    """Adds `step_time_s`: one trial's measured train step on a real batch (same for the group)."""
+    if not ctx.config.measure_step_time:
+      return
+    program = group.program
+    # The engine's batches: its width is the longest training example's (trim_padding).
+    data = engine_lib.trim_padding(ctx.data.train.as_dict())
+    rows = np.arange(min(ctx.config.batch_size, len(data['labels'])))
+    batch = {k: v[rows] for k, v in data.items()}
+    key = (program, batch['input_ids'].shape)
+    if key not in self._step_times:
+      self._step_times[key] = timing.step_time(
+          program, ctx.pretrained.params, batch, optim.OptimConfig.from_config(ctx.config))
+      logging.info('Measured step time %.4f s (train_flops_fraction %.3f).',
+                   self._step_times[key], program.train_flops_fraction())
+    for r in records:
+      if r['status'] == 'ok':
+        r['metrics']['step_time_s'] = self._step_times[key]
+
+  def finalize(self, ctx: base.Context, records: list[dict]) -> None:
+    xie.plot_select(ctx.workdir, records, ctx.task.name, ctx.config.model,
+                    ctx.task.primary_metric)
+
+
+EXPERIMENT = Select()

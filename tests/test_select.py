@@ -1,0 +1,332 @@
+"""Variability-guided placement (Xie et al. 2022): truncation above the head block, adapter placement
+against HF PyTorch with hooks, what trains in each method, FLOP fractions, and the demo end to end."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from jax.extend import core as jcore
+
+import conftest
+from configs import select as select_cfg
+from jaxtransfer import data as data_lib
+from jaxtransfer import engine as engine_lib
+from jaxtransfer import optim
+from jaxtransfer import program as program_lib
+from jaxtransfer import results
+from jaxtransfer import train as train_lib
+from jaxtransfer.errors import UserError
+from jaxtransfer.experiments import base
+from jaxtransfer.experiments import select
+from jaxtransfer.models import bert
+from jaxtransfer.models import pretrained as pretrained_lib
+from test_freeze import _matmul_flops  # dot_general FLOPs of a jaxpr (scan bodies × length)
+
+
+def _flat(tree):
+  return {tuple(k.key for k in p): np.asarray(v)
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _random_pre(num_layers=4, hidden=32):
+  config = bert.EncoderConfig(vocab_size=100, hidden_size=hidden, num_layers=num_layers,
+                              num_heads=4, intermediate_size=4 * hidden, max_position_embeddings=64)
+  params = bert.init_params(config, jax.random.key(0))
+  return pretrained_lib.Pretrained('random', '', config, params, None, {})
+
+
+def _ctx(pre, **overrides):
+  config = select_cfg.get_config()
+  config.adapter_size = 8
+  for k, v in overrides.items():
+    config[k] = v
+  return base.Context(config, '', pre, data_lib.get_task('sst2'), None)
+
+
+def _data(pre, n, seed, seq=12):
+  ids, mask, types = conftest.random_batch(np.random.default_rng(seed), pre.config.vocab_size, n,
+                                           seq, pre.config.pad_token_id)
+  if pre.config.type_vocab_size == 1:
+    types = np.zeros_like(types)
+  return {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types,
+          'labels': (ids[:, 1] % 2).astype(np.int32)}
+
+
+def _init(program, pre, seed=1):
+  arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
+  train, frozen = jax.jit(program.init)(pre.params, arrays, jax.random.key(seed))
+  return train, frozen, arrays
+
+
+def _scan_lengths(jaxpr) -> list[int]:
+  out = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'scan':
+      out.append(eqn.params['length'])
+    for v in eqn.params.values():
+      for x in (v if isinstance(v, (tuple, list)) else (v,)):
+        if isinstance(x, (jcore.ClosedJaxpr, jcore.Jaxpr)):
+          out += _scan_lengths(x.jaxpr if isinstance(x, jcore.ClosedJaxpr) else x)
+  return out
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+@pytest.mark.parametrize('method', ['finetune', 'adapter'])
+def test_blocks_above_head_never_computed(method):
+  """NaN in every block above the head block: nothing of them reaches params, outputs or grads;
+  the forward scans cover exactly head_block + 1 blocks; logits match hidden_states + head."""
+  pre = _random_pre(num_layers=5)
+  head, m = 2, 2
+  poisoned = dict(pre.params)
+  poisoned['blocks'] = jax.tree.map(lambda p: p.at[head + 1:].set(jnp.nan), pre.params['blocks'])
+  pre = pretrained_lib.Pretrained('poisoned', '', pre.config, poisoned, None, {})
+  program = select.make_program(_ctx(pre), head, m, method)
+  assert (program.num_blocks, program.frozen_blocks, program.train_embeddings) == (3, 1, False)
+  train, frozen, arrays = _init(program, pre)
+  assert all(np.isfinite(v).all() for v in {**_flat(train), **_flat(frozen)}.values())
+  assert all(v.shape[0] == m for k, v in _flat(train).items() if k[0] in ('blocks', 'adapters'))
+  assert all(v.shape[0] == head + 1 - m for k, v in _flat(frozen).items() if k[0] == 'blocks_frozen')
+
+  batch = {k: jnp.asarray(v) for k, v in _data(pre, 4, 0).items()}
+  fwd = lambda tr: program.apply(tr, frozen, batch, arrays, deterministic=True)
+  assert sorted(_scan_lengths(jax.make_jaxpr(fwd)(train).jaxpr)) == [head + 1 - m, m]
+  logits, grads = jax.jit(lambda tr: (fwd(tr), jax.grad(program.loss)(
+      tr, frozen, batch, jnp.ones(4), arrays, jax.random.key(3))))(train)
+  assert np.isfinite(logits).all()
+  assert all(np.isfinite(v).all() for v in _flat(grads).values())
+  if method == 'finetune':
+    params = program_lib.merge(train, frozen)
+    below = {'embeddings': params['embeddings'],
+             'blocks': jax.tree.map(lambda p: p[:head + 1], poisoned['blocks'])}
+    hs = jax.jit(bert.hidden_states, static_argnums=0, static_argnames='num_blocks')(
+        pre.config, below, batch['input_ids'], batch['attention_mask'], batch['token_type_ids'],
+                            num_blocks=head + 1)
+    head_mod = program_lib.MlpHead(pre.config.hidden_size, 2, 0.1, 0.02)
+    want = head_mod.apply({'params': params['head']}, hs[-1][:, 0])
+    np.testing.assert_allclose(logits, want, atol=1e-5)
+
+
+def test_adapter_placement_matches_hf_with_hooks(tiny_hf_dir):
+  """Our adapter blocks vs HF PyTorch with x + up(relu(down(x))) hooked onto the outputs of the
+  attention-output projection and the FFN output projection of the tuned blocks (before
+  residual + LayerNorm), on the same weights."""
+  pre = pretrained_lib.load_pretrained(str(tiny_hf_dir))     # 3 blocks, BERT or RoBERTa
+  head, m = 1, 2
+  program = select.make_program(_ctx(pre), head, m, 'adapter')
+  train, frozen, arrays = _init(program, pre)
+  # Non-trivial adapters (fresh ones are near-identity), so a misplaced one cannot hide.
+  train['adapters'] = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(7), p.shape),
+                                   train['adapters'])
+  data = _data(pre, 3, 1)
+  if pre.config.model_type == 'roberta':
+    data['input_ids'] = np.where(data['attention_mask'] > 0, np.maximum(data['input_ids'], 3),
+                                 pre.config.pad_token_id)
+  features = jax.jit(lambda tr, batch: program.features(program_lib.merge(tr, frozen), batch,
+                                                        arrays, deterministic=True))
+  batch = {k: jnp.asarray(v) for k, v in data.items()}
+  ours = features(train, batch)
+
+  model = transformers.AutoModel.from_pretrained(str(tiny_hf_dir)).eval()
+  ad = jax.tree.map(lambda a: torch.tensor(np.asarray(a)), train['adapters'])
+
+  def hook(name, i):
+    def fn(module, inputs, out):
+      p = ad[name]
+      down = torch.relu(out @ p['down']['kernel'][i] + p['down']['bias'][i])
+      return out + down @ p['up']['kernel'][i] + p['up']['bias'][i]
+    return fn
+
+  f = head + 1 - m
+  for i in range(m):
+    layer = model.encoder.layer[f + i]
+    layer.attention.output.dense.register_forward_hook(hook('attention_adapter', i))
+    layer.output.dense.register_forward_hook(hook('output_adapter', i))
+  inputs = {'input_ids': torch.tensor(data['input_ids'], dtype=torch.long),
+            'attention_mask': torch.tensor(data['attention_mask'], dtype=torch.long)}
+  if pre.config.model_type == 'bert':
+    inputs['token_type_ids'] = torch.tensor(data['token_type_ids'], dtype=torch.long)
+  with torch.no_grad():
+    ref = model(**inputs, output_hidden_states=True).hidden_states[head + 1].numpy()
+  mask = data['attention_mask'][..., None] > 0
+  np.testing.assert_allclose(np.where(mask, ours, 0), np.where(mask, ref, 0), atol=1e-4)
+  # The adapters matter: without them the output differs.
+  plain = dict(train, adapters=jax.tree.map(jnp.zeros_like, train['adapters']))
+  bare = features(plain, batch)
+  assert np.abs(np.where(mask, bare - ref, 0)).max() > 1e-2
+
+
+def test_engine_trains_only_adapters_layernorms_and_head(tmp_path):
+  """Real engine steps in adapter mode, against a twin trial with learning rate 0 (same seed, so
+  the same fresh adapters and head): embeddings, lower blocks and the tuned blocks' weights are
+  bit-identical to the pretrained ones; adapters, the tuned blocks' LayerNorms and the head moved.
+  (Fine-tuning mode freezes the same prefix: tests/test_freeze.py.)"""
+  pre = _random_pre(num_layers=4)
+  ctx = _ctx(pre)
+  head, m = 2, 2
+  program = select.make_program(ctx, head, m, 'adapter')
+  spec = engine_lib.RunSpec(experiment='select', model='random', task=ctx.task,
+                            workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
+                            num_train_steps=3, eval_batch_size=16, log_every=3)
+  got = {}
+
+  def on_group_end(group, per_trial, records):
+    for t, p in zip(group.trials, per_trial):
+      got[t.setting['lr']] = p
+
+  eng = engine_lib.Engine(spec, pre.params, _data(pre, 32, 0), {'': _data(pre, 16, 1)},
+                          on_group_end=on_group_end)
+  trials = [engine_lib.Trial(1, 0, {'lr': lr}, program, learning_rate=lr) for lr in (1e-2, 0.0)]
+  assert [r['status'] for r in eng.run(trials)] == ['ok', 'ok']
+  (train, frozen, _), (train0, _, _) = got[1e-2], got[0.0]
+  f = head + 1 - m
+  pre_blocks = _flat(pre.params['blocks'])
+  want_frozen = {('embeddings',) + k: v for k, v in _flat(pre.params['embeddings']).items()}
+  want_frozen.update({('blocks_frozen',) + k: v[:f] for k, v in pre_blocks.items()})
+  want_frozen.update({('blocks',) + k: v[f:head + 1] for k, v in pre_blocks.items()
+                      if not k[0].endswith('_ln')})
+  flat_frozen = _flat(frozen)
+  assert set(flat_frozen) == set(want_frozen)
+  for k, v in want_frozen.items():
+    assert np.array_equal(flat_frozen[k], v), k
+  flat_train, flat_train0 = _flat(train), _flat(train0)
+  assert {k[0] for k in flat_train} == {'adapters', 'blocks', 'head'}
+  assert all(k[1].endswith('_ln') for k in flat_train if k[0] == 'blocks')
+  for k, v in flat_train.items():
+    assert not np.allclose(v, flat_train0[k]), k                   # every trained leaf moved
+  for k, v in flat_train0.items():
+    if k[0] == 'blocks':
+      assert np.array_equal(v, pre_blocks[k[1:]][f:head + 1]), k   # lr 0: still pretrained
+
+
+def test_train_flops_fraction_matches_the_differentiated_graph():
+  """train_flops_fraction (adapters included) against the matmul FLOPs JAX actually runs."""
+  pre = _random_pre(num_layers=4, hidden=64)
+  ctx = _ctx(pre, adapter_size=16)
+  batch = {k: jnp.asarray(v) for k, v in _data(pre, 4, 0, seq=32).items()}
+  cases = {'full_ft': (3, 4, 'finetune', True), 'full_adapter': (3, 4, 'adapter', True),
+           'h2m2_ft': (2, 2, 'finetune', False), 'h2m2_adapter': (2, 2, 'adapter', False)}
+  measured = {}
+  for name, (head, m, method, full) in cases.items():
+    program = select.make_program(ctx, head, m, method, full=full)
+    train, frozen, arrays = _init(program, pre)
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(program.loss))(train, frozen, batch, jnp.ones(4),
+                                                             arrays, jax.random.key(2))
+    measured[name] = (_matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
+  assert measured['full_ft'][1] == 1.0
+  for name, (flops, fraction) in measured.items():
+    # The count leaves out the attention-score matmuls and the head: a few percent at S=32, H=64.
+    assert flops / measured['full_ft'][0] == pytest.approx(fraction, rel=0.05), (name, flops)
+  assert measured['h2m2_adapter'][1] < measured['h2m2_ft'][1] < 1
+
+
+# ----------------------------------------------------------------------------- selection, config
+
+
+def test_choose_head_block():
+  nu = np.array([9.0, 3.0, 1.05, 2.0, 1.0])        # embeddings, blocks 0..3
+  assert select.choose_head_block(nu) == 3
+  assert select.choose_head_block(nu, tolerance=0.1) == 1
+  assert select.choose_head_block(np.array([0.1, 5.0, 4.0])) == 1   # never the embeddings
+
+
+@pytest.mark.parametrize('value,err', [('7', 'between 0 and 5'), ('-1', 'between 0 and 5'),
+                                       ('top', "'auto' or a block index")])
+def test_bad_head_block(value, err):
+  with pytest.raises(UserError, match=err):
+    select.parse_head_block(value, 6)
+
+
+def test_too_many_tuned_blocks_is_a_user_error():
+  pre = _random_pre(num_layers=4)
+  ctx = _ctx(pre, num_tuned_blocks=[3])
+  with pytest.raises(UserError, match='more than the 2 blocks'):
+    select.EXPERIMENT.settings(ctx, 1, 'fixed')
+
+
+def test_regression_task_is_a_user_error(tmp_path):
+  config = select_cfg.get_config('demo')
+  config.task = 'stsb'
+  with pytest.raises(UserError, match='regression'):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+
+
+def test_settings_and_baselines():
+  pre = _random_pre(num_layers=4)
+  ctx = _ctx(pre, num_tuned_blocks=[1, 2])
+  got = [(s['placement'], s['head_block'], s['num_tuned_blocks'], s['method'], lr)
+         for s, _, lr in select.EXPERIMENT.settings(ctx, 2, 'auto')]
+  ft, ad = ctx.config.learning_rate, ctx.config.adapter_learning_rate
+  assert got == [('auto', 2, 1, 'finetune', ft), ('auto', 2, 1, 'adapter', ad),
+                 ('auto', 2, 2, 'finetune', ft), ('auto', 2, 2, 'adapter', ad),
+                 ('top', 3, 1, 'finetune', ft), ('top', 3, 1, 'adapter', ad),
+                 ('top', 3, 2, 'finetune', ft), ('top', 3, 2, 'adapter', ad),
+                 ('full', 3, 4, 'finetune', ft), ('full', 3, 4, 'adapter', ad)]
+  # A top head block makes the top-m baselines the same trials: they are not repeated.
+  assert [s['placement'] for s, _, _ in select.EXPERIMENT.settings(ctx, 3, 'auto')].count('top') == 0
+  full_ft = select.make_program(ctx, 3, 4, 'finetune', full=True)
+  assert (full_ft.frozen_blocks, full_ft.train_embeddings, full_ft.block_params) == (0, True, 'all')
+  full_ad = select.make_program(ctx, 3, 4, 'adapter', full=True)
+  assert (full_ad.frozen_blocks, full_ad.train_embeddings, full_ad.block_params,
+          full_ad.adapter_size) == (0, False, 'layernorm', 8)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope='module')
+def tiny_with_tokenizer(tmp_path_factory):
+  """A 3-block random BERT with MiniLM's vocabulary and tokenizer files, so real text encodes."""
+  torch.manual_seed(0)
+  src = pretrained_lib.resolve('minilm-l6')
+  with open(f'{src}/config.json') as f:
+    vocab = json.load(f)['vocab_size']
+  cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                intermediate_size=64, max_position_embeddings=128, vocab_size=vocab)
+  path = tmp_path_factory.mktemp('tiny-tok')
+  transformers.AutoModel.from_config(cfg).save_pretrained(path)
+  for name in ('vocab.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'):
+    shutil.copy(f'{src}/{name}', path / name)
+  return path
+
+
+def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path):
+  config = select_cfg.get_config('demo')
+  config.model = str(tiny_with_tokenizer)
+  config.cache_dir = str(tmp_path / 'cache')
+  config.num_train_steps = 2
+  config.num_tuned_blocks = [1]
+  config.eval_max_examples = 16
+  config.eval_batch_size = 16
+  config.seeds = [1]
+  config.adapter_size = 8          # the demo's 256 is larger than this model (H = 32)
+  config.baselines = False         # their settings: test_settings_and_baselines
+  config.method = ['adapter']       # one compiled program keeps the test short
+  work = tmp_path / 'work'
+  records = train_lib.train_and_evaluate(config, str(work))
+
+  rows = (work / 'variability.csv').read_text().strip().splitlines()
+  assert rows[0] == 'task,model,block,nu' and len(rows) == 1 + 4
+  nu = np.array([float(r.split(',')[-1]) for r in rows[1:]])
+  head = int(np.argmin(nu[1:]))
+  assert [(r['setting']['placement'], r['setting']['method'], r['seed']) for r in records] == [
+      ('auto', 'adapter', 1)]
+  for r in records:
+    assert r['status'] == 'ok', r
+    m = r['metrics']
+    assert m['step_time_s'] > 0 and 0 < m['train_flops_fraction'] <= 1
+    if r['setting']['placement'] == 'auto':
+      assert r['setting']['head_block'] == head and m['train_flops_fraction'] < 1
+  assert results.read_records(work / 'trials.jsonl') == records
+  assert {p.name for p in (work / 'plots').iterdir()} == {'variability.png', 'select.png'}
+  assert 'step_time_s' in (work / 'summary.csv').read_text()
+  # A re-run reuses variability.csv and finishes no new trial.
+  before = (work / 'variability.csv').stat().st_mtime_ns
+  assert train_lib.train_and_evaluate(config, str(work)) == records
+  assert (work / 'variability.csv').stat().st_mtime_ns == before
