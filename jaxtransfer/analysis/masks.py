@@ -1,0 +1,116 @@
+"""Learned sparsity masks on disk: bit-packed per trial, with their size next to a full fine-tuned copy."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+Params = dict[str, Any]
+
+
+def packed_bytes(mask: np.ndarray) -> int:
+  """Bytes of a {0,1} array stored one bit per entry (np.packbits)."""
+  return int(np.ceil(np.asarray(mask).size / 8))
+
+
+def save_masks(path: str, masks: dict[str, np.ndarray], blocks) -> int:
+  """Writes `masks` ({matrix: (n, in, out)} {0,1}, one row per entry of `blocks`) bit-packed to an npz.
+
+  The file holds, per matrix, `<matrix>` (uint8, packbits of the flattened mask) and
+  `<matrix>.shape`, plus `blocks` (the encoder block index of each mask row). Returns the packed
+  bytes of the masks themselves (the npz adds a few hundred bytes of headers).
+  """
+  out = {'blocks': np.asarray(blocks, np.int32)}
+  total = 0
+  for name, m in masks.items():
+    m = np.asarray(m)
+    assert np.isin(m, (0, 1)).all(), f'{name}: a mask must hold only 0 and 1'
+    out[name] = np.packbits(m.astype(bool).reshape(-1))
+    out[f'{name}.shape'] = np.asarray(m.shape, np.int64)
+    total += out[name].nbytes
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + '.tmp.npz'
+  np.savez(tmp, **out)
+  os.replace(tmp, path)
+  return total
+
+
+def load_masks(path: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Inverse of `save_masks`: ({matrix: bool (n, in, out)}, block indices)."""
+  with np.load(path) as z:
+    names = [k for k in z.files if k != 'blocks' and not k.endswith('.shape')]
+    masks = {}
+    for name in names:
+      shape = tuple(int(s) for s in z[f'{name}.shape'])
+      masks[name] = np.unpackbits(z[name], count=int(np.prod(shape))).astype(bool).reshape(shape)
+    return masks, np.asarray(z['blocks'])
+
+
+def nbytes(tree: Params) -> int:
+  """float32 bytes of every leaf of a param tree (what a fine-tuned copy of it weighs)."""
+  import jax
+  return int(sum(4 * np.asarray(x).size for x in jax.tree.leaves(tree)))
+
+
+def save_trial_masks(workdir: str, trial_id: str, program, train: Params, frozen: Params,
+                     arrays) -> dict[str, float]:
+  """Saves a masked trial's masks to `masks/<trial_id>.npz`; returns its storage metrics.
+
+  `mask_bytes`: the bit-packed masks of the masked blocks. `head_bytes`: the dense parameters the
+  trial trains besides (pooler and classifier). `full_copy_bytes`: a fully fine-tuned copy of the
+  same model (every encoder parameter and the head, float32) - what a task costs without masks.
+  """
+  f, n = program.frozen_blocks, program.num_blocks
+  on = np.asarray(arrays['mask_blocks'][f:n], bool)
+  masks = {m: np.asarray(v)[on] for m, v in program.masks(train, frozen, arrays).items()}
+  mask_bytes = save_masks(os.path.join(workdir, 'masks', f'{trial_id}.npz'), masks,
+                          np.arange(f, n)[on])
+  head = {k: v for k, v in train.items() if k not in ('mask_scores', 'blocks', 'embeddings')}
+  full = program.export_params(train, frozen, arrays)
+  head_bytes = nbytes(head)
+  return {'mask_bytes': float(mask_bytes), 'head_bytes': float(head_bytes),
+          'full_copy_bytes': float(nbytes(full) + nbytes(train.get('head', {})))}
+
+
+def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: str) -> str | None:
+  """The task's metric against the achieved sparsity (mean, 95% CI over seeds): one line per
+  train size, masked block set and mask learning rate; the baselines as dashed bands."""
+  import json
+
+  from jaxtransfer import results
+  from jaxtransfer.analysis import plots
+  metric = task.primary_metric
+  scores = results.group_by_setting(records, metric)
+  achieved = results.group_by_setting(records, 'sparsity')
+  lines: dict[str, list[tuple[float, np.ndarray]]] = {}
+  baselines = {}
+  for (size, setting), values in scores.items():
+    s = json.loads(setting)
+    if s.get('method') != 'mask':
+      baselines[(s.get('method'), size)] = values
+      continue
+    if (size, setting) not in achieved:
+      continue
+    rest = {k: v for k, v in s.items() if k not in ('method', 'target_sparsity')}
+    label = ', '.join([plots.size_label(size)] + [f'{k}={v}' for k, v in sorted(rest.items())])
+    lines.setdefault(label, []).append((float(np.mean(achieved[(size, setting)])), values))
+  if not lines:
+    return None
+  fig, ax = plots.figure()
+  for label, points in lines.items():
+    points.sort(key=lambda p: p[0])
+    plots.line_with_ci(ax, [p[0] for p in points], [p[1] for p in points], f'masks, {label}')
+  xs = [p[0] for pts in lines.values() for p in pts]
+  names = {'finetune': 'full fine-tuning', 'head_only': 'frozen encoder, head only'}
+  for (method, size), values in baselines.items():
+    mean, low, high = plots.mean_ci(values)
+    line, = ax.plot([min(xs), max(xs)], [mean, mean], '--',
+                    label=f'{names.get(method, method)}, {plots.size_label(size)}')
+    ax.fill_between([min(xs), max(xs)], [low, low], [high, high], alpha=0.15, color=line.get_color())
+  ax.set_xlabel('achieved sparsity (fraction of masked-matrix entries zeroed)')
+  ax.set_ylabel(plots.metric_label(metric))
+  ax.set_title(plots.title('Learned masks vs fine-tuning', task.name, model), fontsize=10)
+  ax.legend(fontsize=8)
+  return plots.save(fig, workdir, 'accuracy_vs_sparsity')

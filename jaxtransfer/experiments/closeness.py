@@ -1,0 +1,169 @@
+"""Closeness (Radiya-Dixit & Wang 2020): how far fine-tuning moves each block, and tuning only the
+most changed ("critical") blocks.
+
+Phase 1 fine-tunes every parameter and writes, per trial, block and weight matrix, the distance of
+the fine-tuned weights from the pretrained ones to `closeness.csv`. Phase 2 (when `critical_r` is
+set) ranks the blocks by that distance (mean over the phase-1 seeds of each train size, or from
+another run's `rank_from` csv) and fine-tunes only r of them: the r most changed, the r least
+changed, or the top r by position. Any set of blocks is a per-trial `block_lr` 0/1 mask, so every
+phase-2 trial of a run shares ONE compiled program (embeddings frozen, pooler and classifier
+trained).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import logging
+
+from jaxtransfer import results
+from jaxtransfer.analysis import closeness
+from jaxtransfer.analysis import plots
+from jaxtransfer.errors import UserError
+from jaxtransfer.experiments import base
+
+ORDERS = ('most_changed', 'least_changed', 'top')
+FULL = 'all'  # the `tuned` value of full fine-tuning
+
+
+def chosen_blocks(order: str, r: int, ranking: list[int], num_layers: int) -> list[int]:
+  """The r blocks that train: from the top of the ranking, its bottom, or the last r by index."""
+  if order == 'most_changed':
+    return sorted(ranking[:r])
+  if order == 'least_changed':
+    return sorted(ranking[len(ranking) - r:])
+  if order == 'top':
+    return list(range(num_layers - r, num_layers))
+  raise ValueError(order)
+
+
+def full_finetuning_ids(csv_path: str) -> set[str]:
+  """The full fine-tuning trials of the run that wrote `csv_path` (closeness.py's `tuned=all`,
+  sparsity.py's `method=finetune`), from the trials.jsonl beside it; empty when there is none."""
+  path = os.path.join(os.path.dirname(os.path.abspath(csv_path)), 'trials.jsonl')
+  if not os.path.exists(path):
+    return set()
+  return {r['trial_id'] for r in results.read_records(path) if r['status'] == 'ok'
+          and r['setting'] in ({'tuned': FULL}, {'method': 'finetune'})}
+
+
+class Closeness(base.Experiment):
+  name = 'closeness'
+  _pending = False      # phase 2 waits for phase 1's closeness.csv
+  _phase1_done = False
+
+  def validate(self, ctx):
+    c, L = ctx.config, ctx.pretrained.config.num_layers
+    for r in c.critical_r:
+      if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= L:
+        raise UserError(f'critical_r={list(c.critical_r)} has {r}: the number of blocks to tune must '
+                        f'be a whole number in 1..{L} ({c.model} has {L} blocks). Fix '
+                        '--config.critical_r, or give [] for distances only.')
+    bad = [o for o in c.critical_orders if o not in ORDERS]
+    if bad:
+      raise UserError(f'critical_orders={list(c.critical_orders)}: {bad} unknown; choose among '
+                      f'{", ".join(ORDERS)} (--config.critical_orders).')
+    if c.rank_metric not in closeness.METRICS:
+      raise UserError(f'rank_metric={c.rank_metric!r} must be one of '
+                      f'{", ".join(closeness.METRICS)} (--config.rank_metric).')
+    if not c.full_finetuning and not (c.rank_from and c.critical_r):
+      raise UserError('full_finetuning=False leaves nothing to run unless the critical-block sweep '
+                      'ranks from another run: set --config.critical_r and --config.rank_from.')
+    if c.rank_from and not os.path.isfile(c.rank_from):
+      raise UserError(f'rank_from={c.rank_from!r} is not a file. Give the closeness.csv of an '
+                      'earlier closeness run, or leave it empty to rank by this run\'s full '
+                      'fine-tuning trials.')
+
+  # ------------------------------------------------------------------------- trials
+
+  def full_trials(self, ctx):
+    program = base.make_program(ctx)
+    return [base.engine_lib.Trial(seed, size, {'tuned': FULL}, program)
+            for size, seed, _ in base.grid(ctx.config)]
+
+  def rankings(self, ctx, full) -> dict[int, list[int]] | None:
+    """{train_size: blocks from most to least changed}, or None until phase 1 has finished."""
+    c = ctx.config
+    if c.rank_from:
+      rows = closeness.read_rows(c.rank_from)
+      ids = full_finetuning_ids(c.rank_from) or {r['trial_id'] for r in rows} - {closeness.RANDOM_INIT}
+      ranking = closeness.rank_blocks(rows, ids, c.rank_metric)
+      return {int(size): ranking for size in c.train_sizes}
+    rows = closeness.read_rows(closeness.csv_path(ctx.workdir))
+    have = {r['trial_id'] for r in rows}
+    out = {}
+    for size in c.train_sizes:
+      ids = [t.trial_id for t in full if t.train_size == int(size)]
+      if not set(ids) <= have and not self._phase1_done:
+        return None
+      ids = [i for i in ids if i in have]  # a failed trial has no rows
+      if not ids:
+        raise UserError(f'No full fine-tuning trial of train size {size} finished, so the blocks '
+                        'cannot be ranked for critical_r. See trials.jsonl for the errors, or '
+                        'give --config.rank_from=<closeness.csv of another run>.')
+      out[int(size)] = closeness.rank_blocks(rows, ids, c.rank_metric)
+    return out
+
+  def trials(self, ctx):
+    c, L = ctx.config, ctx.pretrained.config.num_layers
+    full = self.full_trials(ctx) if c.full_finetuning or not c.rank_from else []
+    self._pending = False
+    if not c.critical_r:
+      return full
+    rankings = self.rankings(ctx, full)
+    if rankings is None:
+      self._pending = True  # rank after phase 1 (see run)
+      return full
+    self._write_rankings(ctx, rankings)
+    program = base.make_program(ctx, train_embeddings=False)
+    out = list(full)
+    for size, seed, setting in base.grid(c, r=[int(r) for r in c.critical_r],
+                                         tuned=list(c.critical_orders)):
+      blocks = chosen_blocks(setting['tuned'], setting['r'], rankings[size], L)
+      arrays = {'block_lr': np.isin(np.arange(L), blocks).astype(np.float32)}
+      out.append(base.engine_lib.Trial(seed, size, {**setting, 'blocks': blocks}, program, arrays))
+    return out
+
+  def run(self, config, workdir):
+    self._pending, self._phase1_done = False, False
+    records = super().run(config, workdir)
+    if self._pending:
+      self._phase1_done = True  # phase 1 done: its closeness.csv now ranks the blocks for phase 2
+      logging.info('Phase 1 (full fine-tuning) finished; ranking blocks by %s for the critical-'
+                   'block sweep.', config.rank_metric)
+      records = super().run(config, workdir)
+    return records
+
+  def _write_rankings(self, ctx, rankings):
+    path = os.path.join(ctx.workdir, 'critical_blocks.json')
+    info = {'metric': ctx.config.rank_metric, 'source': ctx.config.rank_from or 'this run',
+            'ranking': {str(k): v for k, v in rankings.items()}}
+    with open(path, 'w') as f:
+      json.dump(info, f, indent=2)
+    logging.info('Blocks from most to least changed by fine-tuning: %s', info['ranking'])
+
+  # ------------------------------------------------------------------------- outputs
+
+  def on_group_end(self, ctx, group, per_trial, records):
+    closeness.record_group(ctx, group.program, per_trial, records)
+
+  def finalize(self, ctx, records):
+    if self._pending:
+      return  # phase 2 follows and draws the figures
+    closeness.write_random_init(ctx)
+    rows = closeness.read_rows(closeness.csv_path(ctx.workdir))
+    full = [r for r in records if r['setting'].get('tuned') == FULL and r['status'] == 'ok']
+    groups = {}
+    for r in full:
+      groups.setdefault(f'full fine-tuning, {plots.size_label(r["train_size"])}',
+                        []).append(r['trial_id'])
+    if groups:
+      closeness.plot_per_block(ctx.workdir, rows, groups, ctx.task.name, ctx.config.model)
+      closeness.plot_matrix_heatmap(ctx.workdir, rows, [r['trial_id'] for r in full],
+                                    ctx.task.name, ctx.config.model)
+    closeness.plot_critical(ctx.workdir, records, ctx.task, ctx.config.model)
+
+
+EXPERIMENT = Closeness()
