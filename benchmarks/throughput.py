@@ -221,6 +221,8 @@ def run_jax(args) -> dict:
     # Let the trials use (almost) all of the GPU: the default preallocates 75%.
     os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.92')
   sys.path.insert(0, str(ROOT))
+  from jaxtransfer import xla_flags
+  xla_flags.set_defaults()  # what `python -m jaxtransfer.main` runs with
   import jax
   import numpy as np
   from absl import logging
@@ -460,6 +462,8 @@ def report(args, res: dict) -> dict:
         f'{f" (jaxtransfer trims to {width})" if width != args.length else ""}, {args.dtype}, '
         f'{args.data} data, {args.threads if args.device == "cpu" else 1} '
         f'{"threads" if args.device == "cpu" else "GPU"}')
+  if jx and jx.get('xla_flags'):
+    print(f'jaxtransfer XLA_FLAGS: {jx["xla_flags"]}')
   if hf and hf['trials'] != n:
     print(f'HF ran {hf["trials"]} of the {n} trials in a row; its time is scaled to {n}.')
   print(f'model FLOPs per training example {train_flops_per_example(enc, args.length) / 1e9:.2f} '

@@ -74,6 +74,8 @@ def main(argv):
     _bad_input(f'Unexpected arguments {argv[1:]}: pass options as --config.<key>=<value>.')
   if FLAGS.config is None:
     _bad_input('Missing --config: pass an experiment config, e.g. --config=configs/finetune.py:demo.')
+  from jaxtransfer import xla_flags
+  xla_flags.set_defaults()  # before the first device is created
   from jaxtransfer import train  # heavy imports after flag parsing, so --help is fast
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -21,7 +21,7 @@ from absl import logging
 from jaxtransfer import results
 from jaxtransfer.analysis import closeness
 from jaxtransfer.analysis import plots
-from jaxtransfer.errors import UserError
+from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.experiments import base
 
 ORDERS = ('most_changed', 'least_changed', 'top')
@@ -61,13 +61,9 @@ class Closeness(base.Experiment):
         raise UserError(f'critical_r={list(c.critical_r)} has {r}: the number of blocks to tune must '
                         f'be a whole number in 1..{L} ({c.model} has {L} blocks). Fix '
                         '--config.critical_r, or give [] for distances only.')
-    bad = [o for o in c.critical_orders if o not in ORDERS]
-    if bad:
-      raise UserError(f'critical_orders={list(c.critical_orders)}: {bad} unknown; choose among '
-                      f'{", ".join(ORDERS)} (--config.critical_orders).')
-    if c.rank_metric not in closeness.METRICS:
-      raise UserError(f'rank_metric={c.rank_metric!r} must be one of '
-                      f'{", ".join(closeness.METRICS)} (--config.rank_metric).')
+    if c.critical_orders:
+      check_choices('critical_orders', c.critical_orders, ORDERS, many=True)
+    check_choices('rank_metric', c.rank_metric, closeness.METRICS)
     if not c.full_finetuning and not (c.rank_from and c.critical_r):
       raise UserError('full_finetuning=False leaves nothing to run unless the critical-block sweep '
                       'ranks from another run: set --config.critical_r and --config.rank_from.')

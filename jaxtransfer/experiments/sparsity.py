@@ -16,7 +16,7 @@ from jaxtransfer import interventions as iv
 from jaxtransfer import program as program_lib
 from jaxtransfer.analysis import closeness
 from jaxtransfer.analysis import masks as masks_lib
-from jaxtransfer.errors import UserError
+from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.experiments import base
 
 
@@ -50,20 +50,13 @@ def check(ctx: base.Context) -> None:
   for b in c.reinit_blocks:
     iv.check_block_index('reinit_blocks', b, 0, L - 1, L)
   iv.check_block_index('frozen_blocks', c.frozen_blocks, 0, L - 1, L)
-  bad = [m for m in c.masked_matrices if m not in program_lib.MASKABLE]
-  if bad or not c.masked_matrices:
-    raise UserError(f'masked_matrices={list(c.masked_matrices)}: {bad or "empty"}; choose among '
-                    f'{", ".join(program_lib.MASKABLE)} (--config.masked_matrices).')
+  check_choices('masked_matrices', c.masked_matrices, program_lib.MASKABLE, many=True)
   for lr in c.mask_learning_rate:
     if float(lr) <= 0:
       raise UserError(f'mask_learning_rate={list(c.mask_learning_rate)} must hold positive values.')
-  bad = [b for b in c.baselines if b not in BASELINES]
-  if bad:
-    raise UserError(f'baselines={list(c.baselines)}: {bad} unknown; choose among '
-                    f'{", ".join(BASELINES)} (--config.baselines).')
-  if c.reinit_scheme not in iv.REINIT_SCHEMES:
-    raise UserError(f'reinit_scheme={c.reinit_scheme!r} is not one of {", ".join(iv.REINIT_SCHEMES)} '
-                    '(--config.reinit_scheme).')
+  if c.baselines:
+    check_choices('baselines', c.baselines, BASELINES, many=True)
+  check_choices('reinit_scheme', c.reinit_scheme, iv.REINIT_SCHEMES)
 
 
 def mask_program(ctx: base.Context) -> program_lib.Program:
