@@ -3,7 +3,6 @@
 import functools
 import json
 import math
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -357,21 +356,8 @@ def test_lee_table_aggregation_and_relative_scores(tmp_path):
 
 @pytest.fixture(scope='module')
 def tiny_with_tokenizer(tmp_path_factory):
-  """A 2-block random BERT with MiniLM's vocabulary and tokenizer files, so real text encodes."""
-  import torch
-  import transformers
-  torch.manual_seed(0)
-  src = pretrained_lib.resolve('minilm-l6')
-  with open(f'{src}/config.json') as f:
-    vocab = json.load(f)['vocab_size']
-  cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=64, max_position_embeddings=128,
-                                vocab_size=vocab)
-  path = tmp_path_factory.mktemp('tiny-tok')
-  transformers.AutoModel.from_config(cfg).save_pretrained(path)
-  for name in ('vocab.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'):
-    shutil.copy(f'{src}/{name}', path / name)
-  return path
+  """A 2-block random BERT with MiniLM's tokenizer files, so real text encodes."""
+  return conftest.make_tiny_model_dir(tmp_path_factory.mktemp('tiny-tok'), num_layers=2)
 
 
 def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):

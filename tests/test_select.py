@@ -1,8 +1,6 @@
 """Variability-guided placement (Xie et al. 2022): truncation above the head block, adapter placement
 against HF PyTorch with hooks, what trains in each method, FLOP fractions, and the demo end to end."""
 
-import json
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -282,18 +280,8 @@ def test_settings_and_baselines():
 
 @pytest.fixture(scope='module')
 def tiny_with_tokenizer(tmp_path_factory):
-  """A 3-block random BERT with MiniLM's vocabulary and tokenizer files, so real text encodes."""
-  torch.manual_seed(0)
-  src = pretrained_lib.resolve('minilm-l6')
-  with open(f'{src}/config.json') as f:
-    vocab = json.load(f)['vocab_size']
-  cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                intermediate_size=64, max_position_embeddings=128, vocab_size=vocab)
-  path = tmp_path_factory.mktemp('tiny-tok')
-  transformers.AutoModel.from_config(cfg).save_pretrained(path)
-  for name in ('vocab.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'):
-    shutil.copy(f'{src}/{name}', path / name)
-  return path
+  """A 3-block random BERT with MiniLM's tokenizer files, so real text encodes."""
+  return conftest.make_tiny_model_dir(tmp_path_factory.mktemp('tiny-tok'), num_layers=3)
 
 
 def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path):
