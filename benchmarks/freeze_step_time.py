@@ -25,45 +25,33 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 import jaxtransfer as jt  # noqa: E402
 from jaxtransfer import data as data_lib  # noqa: E402
 from jaxtransfer import optim  # noqa: E402
 from jaxtransfer import program as program_lib  # noqa: E402
+from jaxtransfer import step as step_lib  # noqa: E402
 
 GLUE = ROOT.parent / 'shared' / 'glue'
 
 
-def make_step(program, lr: float, total_steps: int, trials: int):
-  """The engine's training step: `trials` trials vmapped (per-trial params, optimizer state, batch
-  and dropout key; frozen params shared, as the engine broadcasts them)."""
-  cfg = optim.OptimConfig()
+def make_step(program, lr: float, total_steps: int):
+  """The engine's own step (step.py), trials vmapped: per-trial params, optimizer state, batch and
+  seed; frozen params shared, as the engine broadcasts them."""
+  step = step_lib.Step(program, optim.OptimConfig(), total_steps)
+  with_seed = lambda arrays, seed: {**arrays, 'seed': seed, 'lr': jnp.float32(lr)}
 
-  def tx_of(train, arrays):
-    labels = jax.tree_util.tree_map_with_path(
-        lambda p, _: 'decay' if program.decays(tuple(k.key for k in p)) else 'no_decay', train)
-    mult = program.lr_multipliers(train, arrays)
-    return optim.make_tx(cfg, lr, total_steps, labels, mult), mult
+  def init(pretrained, arrays, seeds):
+    states, frozen = jax.vmap(
+        lambda s: step_lib.init_state(step, pretrained, with_seed(arrays, s)))(seeds)
+    return states, jax.tree.map(lambda a: a[0], frozen)
 
-  def init_one(pretrained, arrays, rng):
-    train, frozen = program.init(pretrained, arrays, rng)
-    return train, frozen, tx_of(train, arrays)[0].init(train)
-
-  def step_one(train, opt, frozen, arrays, batch, rng):
-    tx, mult = tx_of(train, arrays)
+  def one(state, frozen, arrays, batch, seed, index):
     w = jnp.ones(batch['labels'].shape, jnp.float32)
-    loss, grads = jax.value_and_grad(program.loss)(train, frozen, batch, w, arrays, rng)
-    grads = optim.mask_grads(grads, mult)
-    updates, opt = tx.update(grads, opt, train)
-    return optax.apply_updates(train, updates), opt, loss
+    return step_lib.train_step(step, state, frozen, batch, w, with_seed(arrays, seed), index)[0]
 
-  def init(pretrained, arrays, rngs):
-    train, frozen, opt = jax.vmap(init_one, in_axes=(None, None, 0))(pretrained, arrays, rngs)
-    return train, jax.tree.map(lambda a: a[0], frozen), opt
-
-  step = jax.vmap(step_one, in_axes=(0, 0, None, None, 0, 0))
-  return jax.jit(init), jax.jit(step, donate_argnums=(0, 1))
+  vmapped = jax.vmap(one, in_axes=(0, None, None, 0, 0, None))
+  return jax.jit(init), jax.jit(vmapped, donate_argnums=(0,))
 
 
 def main():
@@ -101,25 +89,24 @@ def main():
     program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=L,
                                   head='pooler' if pre.config.has_pooler else 'mlp', **kw)
     arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
-    init, step = make_step(program, 1e-4, 1000, args.trials)
-    tr, fr, opt = init(pre.params, arrays, jax.random.split(jax.random.key(0), args.trials))
-    rng = jax.random.split(jax.random.key(1), args.trials)
+    init, step = make_step(program, 1e-4, 1000)
+    seeds = jnp.arange(1, args.trials + 1, dtype=jnp.int32)
+    state, fr = init(pre.params, arrays, seeds)
     t0 = time.time()
-    compiled = step.lower(tr, opt, fr, arrays, batches[0], rng).compile()
+    compiled = step.lower(state, fr, arrays, batches[0], seeds, 0).compile()
     compile_s = time.time() - t0
-    n_train = sum(x.size for x in jax.tree.leaves(tr)) // args.trials
-    n_opt = sum(x.size for x in jax.tree.leaves(opt) if x.ndim > 1) // args.trials
-    runs[name] = dict(program=program, step=compiled, state=[tr, opt], frozen=fr, arrays=arrays,
-                      rng=rng, times=[])
+    n_train = sum(x.size for x in jax.tree.leaves(state['train'])) // args.trials
+    n_opt = sum(x.size for x in jax.tree.leaves(state['opt']) if x.ndim > 1) // args.trials
+    runs[name] = dict(program=program, step=compiled, state=state, frozen=fr, arrays=arrays,
+                      seeds=seeds, times=[])
     print(f'  {name:>6}: compiled in {compile_s:.1f} s; trainable params {n_train:,}, optimizer '
           f'moments {n_opt:,} per trial; train_flops_fraction {program.train_flops_fraction():.3f}')
 
   def run(r, batch_list):
-    tr, opt = r['state']
-    for b in batch_list:
-      tr, opt, loss = r['step'](tr, opt, r['frozen'], r['arrays'], b, r['rng'])
-    jax.block_until_ready((tr, opt, loss))
-    r['state'] = [tr, opt]
+    state = r['state']
+    for i, b in enumerate(batch_list):
+      state = r['step'](state, r['frozen'], r['arrays'], b, r['seeds'], i)
+    r['state'] = jax.block_until_ready(state)
 
   for r in runs.values():
     run(r, batches[:args.warmup])

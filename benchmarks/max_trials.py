@@ -4,7 +4,7 @@
       --dtype=bfloat16 [--verify]
   flock /tmp/jaxtransfer-heavy.lock python benchmarks/max_trials.py      # CPU: MiniLM, host memory
 
-Compiles the engine's own training program (`Engine._functions(group)['train']`) for T = 1, 2, 4,
+Compiles the engine's own training program (`Engine.functions(group).train`) for T = 1, 2, 4,
 ... trials from abstract shapes only, reads XLA's buffer assignment (`compiled.memory_analysis()`:
 arguments + outputs - donated aliases + temporaries) and the evaluation program's, and doubles T
 until the step no longer fits in `--headroom` of the device's memory limit (GPU: the allocator's
@@ -39,12 +39,10 @@ def setup(args):
   from absl import logging
   from jaxtransfer import data as data_lib
   from jaxtransfer import engine as engine_lib
-  from jaxtransfer import program as program_lib
   from jaxtransfer.models import bert
   from jaxtransfer.models import pretrained as pretrained_lib
 
   logging.set_verbosity(logging.WARNING)
-  throughput.use_remat(args)
   enc, path = throughput.hf_config(args)
   if path is None:
     config = bert.EncoderConfig.from_hf(enc)
@@ -54,8 +52,7 @@ def setup(args):
     pre = pretrained_lib.load_pretrained(path, with_tokenizer=False)
     config, params = pre.config, pre.params
   train, dev = throughput.make_data(args, enc, path)
-  program = program_lib.Program(encoder=config, num_labels=2, num_blocks=config.num_layers,
-                                head='pooler' if config.has_pooler else 'mlp', dtype=args.dtype)
+  program = throughput.make_program(args, config)
   spec = engine_lib.RunSpec(experiment='max_trials', model=args.model,
                             task=data_lib.get_task('sst2'), workdir='/tmp/unused',
                             batch_size=args.batch, learning_rate=args.lr,
@@ -73,20 +70,20 @@ def program_bytes(eng, program, trials, steps: int) -> dict[str, int]:
   import jax.numpy as jnp
   import numpy as np
   from jaxtransfer import distributed as dist
-  from jaxtransfer import engine as engine_lib
+  from jaxtransfer import trials as trials_lib
 
-  group = engine_lib.Group(program, steps, trials)
-  fns = eng._functions(group)  # pylint: disable=protected-access
-  arrays_np, _ = eng._trial_arrays(group)  # pylint: disable=protected-access
+  group = trials_lib.Group(program, steps, trials)
+  fns = eng.functions(group)
+  arrays_np = eng.group_arrays(group)
   trial_sh, rep = dist.trial_sharding(eng.mesh), dist.replicated(eng.mesh)
   sds = lambda tree, sh: jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sh), tree)
   arrays, pretrained = sds(arrays_np, trial_sh), sds(eng.pretrained, rep)
   data = sds(eng.train_data, rep)
   dev = sds(eng.dev_data[''], rep)
-  state = jax.eval_shape(fns['init'], pretrained, arrays)
+  state = jax.eval_shape(fns.init, pretrained, arrays)
   state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=trial_sh), state)
-  frozen = sds(jax.eval_shape(fns['shared_frozen'], pretrained), rep) if program.shares_frozen else {}
+  frozen = sds(jax.eval_shape(fns.shared_frozen, pretrained), rep) if program.shares_frozen else {}
 
   def peak(compiled):
     m = compiled.memory_analysis()
@@ -94,15 +91,15 @@ def program_bytes(eng, program, trials, steps: int) -> dict[str, int]:
                + m.temp_size_in_bytes)
 
   zero, one = jnp.int32(0), jnp.int32(1)
-  return {'train': peak(fns['train'].lower(state, frozen, arrays, data, zero, one).compile()),
-          'eval': peak(fns['predict'].lower(state, frozen, arrays, dev, zero).compile())}
+  return {'train': peak(fns.train.lower(state, frozen, arrays, data, zero, one).compile()),
+          'eval': peak(fns.predict.lower(state, frozen, arrays, dev, zero).compile())}
 
 
 def device_limit() -> int:
   import jax
-  from jaxtransfer import engine as engine_lib
+  from jaxtransfer import trials as trials_lib
   stats = jax.local_devices()[0].memory_stats() or {}
-  return int(stats.get('bytes_limit') or engine_lib.device_memory_bytes())
+  return int(stats.get('bytes_limit') or trials_lib.device_memory_bytes())
 
 
 def find_max_trials(args, log=print) -> int:
@@ -145,23 +142,22 @@ def verify(eng, program, make_trials, t: int, args, log) -> int:
   import jax
   import jax.numpy as jnp
   from jaxtransfer import distributed as dist
-  from jaxtransfer import engine as engine_lib
+  from jaxtransfer import trials as trials_lib
   if any(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(eng.pretrained)):
     from jaxtransfer.models import bert
     eng.pretrained = jax.device_get(jax.jit(bert.init_params, static_argnums=0)(
         program.encoder, jax.random.key(0)))
   while t >= 1:
-    group = engine_lib.Group(program, args.steps, make_trials(t))
+    group = trials_lib.Group(program, args.steps, make_trials(t))
     try:
-      fns = eng._functions(group)  # pylint: disable=protected-access
-      arrays_np, _ = eng._trial_arrays(group)  # pylint: disable=protected-access
-      arrays = dist.put(arrays_np, dist.trial_sharding(eng.mesh))
-      pretrained = eng._on_device('pretrained', lambda: eng.pretrained)  # pylint: disable=protected-access
-      data = eng._on_device('train', lambda: eng.train_data)  # pylint: disable=protected-access
-      frozen = fns['shared_frozen'](pretrained) if program.shares_frozen else {}
-      state = fns['init'](pretrained, arrays)
-      state = jax.block_until_ready(fns['train'](state, frozen, arrays, data, jnp.int32(0),
-                                                 jnp.int32(2)))
+      fns = eng.functions(group)
+      arrays = dist.put(eng.group_arrays(group), dist.trial_sharding(eng.mesh))
+      pretrained = eng.on_device('pretrained', lambda: eng.pretrained)
+      data = eng.on_device('train', lambda: eng.train_data)
+      frozen = fns.shared_frozen(pretrained) if program.shares_frozen else {}
+      state = fns.init(pretrained, arrays)
+      state = jax.block_until_ready(fns.train(state, frozen, arrays, data, jnp.int32(0),
+                                              jnp.int32(2)))
       log(f'  verified: T={t} runs')
       del state
       return t
@@ -169,7 +165,6 @@ def verify(eng, program, make_trials, t: int, args, log) -> int:
       if 'RESOURCE_EXHAUSTED' not in str(e) and 'out of memory' not in str(e).lower():
         raise
       log(f'  T={t}: out of memory when run; trying fewer')
-      eng._compiled.clear()  # pylint: disable=protected-access
       t -= max(1, t // 8)
   raise SystemExit('no trial count runs')
 

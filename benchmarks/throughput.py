@@ -228,12 +228,10 @@ def run_jax(args) -> dict:
   from absl import logging
   from jaxtransfer import data as data_lib
   from jaxtransfer import engine as engine_lib
-  from jaxtransfer import program as program_lib
   from jaxtransfer.models import bert
   from jaxtransfer.models import pretrained as pretrained_lib
 
   logging.set_verbosity(logging.WARNING)
-  use_remat(args)
   t0 = time.time()
   enc, path = hf_config(args)
   if path is None:
@@ -245,38 +243,28 @@ def run_jax(args) -> dict:
   load_s = time.time() - t0
   train, dev = make_data(args, enc, path)
   size = trial_train_size(args, len(train['labels']))
-  program = program_lib.Program(encoder=config, num_labels=2, num_blocks=config.num_layers,
-                                head='pooler' if config.has_pooler else 'mlp', dtype=args.dtype)
+  program = make_program(args, config)
   trials = [engine_lib.Trial(seed=s, train_size=size, setting={}, program=program)
             for s in range(1, args.trials + 1)]
-  chunks = []  # (trial-steps, seconds) of every training call, timed to completion
-
-  class TimedEngine(engine_lib.Engine):
-    """The engine, with each compiled training call timed (compile and eval excluded)."""
-
-    def _functions(self, group):
-      fns = super()._functions(group)
-      if not isinstance(fns.get('train_compiled'), _TimedCalls):
-        fns['train_compiled'] = _TimedCalls(chunks)
-      return fns
 
   with tempfile.TemporaryDirectory() as workdir:
     spec = engine_lib.RunSpec(
         experiment='benchmark', model=args.model, task=data_lib.get_task('sst2'), workdir=workdir,
         batch_size=args.batch, learning_rate=args.lr, num_train_steps=args.steps,
         eval_batch_size=args.eval_batch, checkpoint_every=0, trials_per_program=args.per_group)
-    eng = TimedEngine(spec, params, train, {'': dev})
+    eng = engine_lib.Engine(spec, params, train, {'': dev})
     t1 = time.time()
     records = eng.run(trials)
     run_s = time.time() - t1
   compile_s = sum({r['group']: r['compile_s'] for r in records}.values())
-  train_s = sum(s for _, s in chunks)
+  # Every training chunk timed to completion by the engine (compile and eval excluded).
+  train_s = sum(s for _, _, s in eng.chunk_times)
   out = {
       'side': 'jax', 'trials': len(records), 'per_group': args.per_group,
       'groups': len({r['group'] for r in records}),
       'load_s': load_s, 'compile_s': compile_s, 'train_s': train_s, 'engine_run_s': run_s,
       'other_s': run_s - compile_s - train_s,  # init, device transfers, evaluation, records
-      'train_examples': sum(n for n, _ in chunks) * args.batch,
+      'train_examples': sum(n * k for n, k, _ in eng.chunk_times) * args.batch,
       'accuracy': float(np.mean([r['metrics'].get('accuracy', np.nan) for r in records])),
       'failed': sum(r['status'] != 'ok' for r in records),
       'device': str(jax.devices()[0].device_kind), 'peak_rss_mb': peak_rss_mb(),
@@ -290,31 +278,13 @@ def run_jax(args) -> dict:
   return out
 
 
-def use_remat(args) -> None:
-  """--remat: Program has no remat field yet, so route its block calls through remat=True."""
-  if args.remat:
-    import functools
-    from jaxtransfer.models import bert
-    bert.apply_blocks = functools.partial(bert.apply_blocks, remat=True)
-
-
-class _TimedCalls(dict):
-  """`train_compiled` cache whose executables are wrapped to time each call to completion."""
-
-  def __init__(self, log):
-    super().__init__()
-    self.log = log
-
-  def __setitem__(self, n_trials, compiled):
-    import jax
-
-    def timed(state, frozen, arrays, data, start, stop):
-      t = time.perf_counter()
-      out = jax.block_until_ready(compiled(state, frozen, arrays, data, start, stop))
-      self.log.append((n_trials * (int(stop) - int(start)), time.perf_counter() - t))
-      return out
-
-    super().__setitem__(n_trials, timed)
+def make_program(args, config):
+  """The benchmarked program: full fine-tuning with the model's own head (`--remat`: each block
+  recomputed in the backward pass)."""
+  from jaxtransfer import program as program_lib
+  return program_lib.Program(encoder=config, num_labels=2, num_blocks=config.num_layers,
+                             head='pooler' if config.has_pooler else 'mlp', dtype=args.dtype,
+                             remat=args.remat)
 
 
 # ----------------------------------------------------------------------------- HF PyTorch side
@@ -325,7 +295,7 @@ def run_hf(args) -> dict:
   import torch
   import transformers
   sys.path.insert(0, str(ROOT))
-  from jaxtransfer import engine as engine_lib  # for the shared data order only (no jax compute)
+  from jaxtransfer import trials as trials_lib  # the shared data order only (no jax compute)
 
   torch.set_num_threads(args.threads)
   gpu = args.device == 'gpu'
@@ -357,7 +327,7 @@ def run_hf(args) -> dict:
     sched = transformers.get_linear_schedule_with_warmup(opt, 0, args.steps)
     sync()
     t1 = time.time()
-    idx, w = engine_lib.trial_batches(seed, n_train, size, args.batch, args.steps)
+    idx, w = trials_lib.trial_batches(seed, n_train, size, args.batch, args.steps)
     model.train()
     for step in range(args.steps):
       rows = idx[step][w[step] > 0]

@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa: dense-tanh-linear), pooler, mlp
   c.pooling = 'cls'                # cls or mean
   c.dtype = 'float32'              # compute dtype (params stay fp32): float32 or bfloat16
+  c.remat = 'none'                 # none, or block: recompute tuned blocks in the backward pass
   # Evaluation.
   c.eval_max_examples = 0          # 0 = the whole dev set
   c.eval_batch_size = 128

@@ -26,27 +26,14 @@ from ml_collections.config_dict import config_dict
 
 from configs import base
 
-# PROTOCOLS §2: the learning rate Lee et al. picked per task for bert-base (best of {1..5}e-5).
-BERT_BASE_LR = {'cola': 4e-5, 'sst2': 2e-5, 'mrpc': 3e-5, 'stsb': 5e-5, 'qqp': 2e-5, 'mnli': 3e-5,
-                'qnli': 2e-5, 'rte': 3e-5}
-LARGE_BATCH_TASKS = ('qqp', 'mnli', 'qnli')
-
-
-def follows(ref, fn, field_type):
-  """A lazily computed field: `fn(value of ref)` until the key is set explicitly.
-
-  ml_collections evaluates the op on every read, so `--config.task=cola` moves the paper's default
-  learning rate along, while `--config.learning_rate=1e-4` replaces the op with a plain value.
-  """
-  op = config_dict._Op(lambda _, v: fn(v), [ref])  # pylint: disable=protected-access
-  return config_dict.FieldReference(field_type(), field_type=field_type, op=op)
-
 
 def _paper(c):
-  task, model = c.get_ref('task'), c.get_ref('model')
-  c.learning_rate = follows(task, lambda t: BERT_BASE_LR.get(str(t).lower(), 2e-5), float)
-  c.batch_size = follows(task, lambda t: 32 if str(t).lower() in LARGE_BATCH_TASKS else 16, int)
-  c.num_epochs = follows(model, lambda m: 10.0 if 'roberta' in str(m).lower() else 3.0, float)
+  # Unset (None) until given on the command line: the study then fills in Lee et al.'s choice for
+  # the task and model (jaxtransfer.experiments.freeze.paper_defaults), so --config.task=cola moves
+  # the default learning rate along while --config.learning_rate=1e-4 wins.
+  c.learning_rate = config_dict.placeholder(float)
+  c.batch_size = config_dict.placeholder(int)
+  c.num_epochs = config_dict.placeholder(float)
 
 
 def demo(c):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from jaxtransfer import files
 
 # Short review-style sentences written for this project (movies, books, products, restaurants,
 # hotels, apps, services). Some are mild and some use negation, so the task is not trivial.
@@ -456,10 +457,8 @@ def _write_if_changed(path: Path, text: str) -> None:
   """Atomic write that leaves an identical file alone, so its mtime (a cache key) is stable."""
   if path.is_file() and path.read_text(encoding='utf-8') == text:
     return
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  tmp.write_text(text, encoding='utf-8')
-  os.replace(tmp, path)
+  with files.atomic_write(path, encoding='utf-8') as f:
+    f.write(text)
 
 
 def write_sst2(dir: str, dev_fraction: float = 0.2, seed: int = 0) -> Path:  # pylint: disable=redefined-builtin

@@ -1,10 +1,12 @@
-"""GLUE metrics in plain numpy, matching sklearn.metrics and scipy.stats."""
+"""GLUE metrics: numpy for the classification scores (matching sklearn.metrics), scipy.stats for the
+correlations."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.stats
 
 if TYPE_CHECKING:
   from jaxtransfer.data import TaskSpec
@@ -63,31 +65,22 @@ def matthews_corrcoef(preds, labels) -> float:
   return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
 
 
-def pearson(x, y) -> float:
-  """Pearson correlation; nan for constant inputs or fewer than 2 points (as scipy)."""
+def _correlation(fn, x, y) -> float:
+  """scipy's correlation, nan for constant inputs or fewer than 2 points (as scipy reports it)."""
   x, y = _pair(x, y)
-  if x.size < 2:
+  if x.size < 2 or np.all(x == x.flat[0]) or np.all(y == y.flat[0]):
     return float('nan')
-  x = x.astype(np.float64) - np.mean(x, dtype=np.float64)
-  y = y.astype(np.float64) - np.mean(y, dtype=np.float64)
-  # Normalize first so that huge or tiny values neither overflow nor underflow.
-  nx, ny = np.linalg.norm(x), np.linalg.norm(y)
-  if nx == 0 or ny == 0:
-    return float('nan')
-  return float(np.clip(np.dot(x / nx, y / ny), -1.0, 1.0))
+  return float(fn(x.astype(np.float64), y.astype(np.float64)).statistic)
 
 
-def _rank(x: np.ndarray) -> np.ndarray:
-  """1-based ranks, ties sharing their average rank (scipy.stats.rankdata 'average')."""
-  _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-  start = np.cumsum(counts) - counts  # Number of smaller values.
-  return (start + (counts + 1) / 2.0)[inv.ravel()]
+def pearson(x, y) -> float:
+  """Pearson correlation (scipy.stats.pearsonr)."""
+  return _correlation(scipy.stats.pearsonr, x, y)
 
 
 def spearman(x, y) -> float:
-  """Spearman rank correlation with average ranks for ties; nan for constant inputs."""
-  x, y = _pair(x, y)
-  return pearson(_rank(x), _rank(y))
+  """Spearman rank correlation, average ranks for ties (scipy.stats.spearmanr)."""
+  return _correlation(scipy.stats.spearmanr, x, y)
 
 
 _FNS = {

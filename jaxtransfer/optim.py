@@ -1,9 +1,9 @@
-"""AdamW as in the papers (HF/PyTorch semantics), built per trial so hyperparameters can be arrays."""
+"""AdamW as in the papers (HF/PyTorch semantics) from optax parts, built per trial so that the peak
+learning rate and per-parameter multipliers can be traced arrays."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,19 +27,17 @@ class OptimConfig:
                adam_eps=config.adam_eps, max_grad_norm=config.max_grad_norm,
                warmup_ratio=config.warmup_ratio, warmup_steps=config.warmup_steps)
 
+  def warmup(self, total_steps: int) -> int:
+    return self.warmup_steps or int(round(self.warmup_ratio * total_steps))
 
-def linear_schedule(peak, total_steps, warmup_steps) -> Callable[[Any], Any]:
+
+def linear_schedule(peak, total_steps: int, warmup_steps: int) -> optax.Schedule:
   """transformers.get_linear_schedule_with_warmup: 0 -> peak over warmup, then linearly to 0."""
-  total = jnp.asarray(total_steps, jnp.float32)
-  warm = jnp.asarray(warmup_steps, jnp.float32)
-
-  def schedule(count):
-    count = jnp.asarray(count, jnp.float32)
-    up = count / jnp.maximum(warm, 1.0)
-    down = jnp.maximum(0.0, (total - count) / jnp.maximum(total - warm, 1.0))
-    return peak * jnp.where(count < warm, up, down)
-
-  return schedule
+  decay = optax.linear_schedule(peak, 0.0, max(total_steps - warmup_steps, 1))
+  if not warmup_steps:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), decay],
+                              [warmup_steps])
 
 
 def scale_by_tree(multipliers) -> optax.GradientTransformation:
@@ -56,21 +54,16 @@ def mask_grads(grads, multipliers):
   return jax.tree.map(lambda g, m: jnp.where(m != 0, g, 0).astype(g.dtype), grads, multipliers)
 
 
-def make_tx(cfg: OptimConfig, learning_rate, total_steps: int, decay_labels, multipliers):
-  """AdamW with HF semantics: clip the global norm, Adam (bias-corrected, eps outside the sqrt),
-  decoupled weight decay on the 'decay' leaves only, then `lr(step)` and per-leaf multipliers.
+def make_tx(cfg: OptimConfig, learning_rate, total_steps: int, decay_mask, multipliers):
+  """Clip the global norm of the trainable gradients, `optax.adamw` (bias-corrected, eps outside the
+  sqrt, decoupled weight decay only where `decay_mask` is True: HF's no-decay rule), then per-leaf
+  multipliers.
 
   `learning_rate` may be a traced per-trial scalar: the transform is rebuilt inside the vmapped
   step, and its state's structure does not depend on the value.
   """
-  warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
-  schedule = linear_schedule(learning_rate, total_steps, warmup)
-  adam = lambda wd: optax.chain(
-      optax.scale_by_adam(b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps),
-      optax.add_decayed_weights(wd),
-      optax.scale_by_learning_rate(schedule),
-  )
-  # Biases and LayerNorm params are labelled 'no_decay' (HF's run_glue rule).
-  tx = optax.multi_transform({'decay': adam(cfg.weight_decay), 'no_decay': adam(0.0)}, decay_labels)
+  schedule = linear_schedule(learning_rate, total_steps, cfg.warmup(total_steps))
+  adamw = optax.adamw(schedule, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
+                      weight_decay=cfg.weight_decay, mask=decay_mask)
   parts = [optax.clip_by_global_norm(cfg.max_grad_norm)] if cfg.max_grad_norm > 0 else []
-  return optax.chain(*parts, tx, scale_by_tree(multipliers))
+  return optax.chain(*parts, adamw, scale_by_tree(multipliers))

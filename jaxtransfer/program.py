@@ -3,25 +3,21 @@
 A `Program` is static (hashable): trials that share one run in the same `jit(vmap(...))`. Everything
 that differs between them is a per-trial array (`arrays`): block permutations, reinit masks,
 per-block learning-rate multipliers, the learning rate itself. The trial engine only calls the
-methods below, so a study plugs in by choosing a Program and the arrays, or by writing its own
-class with the same methods (see `analysis/probing.py`).
+methods of `ProgramLike`, so a study plugs in by choosing a Program and the arrays, or by writing
+its own class with the same methods (see `experiments/probe.py`).
 
-Parameter layout of a trial (nested dicts):
-  embeddings               frozen unless `train_embeddings`
-  blocks_frozen            blocks [0, f): frozen, computed without gradient (no backward pass)
-  blocks                   blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'),
-                           or kept fixed under learned masks ('none')
-  adapters, mask_scores    Houlsby adapters / sparsity-mask scores for blocks [f, n)
-  pooler, head             the classifier
+A trial's params are nested dicts whose top-level keys are the parameter groups of `GROUPS`;
+what trains is decided per group (`Program.is_trainable`), and a key outside `GROUPS` is an error
+rather than silently trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any
+from typing import Any, Protocol
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +27,49 @@ from jaxtransfer.models import bert
 
 Params = dict[str, Any]
 HEADS = ('pooler', 'mlp')
-MASKABLE = ('query', 'key', 'value', 'attention_output', 'intermediate', 'output')
+MASKABLE = bert.BLOCK_MATRICES
+
+# The parameter groups of a trial, declared once: what each top-level key holds.
+GROUPS = {
+    'embeddings': 'word/position/type embeddings and their LayerNorm; trained only with full '
+                  'fine-tuning (`train_embeddings` and no frozen blocks)',
+    'blocks_frozen': 'blocks [0, f): frozen and computed without gradient (no backward pass)',
+    'blocks': "blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'), or fixed under "
+              "learned masks ('none')",
+    'adapters': 'Houlsby adapters of blocks [f, n) (always trained)',
+    'mask_scores': 'sparsity-mask scores of the masked matrices of blocks [f, n) (always trained)',
+    'pooler': "BERT's pooler dense layer (trained unless `train_pooler=False`)",
+    'head': 'the classifier (always trained)',
+}
+HEAD_GROUPS = ('pooler', 'head')  # what a trial adds on top of the encoder
+
+
+class ProgramLike(Protocol):
+  """What the engine and `step.py` call on a program (static and hashable: one compiled group)."""
+  shares_frozen: bool   # frozen params identical across trials (broadcast, not copied per trial)
+  is_regression: bool
+
+  def defaults(self) -> dict[str, np.ndarray]:
+    """Per-trial arrays the program reads, with their neutral values."""
+
+  def init(self, pretrained: Params, arrays, rng) -> tuple[Params, Params]:
+    """One trial's (trainable, frozen) params. Pure; vmappable."""
+
+  def lr_multipliers(self, train: Params, arrays) -> Params:
+    """Per-leaf learning-rate multipliers of the trainable params (0 = not updated)."""
+
+  def decays(self, path: tuple[str, ...]) -> bool:
+    """Whether weight decay applies to the trainable leaf at `path`."""
+
+  def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
+            rng=None) -> jax.Array:
+    """Logits (B, C) or regression values (B, 1)."""
+
+  def loss(self, train: Params, frozen: Params, batch, weights, arrays, rng) -> jax.Array:
+    """Weighted mean training loss over the batch."""
+
+  def report(self, train: Params, frozen: Params, arrays) -> dict[str, jax.Array]:
+    """Per-trial numbers the record's metrics carry besides the dev scores."""
 
 
 class MlpHead(nn.Module):
@@ -63,21 +101,6 @@ class LinearHead(nn.Module):
                     name='classifier')(x)
 
 
-def _flatten(tree: Params) -> dict[tuple[str, ...], Any]:
-  return {tuple(k.key for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflatten(flat: dict[tuple[str, ...], Any]) -> Params:
-  out: Params = {}
-  for path, leaf in flat.items():
-    d = out
-    for k in path[:-1]:
-      d = d.setdefault(k, {})
-    d[path[-1]] = leaf
-  return out
-
-
 def _unit_magnitude(kernel):
   """|w| / mean|w| over each block's matrix (stacked kernels (n, in, out))."""
   mag = jnp.abs(kernel)
@@ -86,9 +109,14 @@ def _unit_magnitude(kernel):
 
 def merge(a: Params, b: Params) -> Params:
   """Union of two param trees with disjoint leaves."""
-  flat = _flatten(a)
-  flat.update(_flatten(b))
-  return _unflatten(flat)
+  flat = traverse_util.flatten_dict(a)
+  flat.update(traverse_util.flatten_dict(b))
+  return traverse_util.unflatten_dict(flat)
+
+
+def params_of(tree: Params, groups) -> Params:
+  """The entries of a param tree that belong to the named groups."""
+  return {k: v for k, v in tree.items() if k in groups}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +137,7 @@ class Program:
   interventions: tuple[Any, ...] = ()  # applied to the pretrained params, in order
   dtype: str = 'float32'               # compute dtype; params stay fp32
   report_flops: bool = False           # add train_flops_fraction to the trial's metrics
+  remat: bool = False                  # recompute each tuned block in the backward pass
 
   def __post_init__(self):
     assert 0 <= self.frozen_blocks <= self.num_blocks <= self.encoder.num_layers, self
@@ -146,25 +175,29 @@ class Program:
     return out
 
   def is_trainable(self, path: tuple[str, ...]) -> bool:
-    top = path[0]
-    if top == 'embeddings':
+    """Whether the leaf at `path` trains, decided by its parameter group (see GROUPS)."""
+    group = path[0]
+    if group == 'embeddings':
       return self.train_embeddings and self.frozen_blocks == 0
-    if top == 'blocks_frozen':
+    if group == 'blocks_frozen':
       return False
-    if top == 'blocks':
+    if group == 'blocks':
       if self.block_params == 'layernorm':
-        return path[1].endswith('_ln')
+        return path[1] in bert.BLOCK_LAYER_NORMS
       return self.block_params == 'all'
-    if top == 'pooler':
+    if group == 'pooler':
       return self.train_pooler
-    return True  # head, adapters, mask_scores
+    if group in ('head', 'adapters', 'mask_scores'):
+      return True
+    raise ValueError(f'parameter group {group!r} (at {"/".join(path)}) is not one of '
+                     f'{", ".join(GROUPS)}: declare it in program.GROUPS and decide whether it '
+                     'trains in Program.is_trainable.')
 
   @staticmethod
   def decays(path: tuple[str, ...]) -> bool:
-    """HF's no-decay rule: no weight decay on biases and LayerNorm parameters (nor on mask scores,
-    which are ranks, not weights)."""
-    return (path[-1] not in ('bias', 'scale') and 'LayerNorm' not in path
-            and path[0] != 'mask_scores')
+    """HF's no-decay rule: no weight decay on biases and LayerNorm parameters (leaves `bias` and
+    `scale`), nor on mask scores, which are ranks, not weights."""
+    return path[-1] not in ('bias', 'scale') and path[0] != 'mask_scores'
 
   # ------------------------------------------------------------------------- params
 
@@ -200,10 +233,10 @@ class Program:
     return self.split(full)
 
   def split(self, full: Params) -> tuple[Params, Params]:
-    flat = _flatten(full)
+    flat = traverse_util.flatten_dict(full)
     train = {p: v for p, v in flat.items() if self.is_trainable(p)}
     frozen = {p: v for p, v in flat.items() if not self.is_trainable(p)}
-    return _unflatten(train), _unflatten(frozen)
+    return traverse_util.unflatten_dict(train), traverse_util.unflatten_dict(frozen)
 
   def lr_multipliers(self, train: Params, arrays) -> Params:
     """Per-leaf learning-rate multipliers: `block_lr[f:n]` along the block axis of stacked leaves."""
@@ -244,7 +277,8 @@ class Program:
                                 arrays['mask_blocks'][f:n])
       if self.adapter_size:
         blocks = {**blocks, **params['adapters']}
-      x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size, **kw)
+      x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size,
+                            remat=self.remat, **kw)
     return x
 
   def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,

@@ -8,13 +8,14 @@ import fcntl
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from absl import logging
 import numpy as np
 import scipy.stats
+
+from jaxtransfer import files
 
 Record = dict[str, Any]
 SettingKey = tuple[Any, str]  # (train_size, setting rendered as compact sorted JSON)
@@ -347,28 +348,13 @@ def write_summary_csv(path: str | os.PathLike[str],
   rows, left_out = summarize(records)
   for line in describe_left_out(left_out):
     logging.warning('%s', line)
-  path = os.fspath(path)
-  dirname = os.path.dirname(os.path.abspath(path))
-  os.makedirs(dirname, exist_ok=True)
-  # The temp file lives in the target directory so os.replace is a same-filesystem rename:
-  # readers see either the old summary or the new one, never a partial file.
-  fd, tmp = tempfile.mkstemp(dir=dirname, prefix='.summary.', suffix='.csv.tmp')
-  try:
-    with os.fdopen(fd, 'w', newline='', encoding='utf-8') as f:
-      writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
-      writer.writeheader()
-      writer.writerows(rows)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a summary is meant to be shared.
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except FileNotFoundError:
-      pass
-    raise
-  _fsync_dir(dirname)
+  with files.atomic_write(path, newline='', encoding='utf-8') as f:
+    writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    f.flush()
+    os.fsync(f.fileno())
+  _fsync_dir(os.path.dirname(os.path.abspath(path)))
   return rows
 
 

@@ -12,8 +12,9 @@ from absl import logging
 from jaxtransfer import data as data_lib
 from jaxtransfer import distributed as dist
 from jaxtransfer import experiments
+from jaxtransfer import files
 from jaxtransfer import workdir as workdir_lib
-from jaxtransfer.errors import UserError
+from jaxtransfer.errors import UserError, check_choices
 
 
 def default_workdir(config) -> str:
@@ -41,12 +42,10 @@ def validate(config) -> None:
     if int(size) < 0:
       raise UserError(f'train_size={size} is negative. Use positive sizes, or 0 for the whole '
                       'training set (--config.train_sizes).')
-  if config.dtype not in ('float32', 'bfloat16'):
-    raise UserError(f'dtype={config.dtype!r} must be float32 or bfloat16 (--config.dtype).')
-  if config.head not in ('auto', 'pooler', 'mlp'):
-    raise UserError(f'head={config.head!r} must be auto, pooler or mlp (--config.head).')
-  if config.pooling not in ('cls', 'mean'):
-    raise UserError(f'pooling={config.pooling!r} must be cls or mean (--config.pooling).')
+  check_choices('dtype', config.dtype, ('float32', 'bfloat16'))
+  check_choices('head', config.head, ('auto', 'pooler', 'mlp'))
+  check_choices('pooling', config.pooling, ('cls', 'mean'))
+  check_choices('remat', config.get('remat', 'none'), ('none', 'block'))
 
 
 def enable_compilation_cache() -> None:
@@ -63,6 +62,7 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   dist.initialize()
   enable_compilation_cache()
   exp = experiments.get(config.experiment)
+  exp.resolve(config)
   validate(config)
   wd = workdir_lib.activate(workdir or default_workdir(config))
   if dist.is_main():
@@ -88,7 +88,5 @@ def _write_config(config, workdir: str) -> None:
       changed = sorted(k for k in set(before) | set(resolved) if before.get(k) != resolved.get(k))
       logging.warning('The config differs from the one already in %s (keys: %s). Finished trials '
                       'whose ids match are kept, not rerun.', workdir, ', '.join(changed))
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  with files.atomic_write(path) as f:
     json.dump(resolved, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)

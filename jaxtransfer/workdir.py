@@ -15,6 +15,7 @@ import os
 from absl import logging
 
 from jaxtransfer import distributed as dist
+from jaxtransfer import files
 from jaxtransfer.errors import UserError
 
 CHECKPOINTS = 'checkpoints'
@@ -59,9 +60,8 @@ class Workdir:
           continue
         dst = os.path.join(self.local, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        with open(dst + '.tmp', 'wb') as f:
+        with files.atomic_write(dst, 'wb') as f:
           f.write(src.read_bytes())
-        os.replace(dst + '.tmp', dst)
     except ImportError as e:
       raise UserError(f'workdir={self.remote!r} needs a filesystem library for that storage '
                       f'({e}). For gs:// install gcsfs (pip install gcsfs), or use a local '

@@ -87,6 +87,22 @@ def make_tiny_model_dir(path: pathlib.Path, model_type: str = 'bert', num_layers
   return path
 
 
+class CaptureHooks:
+  """engine.TrialHooks keeping every ok trial's final params: {trial_id: (trial, TrialParams)}."""
+
+  def __init__(self):
+    self.got = {}
+
+  def uses_params(self, program):
+    return True
+
+  def metrics(self, trial, params):
+    return {}
+
+  def write_outputs(self, trial, params):
+    self.got[trial.trial_id] = (trial, params)
+
+
 @pytest.fixture(scope='session')
 def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
   return make_tiny_model_dir(tmp_path_factory.mktemp('tiny-bert-tok'))

@@ -94,19 +94,17 @@ def critical_run(tiny_model_dir, tmp_path_factory):
   """Full fine-tuning (phase 1), then the 1 most / least changed block (phase 2), exported."""
   work = tmp_path_factory.mktemp('closeness')
   captured = {}
-  exp = closeness_exp.EXPERIMENT
-  original = exp.on_group_end
+  original = closeness_exp.Closeness.write_outputs
 
-  def spy(ctx, group, per_trial, recs):
-    for (tr, fr, ar), r in zip(per_trial, recs):
-      captured[r['trial_id']] = (group.program, tr, fr, ar)
-    original(ctx, group, per_trial, recs)
+  def spy(self, ctx, trial, params):
+    captured[trial.trial_id] = (trial.program, params.train, params.frozen, params.arrays)
+    original(self, ctx, trial, params)
 
-  exp.on_group_end = spy
+  closeness_exp.Closeness.write_outputs = spy
   try:
     train.train_and_evaluate(_config(tiny_model_dir, work, critical_r=(1,)), str(work / 'run'))
   finally:
-    del exp.on_group_end
+    closeness_exp.Closeness.write_outputs = original
   return work / 'run', results.read_records(work / 'run' / 'trials.jsonl'), captured
 
 

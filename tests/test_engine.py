@@ -1,5 +1,6 @@
 """The trial engine: data order, optimizer semantics, vmapped vs sequential, failures, resume."""
 
+import collections.abc
 import json
 import os
 import pathlib
@@ -14,9 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+import conftest
+
 import jaxtransfer as jt
 from jaxtransfer import data as data_lib
 from jaxtransfer import engine as engine_lib
+from jaxtransfer import trials as trials_lib
 from jaxtransfer import optim
 from jaxtransfer import program as program_lib
 from jaxtransfer import results
@@ -28,7 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_trial_batches_subset_and_epochs():
-  idx, w = engine_lib.trial_batches(seed=3, n_total=100, train_size=10, batch_size=4, steps=9)
+  idx, w = trials_lib.trial_batches(seed=3, n_total=100, train_size=10, batch_size=4, steps=9)
   assert idx.shape == w.shape == (9, 4)
   # 10 examples, batch 4: epochs of 3 steps, the last one holding 2 real examples.
   np.testing.assert_array_equal(w.sum(1), [4, 4, 2] * 3)
@@ -37,15 +41,15 @@ def test_trial_batches_subset_and_epochs():
   for e in range(3):
     assert set(idx[3 * e:3 * e + 3][w[3 * e:3 * e + 3] > 0].tolist()) == subset
   # The subset is the seed's own draw (Tamkin et al.), independent of batch size and steps.
-  other, ow = engine_lib.trial_batches(seed=3, n_total=100, train_size=10, batch_size=5, steps=2)
+  other, ow = trials_lib.trial_batches(seed=3, n_total=100, train_size=10, batch_size=5, steps=2)
   assert set(other[ow > 0].tolist()) == subset
   assert subset == set(np.random.RandomState(3).choice(100, 10, replace=False).tolist())
-  different, dw = engine_lib.trial_batches(seed=4, n_total=100, train_size=10, batch_size=4, steps=3)
+  different, dw = trials_lib.trial_batches(seed=4, n_total=100, train_size=10, batch_size=4, steps=3)
   assert set(different[dw > 0].tolist()) != subset
 
 
 def test_trial_batches_full_set_reshuffles_each_epoch():
-  idx, w = engine_lib.trial_batches(seed=0, n_total=8, train_size=0, batch_size=8, steps=2)
+  idx, w = trials_lib.trial_batches(seed=0, n_total=8, train_size=0, batch_size=8, steps=2)
   assert w.all()
   assert sorted(idx[0]) == sorted(idx[1]) == list(range(8))
   assert list(idx[0]) != list(idx[1])
@@ -63,7 +67,7 @@ def test_adamw_matches_torch_with_clipping_decay_and_schedule():
   grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32) * 3, params)
            for _ in range(6)]
   cfg = optim.OptimConfig(weight_decay=0.1, adam_eps=1e-6, max_grad_norm=1.0, warmup_steps=2)
-  labels = {'dense': {'kernel': 'decay', 'bias': 'no_decay'}}
+  labels = {'dense': {'kernel': True, 'bias': False}}
   ones = jax.tree.map(lambda p: np.float32(1), params)
   tx = optim.make_tx(cfg, 1e-2, 6, labels, ones)
   state, p = tx.init(params), params
@@ -91,7 +95,7 @@ def test_zero_multiplier_blocks_are_frozen_and_outside_the_norm():
   mult = {'blocks': {'kernel': np.array([1, 0, 1], np.float32).reshape(3, 1, 1)}}
   grads = {'blocks': {'kernel': np.stack([np.full((2, 2), v, np.float32) for v in (1., 100., 1.)])}}
   cfg = optim.OptimConfig(max_grad_norm=1.0, weight_decay=0.5)
-  tx = optim.make_tx(cfg, 0.1, 10, {'blocks': {'kernel': 'decay'}}, mult)
+  tx = optim.make_tx(cfg, 0.1, 10, {'blocks': {'kernel': True}}, mult)
   state = tx.init(params)
   masked = optim.mask_grads(grads, mult)
   updates, state = tx.update(masked, state, params)
@@ -121,16 +125,26 @@ def _engine(tiny_setup, workdir, **kw):
               batch_size=8, learning_rate=1e-3, num_train_steps=12, log_every=4,
               checkpoint_every=0, eval_batch_size=32)
   spec.update(kw)
-  captured = {}
-
-  def on_group_end(group, per_trial, records):
-    for t, (train, frozen, arrays) in zip(group.trials, per_trial):
-      captured[t.trial_id] = train
-
+  hooks = conftest.CaptureHooks()
   eng = engine_lib.Engine(engine_lib.RunSpec(**spec), pre.params, task_data.train.as_dict(),
-                          {k: v.as_dict() for k, v in task_data.dev.items()},
-                          on_group_end=on_group_end)
-  return eng, captured
+                          {k: v.as_dict() for k, v in task_data.dev.items()}, hooks=hooks)
+  return eng, _TrainOf(hooks.got)
+
+
+class _TrainOf(collections.abc.Mapping):
+  """{trial_id: final trainable params}: a view of CaptureHooks.got."""
+
+  def __init__(self, got):
+    self._got = got
+
+  def __getitem__(self, tid):
+    return self._got[tid][1].train
+
+  def __iter__(self):
+    return iter(self._got)
+
+  def __len__(self):
+    return len(self._got)
 
 
 def _program(pre, **kw):

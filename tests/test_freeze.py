@@ -19,6 +19,7 @@ from configs import freeze as freeze_cfg
 from jaxtransfer import data as data_lib
 from jaxtransfer import engine as engine_lib
 from jaxtransfer import optim
+from jaxtransfer import step as step_lib
 from jaxtransfer import results
 from jaxtransfer import train as train_lib
 from jaxtransfer.analysis import lee
@@ -57,15 +58,13 @@ def _data(pre, n, seed, seq=16):
 
 
 def _tx(program, train, arrays, cfg, lr, steps):
-  """The optimizer exactly as the engine builds it for a trial."""
-  labels = jax.tree_util.tree_map_with_path(
-      lambda p, _: 'decay' if program.decays(tuple(k.key for k in p)) else 'no_decay', train)
-  mult = program.lr_multipliers(train, arrays)
-  return optim.make_tx(cfg, lr, steps, labels, mult), mult
+  """The optimizer exactly as the engine builds it for a trial (step.optimizer)."""
+  return step_lib.optimizer(step_lib.Step(program, cfg, steps), train,
+                            {**arrays, 'lr': jnp.float32(lr)})
 
 
 def _adam_moments(opt_state):
-  """{param path: (mu, nu)} merged over multi_transform's decay / no_decay partitions."""
+  """{param path: (mu, nu)} of the AdamW state."""
   out = {}
   for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)):
     if isinstance(s, optax.ScaleByAdamState):
@@ -126,21 +125,17 @@ def test_engine_roberta_frozen_params_bit_identical(tiny, tmp_path):
                             workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
                             num_train_steps=3, optim=optim.OptimConfig(weight_decay=0.1),
                             eval_batch_size=16, log_every=3)
-  got = {}
-
-  def on_group_end(group, per_trial, records):
-    for t, p in zip(group.trials, per_trial):
-      got[t.setting['trainable_blocks']] = (group.program, *p)
-
+  hooks = conftest.CaptureHooks()
   ks = (1, 0)
   trials = [engine_lib.Trial(1, 0, {'trainable_blocks': k}, freeze.freeze_program(ctx, k))
             for k in ks]
   eng = engine_lib.Engine(spec, tiny.params, _data(tiny, 32, 0), {'': _data(tiny, 16, 1)},
-                          on_group_end=on_group_end)
+                          hooks=hooks)
   records = eng.run(trials)
   assert [r['status'] for r in records] == ['ok', 'ok'], records
-  for k, (program, train, frozen, arrays) in got.items():
-    _check_frozen(tiny.params, program, train, frozen, arrays, k)
+  assert len(hooks.got) == 2
+  for t, p in hooks.got.values():
+    _check_frozen(tiny.params, t.program, p.train, p.frozen, p.arrays, t.setting['trainable_blocks'])
 
 
 # ----------------------------------------------------------------------------- per-block mask
@@ -269,18 +264,27 @@ def test_train_flops_fraction_matches_the_differentiated_graph():
 # ----------------------------------------------------------------------------- config, validation
 
 
+def _resolved(c):
+  c = c.copy_and_resolve_references()
+  freeze.paper_defaults(c)
+  return c
+
+
 def test_config_paper_defaults_follow_task_and_model():
   c = freeze_cfg.get_config()
-  assert (c.learning_rate, c.batch_size, c.num_epochs) == (2e-5, 16, 3.0)
+  r = _resolved(c)
+  assert (r.learning_rate, r.batch_size, r.num_epochs) == (2e-5, 16, 3.0)
   assert list(c.seeds) == list(range(1, 11))
   c.task = 'cola'
-  assert c.learning_rate == 4e-5
+  assert _resolved(c).learning_rate == 4e-5
   c.task, c.model = 'qnli', 'roberta-base'
-  assert (c.learning_rate, c.batch_size, c.num_epochs) == (2e-5, 32, 10.0)
+  r = _resolved(c)
+  assert (r.learning_rate, r.batch_size, r.num_epochs) == (2e-5, 32, 10.0)
   c.learning_rate = 1e-4  # an explicit value wins over the table from then on
   c.task = 'rte'
-  assert c.learning_rate == 1e-4 and c.batch_size == 16
-  assert json.loads(c.to_json_best_effort())['learning_rate'] == 1e-4
+  r = _resolved(c)
+  assert r.learning_rate == 1e-4 and r.batch_size == 16
+  assert json.loads(r.to_json_best_effort())['learning_rate'] == 1e-4
   d = freeze_cfg.get_config('demo')
   assert (d.model, d.learning_rate, list(d.trainable_blocks)) == ('minilm-l6', 1e-4, [])
 
@@ -298,7 +302,8 @@ def _parse(*args):
 def test_config_command_line_overrides():
   c = _parse(f'--config={freeze_cfg.__file__}', '--config.trainable_blocks=[6,2]',
              '--config.task=mrpc', '--config.seeds=[1,2,3]')
-  assert (list(c.trainable_blocks), c.learning_rate, list(c.seeds)) == ([6, 2], 3e-5, [1, 2, 3])
+  assert (list(c.trainable_blocks), _resolved(c).learning_rate, list(c.seeds)) == \
+      ([6, 2], 3e-5, [1, 2, 3])
   c = _parse(f'--config={freeze_cfg.__file__}:demo', '--config.learning_rate=5e-5')
   assert (c.learning_rate, list(c.trainable_blocks)) == (5e-5, [])
 
@@ -308,7 +313,7 @@ def test_bad_trainable_blocks_is_a_user_error(ks):
   ctx = _ctx(_random_pre(4))
   ctx.config.trainable_blocks = ks
   with pytest.raises(UserError, match='trainable_blocks'):
-    freeze.EXPERIMENT.validate(ctx)
+    freeze.Freeze().validate(ctx)
 
 
 def test_paper_sweep():
@@ -368,8 +373,9 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):
   config.eval_max_examples = 16
   config.eval_batch_size = 16
   got = []
-  monkeypatch.setattr(freeze.EXPERIMENT, 'on_group_end',
-                      lambda ctx, group, per_trial, records: got.append((ctx, group, per_trial)))
+  monkeypatch.setattr(freeze.Freeze, 'uses_params', lambda self, ctx, program: True)
+  monkeypatch.setattr(freeze.Freeze, 'write_outputs',
+                      lambda self, ctx, trial, params: got.append((ctx, trial, params)))
   work = tmp_path / 'work'
   records = train_lib.train_and_evaluate(config, str(work))
 
@@ -378,11 +384,10 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):
       sorted((k, s) for k in (2, 1, 0) for s in (1, 2))
   assert all(r['status'] == 'ok' and 0 < r['metrics']['train_flops_fraction'] <= 1
              for r in records)
-  assert len(got) == 3
-  for ctx, group, per_trial in got:
-    for trial, (train, frozen, arrays) in zip(group.trials, per_trial):
-      _check_frozen(ctx.pretrained.params, group.program, train, frozen, arrays,
-                    trial.setting['trainable_blocks'])
+  assert len(got) == 6  # 3 groups of 2 trials
+  for ctx, trial, p in got:
+    _check_frozen(ctx.pretrained.params, trial.program, p.train, p.frozen, p.arrays,
+                  trial.setting['trainable_blocks'])
 
   assert results.read_records(work / 'trials.jsonl') == records
   md = (work / 'table.md').read_text()

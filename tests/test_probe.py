@@ -10,10 +10,12 @@ import jaxtransfer as jt
 from configs import probe as probe_cfg
 from jaxtransfer import data as data_lib
 from jaxtransfer import engine as engine_lib
+from jaxtransfer import trials as trials_lib
 from jaxtransfer import results
 from jaxtransfer import train
 from jaxtransfer.experiments import probe
 
+import conftest
 from conftest import random_batch
 
 
@@ -64,13 +66,11 @@ def _engine(tmp_path, train_data, dev_data, steps, lr, captured=None):
                             workdir=str(tmp_path), batch_size=8, learning_rate=lr,
                             num_train_steps=steps, log_every=steps, checkpoint_every=0,
                             eval_batch_size=16)
-
-  def keep(group, per_trial, records):
-    for t, (tr, _, _) in zip(group.trials, per_trial):
-      captured[t.trial_id] = tr
-
-  return engine_lib.Engine(spec, {}, train_data, {'': dev_data},
-                           on_group_end=keep if captured is not None else None)
+  hooks = None
+  if captured is not None:
+    hooks = conftest.CaptureHooks()
+    hooks.write_outputs = lambda t, p: captured.__setitem__(t.trial_id, p.train)
+  return engine_lib.Engine(spec, {}, train_data, {'': dev_data}, hooks=hooks)
 
 
 def test_vmapped_probes_equal_a_torch_probe_per_layer(tmp_path):
@@ -92,7 +92,7 @@ def test_vmapped_probes_equal_a_torch_probe_per_layer(tmp_path):
       layer.bias.copy_(torch.tensor(np.asarray(head['bias'])))
     opt = torch.optim.AdamW(layer.parameters(), lr=lr, eps=1e-8, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (steps - s) / steps))
-    idx, w = engine_lib.trial_batches(t.seed, len(data['labels']), size, 8, steps)
+    idx, w = trials_lib.trial_batches(t.seed, len(data['labels']), size, 8, steps)
     x = torch.tensor(data['features'][:, t.arrays['layer']])
     y = torch.tensor(data['labels'], dtype=torch.long)
     for b, wb in zip(idx, w):
@@ -141,3 +141,34 @@ def test_probe_config_runs_every_k_in_one_group(tiny_model_dir, tmp_path):
   assert all(r['status'] == 'ok' and 0 <= r['metrics']['accuracy'] <= 1 for r in recs)
   assert (work / 'plots' / 'probe_vs_k.png').exists()
   assert (work / 'summary.csv').read_text().count('accuracy') == 4
+
+
+def test_probe_checkpoints_go_where_a_remote_workdir_keeps_them(tiny_model_dir, tmp_path,
+                                                                monkeypatch):
+  """A gs:// workdir runs on a local mirror but checkpoints remotely (so a preempted VM loses
+  nothing): the probe study runs through the common path and checkpoints under the workdir's
+  checkpoint root, not in the mirror. The remote root is stood in for by another folder."""
+  from jaxtransfer import checkpoints as ckpt_lib
+  from jaxtransfer import workdir as workdir_lib
+  remote_ckpt = tmp_path / 'bucket' / 'run' / 'checkpoints'
+  mirror = tmp_path / 'mirror'
+
+  def activate(path):
+    wd = workdir_lib.Workdir(str(mirror))
+    wd.checkpoints = str(remote_ckpt)
+    workdir_lib._active = wd  # pylint: disable=protected-access
+    return wd
+
+  monkeypatch.setattr(workdir_lib, 'activate', activate)
+  saved = []
+  original = ckpt_lib.GroupCheckpoints.save
+  monkeypatch.setattr(ckpt_lib.GroupCheckpoints, 'save', lambda self, step, state, meta: (
+      saved.append(self.root), original(self, step, state, meta)))
+  c = probe_cfg.get_config('demo')
+  c.model, c.cache_dir = str(tiny_model_dir), str(tmp_path / 'cache')
+  c.max_seq_length, c.num_train_steps, c.train_sizes, c.seeds = 32, 6, (50,), (1,)
+  c.checkpoint_every, c.log_every = 2, 2
+  train.train_and_evaluate(c, 'gs://bucket/run')
+  assert saved and set(saved) == {str(remote_ckpt)}
+  assert not (mirror / 'checkpoints').exists()
+  assert len(results.read_records(mirror / 'trials.jsonl')) == 4  # k = 0..3, one seed

@@ -12,6 +12,7 @@ from configs import block_reinit as block_cfg
 from configs import permute as permute_cfg
 from configs import reinit as reinit_cfg
 from jaxtransfer import engine as engine_lib
+from jaxtransfer import trials as trials_lib
 from jaxtransfer import results
 from jaxtransfer import train
 from jaxtransfer.errors import UserError
@@ -73,7 +74,7 @@ def test_block_reinit_windows_and_references_share_one_program(tiny_model_dir, t
   """Windows and both reference lines differ only in the reinit mask: one engine group (the same
   Program as the k-sweep above, so its end-to-end run is not repeated here)."""
   cfg = _config(block_cfg, tiny_model_dir, cache, starts=(-1,), block_size=2, seeds=(1, 2))
-  study = reinit_exp.STUDIES['block_reinit']
+  study = reinit_exp.BlockReinit()
   ctx = study.load(cfg, str(tmp_path))
   study.validate(ctx)
   trials = study.trials(ctx)
@@ -82,7 +83,7 @@ def test_block_reinit_windows_and_references_share_one_program(tiny_model_dir, t
                    ('reinit', 0): [True, True, False], ('reinit', 1): [False, True, True],
                    ('preserve', 0): [False, False, True], ('preserve', 1): [True, False, False]}
   assert len(trials) == 12 and len({t.trial_id for t in trials}) == 12
-  groups = engine_lib.group_trials(trials, lambda t: 3, lambda program: 100)
+  groups = trials_lib.group_trials(trials, lambda t: 3, lambda program: 100)
   assert len(groups) == 1
 
 
@@ -119,7 +120,7 @@ def test_reinit_lr_multiplier_scales_only_reinitialized_blocks(tiny_model_dir, t
   per-leaf multipliers along the block axis (the head and embeddings keep 1)."""
   cfg = _config(reinit_cfg, tiny_model_dir, cache, ks=(1,), seeds=(1,),
                 reinit_lr_multiplier=5.0)
-  study = reinit_exp.STUDIES['reinit']
+  study = reinit_exp.ProgressiveReinit()
   ctx = study.load(cfg, str(tmp_path))
   (trial,) = study.trials(ctx)
   assert trial.setting == {'k': 1, 'reinit_scheme': 'bert', 'reinit_lr_multiplier': 5.0}

@@ -172,17 +172,13 @@ def test_engine_trains_only_adapters_layernorms_and_head(tmp_path):
   spec = engine_lib.RunSpec(experiment='select', model='random', task=ctx.task,
                             workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
                             num_train_steps=3, eval_batch_size=16, log_every=3)
-  got = {}
-
-  def on_group_end(group, per_trial, records):
-    for t, p in zip(group.trials, per_trial):
-      got[t.setting['lr']] = p
-
+  hooks = conftest.CaptureHooks()
   eng = engine_lib.Engine(spec, pre.params, _data(pre, 32, 0), {'': _data(pre, 16, 1)},
-                          on_group_end=on_group_end)
+                          hooks=hooks)
   trials = [engine_lib.Trial(1, 0, {'lr': lr}, program, learning_rate=lr) for lr in (1e-2, 0.0)]
   assert [r['status'] for r in eng.run(trials)] == ['ok', 'ok']
-  (train, frozen, _), (train0, _, _) = got[1e-2], got[0.0]
+  got = {t.setting['lr']: p for t, p in hooks.got.values()}
+  (train, frozen), (train0, _) = (got[1e-2].train, got[1e-2].frozen), (got[0.0].train, None)
   f = head + 1 - m
   pre_blocks = _flat(pre.params['blocks'])
   want_frozen = {('embeddings',) + k: v for k, v in _flat(pre.params['embeddings']).items()}
@@ -245,7 +241,7 @@ def test_too_many_tuned_blocks_is_a_user_error():
   pre = _random_pre(num_layers=4)
   ctx = _ctx(pre, num_tuned_blocks=[3])
   with pytest.raises(UserError, match='more than the 2 blocks'):
-    select.EXPERIMENT.settings(ctx, 1, 'fixed')
+    select.Select().settings(ctx, 1, 'fixed')
 
 
 def test_regression_task_is_a_user_error(tmp_path):
@@ -259,7 +255,7 @@ def test_settings_and_baselines():
   pre = _random_pre(num_layers=4)
   ctx = _ctx(pre, num_tuned_blocks=[1, 2])
   got = [(s['placement'], s['head_block'], s['num_tuned_blocks'], s['method'], lr)
-         for s, _, lr in select.EXPERIMENT.settings(ctx, 2, 'auto')]
+         for s, _, lr in select.Select().settings(ctx, 2, 'auto')]
   ft, ad = ctx.config.learning_rate, ctx.config.adapter_learning_rate
   assert got == [('auto', 2, 1, 'finetune', ft), ('auto', 2, 1, 'adapter', ad),
                  ('auto', 2, 2, 'finetune', ft), ('auto', 2, 2, 'adapter', ad),
@@ -267,7 +263,7 @@ def test_settings_and_baselines():
                  ('top', 3, 2, 'finetune', ft), ('top', 3, 2, 'adapter', ad),
                  ('full', 3, 4, 'finetune', ft), ('full', 3, 4, 'adapter', ad)]
   # A top head block makes the top-m baselines the same trials: they are not repeated.
-  assert [s['placement'] for s, _, _ in select.EXPERIMENT.settings(ctx, 3, 'auto')].count('top') == 0
+  assert [s['placement'] for s, _, _ in select.Select().settings(ctx, 3, 'auto')].count('top') == 0
   full_ft = select.make_program(ctx, 3, 4, 'finetune', full=True)
   assert (full_ft.frozen_blocks, full_ft.train_embeddings, full_ft.block_params) == (0, True, 'all')
   full_ad = select.make_program(ctx, 3, 4, 'adapter', full=True)

@@ -102,20 +102,18 @@ def composed(tiny_model_dir, tmp_path_factory):
   c.masked_matrices = ('query', 'value', 'intermediate')
   c.weight_decay, c.export_model = 0.1, True
   captured = {}
-  exp = sparsity_exp.EXPERIMENT
-  original = exp.on_group_end
+  original = sparsity_exp.Sparsity.write_outputs
 
-  def spy(ctx, group, per_trial, recs):
-    for (tr, fr, ar), r in zip(per_trial, recs):
-      captured[r['trial_id']] = (group.program, jax.tree.map(np.asarray, tr),
-                                 jax.tree.map(np.asarray, fr), ar)
-    original(ctx, group, per_trial, recs)
+  def spy(self, ctx, trial, params):
+    captured[trial.trial_id] = (trial.program, jax.tree.map(np.asarray, params.train),
+                                jax.tree.map(np.asarray, params.frozen), params.arrays)
+    original(self, ctx, trial, params)
 
-  exp.on_group_end = spy
+  sparsity_exp.Sparsity.write_outputs = spy
   try:
     train.train_and_evaluate(c, str(work / 'run'))
   finally:
-    del exp.on_group_end
+    sparsity_exp.Sparsity.write_outputs = original
   (rec,) = results.read_records(work / 'run' / 'trials.jsonl')
   pre = jt.load_pretrained(str(tiny_model_dir))
   return work / 'run', rec, captured[rec['trial_id']], pre

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import jax
 import numpy as np
 
+from jaxtransfer import files
 from jaxtransfer import program as program_lib
 from jaxtransfer.analysis import plots
 from jaxtransfer.models import bert
@@ -106,28 +106,18 @@ def write_rows(path: str, rows: Iterable[dict[str, Any]]) -> None:
   rows = list(rows)
   new_ids = {r['trial_id'] for r in rows}
   kept = [r for r in read_rows(path) if r['trial_id'] not in new_ids]
-  dirname = os.path.dirname(os.path.abspath(path))
-  os.makedirs(dirname, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=dirname, prefix='.closeness.', suffix='.csv.tmp')
-  with os.fdopen(fd, 'w', newline='') as f:
+  with files.atomic_write(path, newline='') as f:
     w = csv.DictWriter(f, fieldnames=FIELDS)
     w.writeheader()
     for r in kept + rows:
       w.writerow({k: (repr(float(r[k])) if k in METRICS else r[k]) for k in FIELDS})
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, path)
 
 
-def record_group(ctx, program, per_trial, records) -> None:
-  """Experiment.on_group_end helper: closeness rows of every ok trial of a finished group."""
-  rows = []
-  for (train, frozen, arrays), record in zip(per_trial, records):
-    if record['status'] != 'ok':
-      continue
-    params = program.export_params(train, frozen, arrays)
-    rows += [{'trial_id': record['trial_id'], **r} for r in block_rows(params, ctx.pretrained.params)]
-  if rows:
-    write_rows(csv_path(ctx.workdir), rows)
+def write_trial_rows(ctx, trial, params) -> None:
+  """A finished trial's closeness rows (its encoder vs the pretrained one) into closeness.csv."""
+  exported = trial.program.export_params(params.train, params.frozen, params.arrays)
+  rows = [{'trial_id': trial.trial_id, **r} for r in block_rows(exported, ctx.pretrained.params)]
+  write_rows(csv_path(ctx.workdir), rows)
 
 
 def write_random_init(ctx) -> None:

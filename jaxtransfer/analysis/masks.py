@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxtransfer import files
+
 Params = dict[str, Any]
 
 
@@ -30,10 +32,8 @@ def save_masks(path: str, masks: dict[str, np.ndarray], blocks) -> int:
     out[name] = np.packbits(m.astype(bool).reshape(-1))
     out[f'{name}.shape'] = np.asarray(m.shape, np.int64)
     total += out[name].nbytes
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp.npz'
-  np.savez(tmp, **out)
-  os.replace(tmp, path)
+  with files.atomic_write(path, 'wb') as f:
+    np.savez(f, **out)
   return total
 
 
@@ -54,24 +54,34 @@ def nbytes(tree: Params) -> int:
   return int(sum(4 * np.asarray(x).size for x in jax.tree.leaves(tree)))
 
 
-def save_trial_masks(workdir: str, trial_id: str, program, train: Params, frozen: Params,
-                     arrays) -> dict[str, float]:
-  """Saves a masked trial's masks to `masks/<trial_id>.npz`; returns its storage metrics.
+def trial_masks(program, train: Params, frozen: Params, arrays) -> tuple[dict, np.ndarray]:
+  """A masked trial's hard masks of its masked blocks ({matrix: (m, in, out)}) and their indices."""
+  f, n = program.frozen_blocks, program.num_blocks
+  on = np.asarray(arrays['mask_blocks'][f:n], bool)
+  masks = {m: np.asarray(v)[on] for m, v in program.masks(train, frozen, arrays).items()}
+  return masks, np.arange(f, n)[on]
+
+
+def mask_metrics(program, train: Params, frozen: Params, arrays) -> dict[str, float]:
+  """What a masked trial costs to store.
 
   `mask_bytes`: the bit-packed masks of the masked blocks. `head_bytes`: the dense parameters the
   trial trains besides (pooler and classifier). `full_copy_bytes`: a fully fine-tuned copy of the
   same model (every encoder parameter and the head, float32) - what a task costs without masks.
   """
-  f, n = program.frozen_blocks, program.num_blocks
-  on = np.asarray(arrays['mask_blocks'][f:n], bool)
-  masks = {m: np.asarray(v)[on] for m, v in program.masks(train, frozen, arrays).items()}
-  mask_bytes = save_masks(os.path.join(workdir, 'masks', f'{trial_id}.npz'), masks,
-                          np.arange(f, n)[on])
-  head = {k: v for k, v in train.items() if k not in ('mask_scores', 'blocks', 'embeddings')}
+  from jaxtransfer import program as program_lib
+  masks, _ = trial_masks(program, train, frozen, arrays)
   full = program.export_params(train, frozen, arrays)
-  head_bytes = nbytes(head)
-  return {'mask_bytes': float(mask_bytes), 'head_bytes': float(head_bytes),
+  return {'mask_bytes': float(sum(packed_bytes(m) for m in masks.values())),
+          'head_bytes': float(nbytes(program_lib.params_of(train, program_lib.HEAD_GROUPS))),
           'full_copy_bytes': float(nbytes(full) + nbytes(train.get('head', {})))}
+
+
+def save_trial_masks(workdir: str, trial_id: str, program, train: Params, frozen: Params,
+                     arrays) -> int:
+  """Writes a masked trial's masks to `masks/<trial_id>.npz`; returns their packed bytes."""
+  masks, blocks = trial_masks(program, train, frozen, arrays)
+  return save_masks(os.path.join(workdir, 'masks', f'{trial_id}.npz'), masks, blocks)
 
 
 def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: str) -> str | None:

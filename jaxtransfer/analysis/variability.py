@@ -8,8 +8,8 @@ For layer ℓ, h_n is the mean of the layer's output over example n's real token
   ν(ℓ) = 1/|Y| · trace(Σ_w Σ_b⁺)
 
 Σ_b has rank ≤ |Y|−1, so its pseudo-inverse keeps only eigenvalues above a relative tolerance and at
-most |Y|−1 of them: a default-cutoff pinv would invert round-off noise (ν ~ 1e14, the paper code's
-trap). The pass keeps per-class counts, sums and sums of outer products in float64 on the host,
+most |Y|−1 of them: NumPy's default pinv cutoff (1e-15, relative) would invert round-off noise and
+give ν ~ 1e14 (the authors' torch pinv, with its larger default cutoff, does not). The pass keeps per-class counts, sums and sums of outer products in float64 on the host,
 never the hidden states themselves.
 """
 
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from jaxtransfer import batching
 from jaxtransfer.errors import UserError
 from jaxtransfer.models import bert
 
@@ -145,16 +146,6 @@ def token_means(config: bert.EncoderConfig, params, input_ids, attention_mask, t
   return jnp.einsum('lbsh,bs->lbh', hs, w, precision=jax.lax.Precision.HIGHEST), count
 
 
-def batches_by_length(mask: np.ndarray, batch_size: int, multiple: int = 16):
-  """Index batches of similar lengths and their trimmed widths (few distinct shapes to compile)."""
-  lengths = mask.sum(1)
-  order = np.argsort(lengths, kind='stable')
-  for lo in range(0, len(order), batch_size):
-    idx = order[lo:lo + batch_size]
-    width = int(min(mask.shape[1], max(multiple, math.ceil(lengths[idx].max() / multiple) * multiple)))
-    yield idx, width
-
-
 def variability(config: bert.EncoderConfig, params, data: dict[str, np.ndarray], num_labels: int,
                 exclude: Sequence[int], *, batch_size: int = 128, max_examples: int = 0,
                 seed: int = 0, rtol: float = RTOL) -> tuple[np.ndarray, dict[str, Any]]:
@@ -166,22 +157,19 @@ def variability(config: bert.EncoderConfig, params, data: dict[str, np.ndarray],
   """
   labels = np.asarray(data['labels'])
   if labels.dtype.kind == 'f':
-    raise UserError('Variability is defined for classification tasks only (class means); this task '
-                    'has real-valued labels (STS-B). Choose cola, sst2, mrpc, qqp, mnli, qnli, rte '
-                    'or wnli (--config.task).')
+    raise UserError('Variability is defined for classification tasks only (class means); these '
+                    'labels are real-valued. Choose a classification task (--config.task).')
   n_total = len(labels)
   rows = np.arange(n_total)
   if 0 < max_examples < n_total:
     rows = np.sort(np.random.RandomState(seed).choice(n_total, max_examples, replace=False))
-  mask = np.asarray(data['attention_mask'])[rows]
   enc_params = {'embeddings': params['embeddings'], 'blocks': params['blocks']}
   exclude = jnp.asarray(np.array(list(exclude) or [-1], np.int32))
   moments = Moments(num_labels)
   t0 = time.time()
   pending = None
   dropped = 0
-  for idx, width in batches_by_length(mask, batch_size):
-    sel = rows[idx]
+  for sel, width in batching.by_length(np.asarray(data['attention_mask']), batch_size, rows):
     pad = batch_size - len(sel)
     take = lambda k: np.pad(np.asarray(data[k])[sel][:, :width], ((0, pad), (0, 0)))
     # Dispatch this batch before accumulating the previous one: device and host work overlap.

@@ -31,6 +31,14 @@ class Context:
   data: data_lib.TaskData | None
 
 
+def require_classification(task: data_lib.TaskSpec, study: str) -> None:
+  """The studies built on class labels (ν, probes) refuse regression tasks, before loading data."""
+  if task.is_regression:
+    raise UserError(f'The {study} study needs class labels, but task {task.name} is a regression '
+                    'task. Use a classification task (cola, sst2, mrpc, qqp, mnli, qnli, rte, wnli) '
+                    'with --config.task.')
+
+
 def default_head(config, pre: Pretrained) -> str:
   if config.head != 'auto':
     return config.head
@@ -43,7 +51,7 @@ def make_program(ctx: Context, **overrides) -> program_lib.Program:
   c = ctx.config
   kw = dict(encoder=ctx.pretrained.config, num_labels=ctx.task.num_labels,
             num_blocks=ctx.pretrained.config.num_layers, head=default_head(c, ctx.pretrained),
-            pooling=c.pooling, dtype=c.dtype)
+            pooling=c.pooling, dtype=c.dtype, remat=c.get('remat', 'none') == 'block')
   kw.update(overrides)
   return program_lib.Program(**kw)
 
@@ -76,9 +84,15 @@ def export_trial(program, train, frozen, arrays, outdir: str, hf_config: dict) -
 
 
 class Experiment:
-  """A study. Subclasses set `name` and implement `trials`; most keep the default `run`."""
+  """A study. Subclasses set `name` and implement `trials`; the hooks below are optional.
+
+  A fresh instance serves one run (experiments.get), so a study may keep per-run state on self.
+  """
   name = 'finetune'
   needs_train = True
+
+  def resolve(self, config) -> None:
+    """Fills config values a study derives from others (before validation and config.json)."""
 
   def validate(self, ctx: Context) -> None:
     """UserError for sweep values that do not fit the model (e.g. a block index out of range)."""
@@ -86,13 +100,27 @@ class Experiment:
   def trials(self, ctx: Context) -> list[engine_lib.Trial]:
     raise NotImplementedError
 
-  def on_group_end(self, ctx: Context, group, per_trial, records) -> None:
-    """Called with each finished group's final params (host numpy) before its records are written."""
-
   def finalize(self, ctx: Context, records: list[dict]) -> None:
     """Tables and figures from this run's records (process 0 only)."""
 
-  # ------------------------------------------------------------------------- the default flow
+  # ------------------------------------------------------------------------- per-trial hooks
+
+  def uses_params(self, ctx: Context, program) -> bool:
+    """Whether this program's finished trials need their params (for metrics or side files)."""
+    return bool(ctx.config.export_model)
+
+  def trial_metrics(self, ctx: Context, trial, params: engine_lib.TrialParams) -> dict[str, float]:
+    """Extra metrics of an ok trial from its final params, merged into its record. Pure."""
+    return {}
+
+  def write_outputs(self, ctx: Context, trial, params: engine_lib.TrialParams) -> None:
+    """Side files of an ok trial, written before its record (process 0): the HF export."""
+    if ctx.config.export_model:
+      export_trial(trial.program, params.train, params.frozen, params.arrays,
+                   os.path.join(ctx.workdir, 'models', trial.trial_id),
+                   hf_config=ctx.pretrained.hf_config)
+
+  # ------------------------------------------------------------------------- the common flow
 
   def load(self, config, workdir: str) -> Context:
     pre = load_pretrained(config.model)
@@ -109,20 +137,28 @@ class Experiment:
                        for k, v in task_data.dev.items()}
     return Context(config, workdir, pre, task_data.task, task_data)
 
+  def engine_inputs(self, ctx: Context, trials) -> tuple[dict, dict, dict]:
+    """(pretrained params, training data, {dev suffix: dev data}) the engine trains on."""
+    del trials
+    return (ctx.pretrained.params, ctx.data.train.as_dict(),
+            {k: v.as_dict() for k, v in ctx.data.dev.items()})
+
+  def run_spec(self, ctx: Context, trials) -> engine_lib.RunSpec:
+    del trials
+    return engine_lib.RunSpec.from_config(ctx.config, ctx.task, ctx.workdir,
+                                          checkpoint_dir=workdir_lib.active(ctx.workdir).checkpoints)
+
+  def execute(self, ctx: Context, engine: engine_lib.Engine, trials) -> list[dict]:
+    """Trains the trials; a study with phases (closeness) runs the same engine again."""
+    return engine.run(trials)
+
   def run(self, config, workdir: str) -> list[dict]:
     ctx = self.load(config, workdir)
     self.validate(ctx)
     trials = self.trials(ctx)
-    wd = workdir_lib.active(workdir)
-    spec = engine_lib.RunSpec.from_config(config, ctx.task, workdir, ctx.pretrained.hf_config)
-    spec = dataclasses.replace(spec, checkpoint_dir=wd.checkpoints)
-    export_fn = lambda *a: export_trial(*a, hf_config=ctx.pretrained.hf_config)
-    eng = engine_lib.Engine(
-        spec, ctx.pretrained.params, ctx.data.train.as_dict(),
-        {k: v.as_dict() for k, v in ctx.data.dev.items()},
-        on_group_end=lambda *a: self.on_group_end(ctx, *a), export_fn=export_fn,
-        after_group=wd.push)
-    records = eng.run(trials)
+    eng = engine_lib.Engine(self.run_spec(ctx, trials), *self.engine_inputs(ctx, trials),
+                            hooks=_Hooks(self, ctx), after_group=workdir_lib.active(workdir).push)
+    records = self.execute(ctx, eng, trials)
     if dist.is_main():
       self.summarize(ctx, records)
     return records
@@ -137,3 +173,19 @@ class Experiment:
                      r['ci95_high'], r['n'])
     os.makedirs(os.path.join(ctx.workdir, 'plots'), exist_ok=True)
     self.finalize(ctx, records)
+
+
+@dataclasses.dataclass
+class _Hooks:
+  """A study's per-trial hooks bound to its run (engine.TrialHooks)."""
+  study: Experiment
+  ctx: Context
+
+  def uses_params(self, program) -> bool:
+    return self.study.uses_params(self.ctx, program)
+
+  def metrics(self, trial, params):
+    return self.study.trial_metrics(self.ctx, trial, params)
+
+  def write_outputs(self, trial, params):
+    self.study.write_outputs(self.ctx, trial, params)

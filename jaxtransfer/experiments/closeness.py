@@ -18,6 +18,7 @@ import os
 import numpy as np
 from absl import logging
 
+from jaxtransfer import distributed as dist
 from jaxtransfer import results
 from jaxtransfer.analysis import closeness
 from jaxtransfer.analysis import plots
@@ -51,8 +52,6 @@ def full_finetuning_ids(csv_path: str) -> set[str]:
 
 class Closeness(base.Experiment):
   name = 'closeness'
-  _pending = False      # phase 2 waits for phase 1's closeness.csv
-  _phase1_done = False
 
   def validate(self, ctx):
     c, L = ctx.config, ctx.pretrained.config.num_layers
@@ -79,8 +78,9 @@ class Closeness(base.Experiment):
     return [base.engine_lib.Trial(seed, size, {'tuned': FULL}, program)
             for size, seed, _ in base.grid(ctx.config)]
 
-  def rankings(self, ctx, full) -> dict[int, list[int]] | None:
-    """{train_size: blocks from most to least changed}, or None until phase 1 has finished."""
+  def rankings(self, ctx, full) -> dict[int, list[int]]:
+    """{train_size: blocks from most to least changed}: from `rank_from`, or from the closeness rows
+    of this run's finished full fine-tuning trials."""
     c = ctx.config
     if c.rank_from:
       rows = closeness.read_rows(c.rank_from)
@@ -91,11 +91,8 @@ class Closeness(base.Experiment):
     have = {r['trial_id'] for r in rows}
     out = {}
     for size in c.train_sizes:
-      ids = [t.trial_id for t in full if t.train_size == int(size)]
-      if not set(ids) <= have and not self._phase1_done:
-        return None
-      ids = [i for i in ids if i in have]  # a failed trial has no rows
-      if not ids:
+      ids = [t.trial_id for t in full if t.train_size == int(size) and t.trial_id in have]
+      if not ids:  # a failed trial has no rows
         raise UserError(f'No full fine-tuning trial of train size {size} finished, so the blocks '
                         'cannot be ranked for critical_r. See trials.jsonl for the errors, or '
                         'give --config.rank_from=<closeness.csv of another run>.')
@@ -103,34 +100,35 @@ class Closeness(base.Experiment):
     return out
 
   def trials(self, ctx):
-    c, L = ctx.config, ctx.pretrained.config.num_layers
-    full = self.full_trials(ctx) if c.full_finetuning or not c.rank_from else []
-    self._pending = False
-    if not c.critical_r:
-      return full
-    rankings = self.rankings(ctx, full)
-    if rankings is None:
-      self._pending = True  # rank after phase 1 (see run)
-      return full
-    self._write_rankings(ctx, rankings)
+    """Phase 1: full fine-tuning (unless ranked from another run's csv)."""
+    c = ctx.config
+    return self.full_trials(ctx) if c.full_finetuning or not c.rank_from else []
+
+  def critical_trials(self, ctx, rankings) -> list:
+    """Phase 2: only r blocks tuned, chosen by each order, one compiled program for all."""
+    L = ctx.pretrained.config.num_layers
     program = base.make_program(ctx, train_embeddings=False)
-    out = list(full)
-    for size, seed, setting in base.grid(c, r=[int(r) for r in c.critical_r],
-                                         tuned=list(c.critical_orders)):
+    out = []
+    for size, seed, setting in base.grid(ctx.config, r=[int(r) for r in ctx.config.critical_r],
+                                         tuned=list(ctx.config.critical_orders)):
       blocks = chosen_blocks(setting['tuned'], setting['r'], rankings[size], L)
       arrays = {'block_lr': np.isin(np.arange(L), blocks).astype(np.float32)}
       out.append(base.engine_lib.Trial(seed, size, {**setting, 'blocks': blocks}, program, arrays))
     return out
 
-  def run(self, config, workdir):
-    self._pending, self._phase1_done = False, False
-    records = super().run(config, workdir)
-    if self._pending:
-      self._phase1_done = True  # phase 1 done: its closeness.csv now ranks the blocks for phase 2
+  def execute(self, ctx, engine, trials):
+    """Phase 1 on the engine, then (with critical_r) phase 2 on the same engine, ranked by phase
+    1's closeness.csv."""
+    records = engine.run(trials) if trials else []
+    if not ctx.config.critical_r:
+      return records
+    if trials:
       logging.info('Phase 1 (full fine-tuning) finished; ranking blocks by %s for the critical-'
-                   'block sweep.', config.rank_metric)
-      records = super().run(config, workdir)
-    return records
+                   'block sweep.', ctx.config.rank_metric)
+    rankings = self.rankings(ctx, trials)
+    if dist.is_main():
+      self._write_rankings(ctx, rankings)
+    return records + engine.run(self.critical_trials(ctx, rankings))
 
   def _write_rankings(self, ctx, rankings):
     path = os.path.join(ctx.workdir, 'critical_blocks.json')
@@ -142,12 +140,14 @@ class Closeness(base.Experiment):
 
   # ------------------------------------------------------------------------- outputs
 
-  def on_group_end(self, ctx, group, per_trial, records):
-    closeness.record_group(ctx, group.program, per_trial, records)
+  def uses_params(self, ctx, program):
+    return True
+
+  def write_outputs(self, ctx, trial, params):
+    super().write_outputs(ctx, trial, params)
+    closeness.write_trial_rows(ctx, trial, params)
 
   def finalize(self, ctx, records):
-    if self._pending:
-      return  # phase 2 follows and draws the figures
     closeness.write_random_init(ctx)
     rows = closeness.read_rows(closeness.csv_path(ctx.workdir))
     full = [r for r in records if r['setting'].get('tuned') == FULL and r['status'] == 'ok']
@@ -162,4 +162,3 @@ class Closeness(base.Experiment):
     closeness.plot_critical(ctx.workdir, records, ctx.task, ctx.config.model)
 
 
-EXPERIMENT = Closeness()

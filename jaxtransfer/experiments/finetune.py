@@ -12,4 +12,3 @@ class Finetune(base.Experiment):
             for size, seed, setting in base.grid(ctx.config)]
 
 
-EXPERIMENT = Finetune()

@@ -14,6 +14,25 @@ from jaxtransfer.errors import UserError
 from jaxtransfer.experiments import base
 
 
+# PROTOCOLS §2: the learning rate Lee et al. picked per task for bert-base (best of {1..5}e-5).
+BERT_BASE_LR = {'cola': 4e-5, 'sst2': 2e-5, 'mrpc': 3e-5, 'stsb': 5e-5, 'qqp': 2e-5, 'mnli': 3e-5,
+                'qnli': 2e-5, 'rte': 3e-5}
+LARGE_BATCH_TASKS = ('qqp', 'mnli', 'qnli')
+
+
+def paper_defaults(config) -> None:
+  """Fills `learning_rate`, `batch_size` and `num_epochs` left unset (None) with the paper's choice
+  for the task and model: the per-task bert-base lr, batch 32 for QQP/MNLI/QNLI else 16, 10 epochs
+  for RoBERTa models else 3."""
+  task, model = str(config.task).lower(), str(config.model).lower()
+  if config.learning_rate is None:
+    config.learning_rate = BERT_BASE_LR.get(task, 2e-5)
+  if config.batch_size is None:
+    config.batch_size = 32 if task in LARGE_BATCH_TASKS else 16
+  if config.num_epochs is None:
+    config.num_epochs = 10.0 if 'roberta' in model else 3.0
+
+
 def paper_sweep(num_layers: int) -> list[int]:
   """Lee et al.'s settings for L blocks: full (k = L), top L/2 .. 1, none (k = 0)."""
   return [num_layers, *range(num_layers // 2, 0, -1), 0]
@@ -34,6 +53,9 @@ def freeze_program(ctx: base.Context, k: int):
 
 class Freeze(base.Experiment):
   name = 'freeze'
+
+  def resolve(self, config) -> None:
+    paper_defaults(config)
 
   def sweep(self, ctx: base.Context) -> list[int]:
     ks = list(ctx.config.trainable_blocks)
@@ -65,4 +87,3 @@ class Freeze(base.Experiment):
     lee.write_all(ctx.workdir, records, {ctx.task.name: ctx.pretrained.config.num_layers})
 
 
-EXPERIMENT = Freeze()

@@ -10,18 +10,17 @@ pooler when the model has one, as the authors' probes read it. The engine then t
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxtransfer import distributed as dist
-from jaxtransfer import engine as engine_lib
+from jaxtransfer import batching
+from jaxtransfer import trials as trials_lib
 from jaxtransfer import program as program_lib
 from jaxtransfer.analysis import tamkin
-from jaxtransfer.engine import Trial
+from jaxtransfer.trials import Trial
 from jaxtransfer.errors import UserError
 from jaxtransfer.experiments import base
 from jaxtransfer.experiments import reinit
@@ -77,7 +76,7 @@ def frozen_features(pre, data: dict[str, np.ndarray], rows, *, pooling: str = 'c
   short sentences cost little and only a handful of shapes compile.
   """
   c, params = pre.config, pre.params
-  n, seq = data['input_ids'].shape
+  n = data['input_ids'].shape[0]
   out = np.zeros((n, c.num_layers + 1, c.hidden_size), np.float32)
   rows = np.asarray(rows, np.int64)
   if not len(rows):
@@ -97,11 +96,7 @@ def frozen_features(pre, data: dict[str, np.ndarray], rows, *, pooling: str = 'c
       v = bert.pool(c, pooler, flat).reshape(v.shape)
     return jnp.swapaxes(v, 0, 1)  # (B, L+1, H)
 
-  lengths = data['attention_mask'][rows].sum(1)
-  order = rows[np.argsort(lengths, kind='stable')]
-  for lo in range(0, len(order), batch_size):
-    idx = order[lo:lo + batch_size]
-    width = min(seq, int(math.ceil(data['attention_mask'][idx].sum(1).max() / 16) * 16))
+  for idx, width in batching.by_length(data['attention_mask'], batch_size, rows):
     pad = np.concatenate([idx, np.repeat(idx[:1], batch_size - len(idx))])  # one batch shape
     cut = {k: data[k][pad, :width] for k in ('input_ids', 'attention_mask', 'token_type_ids')}
     feats = np.asarray(features(params, *(cut[k] for k in ('input_ids', 'attention_mask',
@@ -119,9 +114,9 @@ class Probe(base.Experiment):
     reinit.expand(ctx.config.ks, 'ks', 0, L, L)
     if ctx.config.feature_batch_size <= 0:
       raise UserError(f'feature_batch_size={ctx.config.feature_batch_size} must be positive.')
-    if ctx.task.is_regression:
-      raise UserError(f'task={ctx.task.name} is a regression task; the probing study classifies '
-                      '(use sst2, cola, qnli, ...).')
+    base.require_classification(ctx.task, 'probing')
+    if ctx.config.export_model:
+      raise UserError('A probe has no encoder of its own to export: set --config.export_model=False.')
 
   def program(self, ctx) -> ProbeProgram:
     c = ctx.pretrained.config
@@ -139,37 +134,31 @@ class Probe(base.Experiment):
             for size in ctx.config.train_sizes for k in reinit.expand(ctx.config.ks, 'ks', 0, L, L)
             for seed in reinit.seeds_for(ctx.config, int(size))]
 
-  def run(self, config, workdir):
-    ctx = self.load(config, workdir)
-    self.validate(ctx)
-    trials = self.trials(ctx)
-    spec = engine_lib.RunSpec.from_config(config, ctx.task, workdir, ctx.pretrained.hf_config)
+  def run_spec(self, ctx, trials):
     # All probes of a size in one group: they are tiny, the engine's memory guess is for encoders.
-    spec = dataclasses.replace(spec, trials_per_program=config.trials_per_program or len(trials))
+    spec = super().run_spec(ctx, trials)
+    return dataclasses.replace(spec, trials_per_program=spec.trials_per_program or len(trials))
+
+  def engine_inputs(self, ctx, trials):
+    """The frozen model's features instead of token ids: {'features': (N, L+1, H), 'labels'}."""
+    c = ctx.config
     train = ctx.data.train.as_dict()
     n = len(train['labels'])
     # Only the examples some trial trains on: each seed's subset (the engine's own draw).
-    rows = np.unique(np.concatenate([
-        engine_lib.trial_batches(t.seed, n, t.train_size, t.train_size or n, 1)[0][0]
-        for t in trials]))
-    if config.probe_pooler and not self.use_pooler(ctx):
-      logging.warning('%s has no pooler: the probes read the %s vector itself.', config.model,
-                      config.pooling)
-    kw = dict(pooling=config.pooling, use_pooler=self.use_pooler(ctx),
-              batch_size=config.feature_batch_size)
+    rows = np.unique(np.concatenate([trials_lib.trial_subset(t.seed, n, t.train_size)
+                                     for t in trials]))
+    if c.probe_pooler and not self.use_pooler(ctx):
+      logging.warning('%s has no pooler: the probes read the %s vector itself.', c.model,
+                      c.pooling)
+    kw = dict(pooling=c.pooling, use_pooler=self.use_pooler(ctx), batch_size=c.feature_batch_size)
     logging.info('Computing frozen features of %d training and %d dev examples.', len(rows),
                  sum(len(d) for d in ctx.data.dev.values()))
     feats = lambda d, r: {'features': frozen_features(ctx.pretrained, d, r, **kw),
                           'labels': d['labels']}
     dev = {k: feats(v.as_dict(), np.arange(len(v))) for k, v in ctx.data.dev.items()}
-    eng = engine_lib.Engine(spec, {}, feats(train, rows), dev)
-    records = eng.run(trials)
-    if dist.is_main():
-      self.summarize(ctx, records)
-    return records
+    return {}, feats(train, rows), dev
 
   def finalize(self, ctx, records):
     tamkin.plot_probe(ctx.workdir, records, ctx.task.primary_metric)
 
 
-EXPERIMENT = Probe()

@@ -192,16 +192,3 @@ class Permutation(BlockStudy):
 
   def finalize(self, ctx, records):
     tamkin.plot_permute(ctx.workdir, records, ctx.task.primary_metric)
-
-
-STUDIES = {s.name: s for s in (ProgressiveReinit(), BlockReinit(), Permutation())}
-
-
-class _ByExperiment(base.Experiment):
-  """The registry entry of all three studies: runs the one `config.experiment` names."""
-
-  def run(self, config, workdir):
-    return STUDIES[config.experiment].run(config, workdir)
-
-
-EXPERIMENT = _ByExperiment()

@@ -12,12 +12,13 @@ import numpy as np
 from absl import logging
 
 from jaxtransfer import data as data_lib
+from jaxtransfer import batching
 from jaxtransfer import engine as engine_lib
 from jaxtransfer import interventions as iv
 from jaxtransfer import optim
 from jaxtransfer.analysis import timing
 from jaxtransfer.analysis import xie
-from jaxtransfer.errors import UserError
+from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.experiments import base
 from jaxtransfer.experiments import variability
 
@@ -70,16 +71,14 @@ class Select(base.Experiment):
     self._step_times: dict = {}
 
   def load(self, config, workdir: str) -> base.Context:
-    variability.check_classification(data_lib.get_task(config.task))  # before tokenizing anything
+    # Before tokenizing anything.
+    base.require_classification(data_lib.get_task(config.task), 'variability-guided selection')
     return super().load(config, workdir)
 
   def validate(self, ctx: base.Context) -> None:
     c, L = ctx.config, ctx.pretrained.num_layers
     parse_head_block(c.head_block, L)
-    bad = [m for m in c.method if m not in METHODS]
-    if bad or not list(c.method):
-      raise UserError(f'method={list(c.method)} must be a non-empty list of {", ".join(METHODS)} '
-                      '(--config.method).')
+    check_choices('method', c.method, METHODS, many=True)
     if 'adapter' in c.method and c.adapter_size <= 0:
       raise UserError(f'adapter_size={c.adapter_size} must be positive for method=adapter '
                       '(--config.adapter_size).')
@@ -132,13 +131,13 @@ class Select(base.Experiment):
           out.append(engine_lib.Trial(int(seed), int(size), setting, program, learning_rate=lr))
     return out
 
-  def on_group_end(self, ctx: base.Context, group, per_trial, records) -> None:
-    """Adds `step_time_s`: one trial's measured train step on a real batch (same for the group)."""
+  def trial_metrics(self, ctx: base.Context, trial, params) -> dict[str, float]:
+    """`step_time_s`: one trial's measured train step on a real batch (once per setting)."""
     if not ctx.config.measure_step_time:
-      return
-    program = group.program
+      return {}
+    program = trial.program
     # The engine's batches: its width is the longest training example's (trim_padding).
-    data = engine_lib.trim_padding(ctx.data.train.as_dict())
+    data = batching.trim_padding(ctx.data.train.as_dict())
     rows = np.arange(min(ctx.config.batch_size, len(data['labels'])))
     batch = {k: v[rows] for k, v in data.items()}
     key = (program, batch['input_ids'].shape)
@@ -147,13 +146,10 @@ class Select(base.Experiment):
           program, ctx.pretrained.params, batch, optim.OptimConfig.from_config(ctx.config))
       logging.info('Measured step time %.4f s (train_flops_fraction %.3f).',
                    self._step_times[key], program.train_flops_fraction())
-    for r in records:
-      if r['status'] == 'ok':
-        r['metrics']['step_time_s'] = self._step_times[key]
+    return {'step_time_s': self._step_times[key]}
 
   def finalize(self, ctx: base.Context, records: list[dict]) -> None:
     xie.plot_select(ctx.workdir, records, ctx.task.name, ctx.config.model,
                     ctx.task.primary_metric)
 
 
-EXPERIMENT = Select()

@@ -7,7 +7,6 @@ fine-tuning baseline is a second program. Masks are saved bit-packed (`masks/<tr
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from absl import logging
@@ -104,13 +103,20 @@ class Sparsity(base.Experiment):
                  len(out), list(c.target_sparsity), sets, lrs)
     return out
 
-  def on_group_end(self, ctx, group, per_trial, records):
-    program = group.program
-    for (train, frozen, arrays), record in zip(per_trial, records):
-      if program.masked and record['status'] == 'ok':
-        record['metrics'].update(masks_lib.save_trial_masks(ctx.workdir, record['trial_id'],
-                                                            program, train, frozen, arrays))
-    closeness.record_group(ctx, program, per_trial, records)
+  def uses_params(self, ctx, program):
+    return True  # masks and closeness rows of every trial
+
+  def trial_metrics(self, ctx, trial, params):
+    if not trial.program.masked:
+      return {}
+    return masks_lib.mask_metrics(trial.program, params.train, params.frozen, params.arrays)
+
+  def write_outputs(self, ctx, trial, params):
+    super().write_outputs(ctx, trial, params)
+    if trial.program.masked:
+      masks_lib.save_trial_masks(ctx.workdir, trial.trial_id, trial.program, params.train,
+                                 params.frozen, params.arrays)
+    closeness.write_trial_rows(ctx, trial, params)
 
   def finalize(self, ctx, records):
     closeness.write_random_init(ctx)
@@ -127,4 +133,3 @@ class Sparsity(base.Experiment):
       closeness.plot_per_block(ctx.workdir, rows, groups, ctx.task.name, ctx.config.model)
 
 
-EXPERIMENT = Sparsity()

@@ -10,25 +10,18 @@ from absl import logging
 
 from jaxtransfer import data as data_lib
 from jaxtransfer import distributed as dist
+from jaxtransfer import files
 from jaxtransfer.analysis import variability as var_lib
 from jaxtransfer.analysis import xie
-from jaxtransfer.errors import UserError
 from jaxtransfer.experiments import base
 
 CSV = 'variability.csv'
 FIELDS = ('task', 'model', 'block', 'nu')
 
 
-def check_classification(task: data_lib.TaskSpec) -> None:
-  if task.is_regression:
-    raise UserError(f'Hidden-state variability needs class labels, but task {task.name} is a '
-                    'regression task. Use a classification task (cola, sst2, mrpc, qqp, mnli, qnli, '
-                    'rte, wnli) with --config.task.')
-
-
 def compute(ctx: base.Context) -> np.ndarray:
   """ν for block -1 (embedding output) .. L-1 over the training split: (L+1,) array."""
-  check_classification(ctx.task)
+  base.require_classification(ctx.task, 'hidden-state variability')
   c, pre = ctx.config, ctx.pretrained
   nu, info = var_lib.variability(
       pre.config, pre.params, ctx.data.train.as_dict(), ctx.task.num_labels,
@@ -41,13 +34,11 @@ def compute(ctx: base.Context) -> np.ndarray:
 
 
 def write_csv(path: str, task: str, model: str, nu: np.ndarray) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', newline='') as f:
+  with files.atomic_write(path, newline='') as f:
     w = csv.writer(f)
     w.writerow(FIELDS)
     for block, v in zip(range(-1, len(nu) - 1), nu):
       w.writerow([task, model, block, repr(float(v))])
-  os.replace(tmp, path)
 
 
 def read_csv(path: str, task: str, model: str, num_layers: int) -> np.ndarray | None:
@@ -81,7 +72,7 @@ class Variability(base.Experiment):
   name = 'variability'
 
   def run(self, config, workdir: str) -> list[dict]:
-    check_classification(data_lib.get_task(config.task))  # before tokenizing anything
+    base.require_classification(data_lib.get_task(config.task), 'hidden-state variability')
     ctx = self.load(config, workdir)
     nu = compute(ctx)
     if dist.is_main():
@@ -92,4 +83,3 @@ class Variability(base.Experiment):
     return []
 
 
-EXPERIMENT = Variability()

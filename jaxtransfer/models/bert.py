@@ -12,6 +12,10 @@ import jax.numpy as jnp
 
 Params = dict[str, Any]
 
+# The names every study addresses a block's parameters by (masks, closeness, LayerNorm-only tuning).
+BLOCK_MATRICES = ('query', 'key', 'value', 'attention_output', 'intermediate', 'output')
+BLOCK_LAYER_NORMS = ('attention_ln', 'output_ln')
+
 _ACTIVATIONS = {
     'gelu': functools.partial(jax.nn.gelu, approximate=False),  # HF "gelu" is the exact erf form
     'gelu_new': functools.partial(jax.nn.gelu, approximate=True),

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxtransfer import files
 from jaxtransfer.errors import UserError
 
 # HF name inside `encoder.layer.<i>.` -> our block submodule. Every entry is a Linear or LayerNorm.
@@ -167,8 +168,7 @@ def export(model_dir: str, params: dict[str, Any], hf_config: dict[str, Any],
   state = {prefix + k: np.ascontiguousarray(v, dtype=np.float32) for k, v in unstack(params).items()}
   for k, v in (head or {}).items():
     state[k] = np.ascontiguousarray(v, dtype=np.float32)
-  tmp = os.path.join(model_dir, 'model.safetensors.tmp')
-  save_file(state, tmp, metadata={'format': 'pt'})
-  os.replace(tmp, os.path.join(model_dir, 'model.safetensors'))
-  with open(os.path.join(model_dir, 'config.json'), 'w') as f:
+  with files.atomic_path(os.path.join(model_dir, 'model.safetensors')) as tmp:
+    save_file(state, tmp, metadata={'format': 'pt'})
+  with files.atomic_write(os.path.join(model_dir, 'config.json')) as f:
     json.dump(hf_config, f, indent=2, sort_keys=True)

@@ -1,0 +1,96 @@
+"""The pure step (step.py) as programs over a group of trials: vmapped over the trial axis, jitted
+with explicit shardings (trials sharded over every device, shared data replicated) and donation.
+
+One `GroupFunctions` per (program, step count); the training chunk is compiled ahead of time once
+per trial count, so compile time is measured apart and `memory_analysis()` is available.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxtransfer import distributed as dist
+from jaxtransfer import step as step_lib
+
+# Running sums the training loop keeps per trial between log lines.
+STATS = ('bad_step', 'loss_sum', 'gnorm_sum', 'count')
+
+
+def _frozen(state, frozen_shared):
+  return state['frozen'] if 'frozen' in state else frozen_shared
+
+
+def fresh_stats(bad_step=-1) -> dict[str, jax.Array]:
+  return {'bad_step': jnp.asarray(bad_step, jnp.int32), 'loss_sum': jnp.float32(0),
+          'gnorm_sum': jnp.float32(0), 'count': jnp.int32(0)}
+
+
+def init_trial(step: step_lib.Step, pretrained, arrays):
+  """One trial's engine state: the step's state, its own frozen params when they differ per
+  trial, and the running sums."""
+  state, frozen = step_lib.init_state(step, pretrained, arrays)
+  if not step.program.shares_frozen:
+    state['frozen'] = frozen
+  return {**state, **fresh_stats()}
+
+
+def train_chunk_trial(step: step_lib.Step, state, frozen_shared, arrays, data, start, stop):
+  """Steps [start, stop) of one trial in a device-side loop; batches are gathered on device from
+  the replicated training data by the trial's `batch_idx`. Non-finite losses are recorded (the
+  first bad step), not summed."""
+  frozen = _frozen(state, frozen_shared)
+
+  def body(i, st):
+    idx, w = arrays['batch_idx'][i], arrays['batch_w'][i]
+    batch = jax.tree.map(lambda a: a[idx], data)
+    new, m = step_lib.train_step(step, st, frozen, batch, w, arrays, i)
+    finite = jnp.isfinite(m['loss'])
+    return {**new,
+            'bad_step': jnp.where((st['bad_step'] < 0) & ~finite, i, st['bad_step']),
+            'loss_sum': st['loss_sum'] + jnp.where(finite, m['loss'], 0.0),
+            'gnorm_sum': st['gnorm_sum'] + jnp.where(finite, m['grad_norm'], 0.0),
+            'count': st['count'] + 1}
+
+  return jax.lax.fori_loop(start, stop, body, {**state, **fresh_stats(state['bad_step'])})
+
+
+class GroupFunctions:
+  """init / train-chunk / predict / report for one group structure, jitted over the trial axis."""
+
+  def __init__(self, step: step_lib.Step, mesh, eval_batch_size: int):
+    self.step = step
+    program = step.program
+    trial, rep = dist.trial_sharding(mesh), dist.replicated(mesh)
+    vmap_trials = lambda f: jax.vmap(f, in_axes=(0, None, 0))
+    self.init = jax.jit(jax.vmap(lambda p, a: init_trial(step, p, a), in_axes=(None, 0)),
+                        out_shardings=trial)
+    self.shared_frozen = jax.jit(lambda p: step_lib.shared_frozen(program, p), out_shardings=rep)
+    self.train = jax.jit(
+        jax.vmap(lambda s, f, a, d, i, j: train_chunk_trial(step, s, f, a, d, i, j),
+                 in_axes=(0, None, 0, None, None, None)),
+        donate_argnums=(0,), in_shardings=(trial, rep, trial, rep, None, None),
+        out_shardings=trial)
+
+    def predict(state, frozen_shared, arrays, dev, start):
+      chunk = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, eval_batch_size), dev)
+      return jax.vmap(lambda s, a: step_lib.eval_logits(program, s, _frozen(s, frozen_shared),
+                                                        chunk, a))(state, arrays)
+
+    self.predict = jax.jit(predict, in_shardings=(trial, rep, trial, rep, None),
+                           out_shardings=trial)
+    self.report = jax.jit(
+        vmap_trials(lambda s, f, a: step_lib.report(program, s, _frozen(s, f), a)),
+        in_shardings=(trial, rep, trial), out_shardings=trial)
+    self._train_compiled: dict[int, Any] = {}
+
+  def compiled_train(self, state, frozen_shared, arrays, data):
+    """The training chunk compiled ahead of time for this trial count (None: already compiled)."""
+    n = jax.tree.leaves(arrays)[0].shape[0]
+    if n in self._train_compiled:
+      return self._train_compiled[n], False
+    exe = self.train.lower(state, frozen_shared, arrays, data, jnp.int32(0), jnp.int32(1)).compile()
+    self._train_compiled[n] = exe
+    return exe, True

@@ -1,0 +1,70 @@
+"""The public step (step.py) is what the engine runs: a plain Python loop over `train_step` for one
+trial equals that trial trained by the engine inside a vmapped group of three."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import conftest
+import jaxtransfer as jt
+from jaxtransfer import data as data_lib
+from jaxtransfer import engine as engine_lib
+from jaxtransfer import optim
+from jaxtransfer import program as program_lib
+from jaxtransfer import step as step_lib
+from jaxtransfer import trials as trials_lib
+from jaxtransfer.batching import trim_padding
+
+
+@pytest.fixture(scope='module')
+def setup(tiny_model_dir, tmp_path_factory):
+  pre = jt.load_pretrained(str(tiny_model_dir))
+  task_data = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32,
+                                      cache_dir=str(tmp_path_factory.mktemp('cache')))
+  return pre, task_data
+
+
+def test_engine_trial_equals_a_python_loop_over_train_step(setup, tmp_path):
+  pre, task_data = setup
+  program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers,
+                                frozen_blocks=1, train_embeddings=False)
+  cfg = optim.OptimConfig(weight_decay=0.01, warmup_steps=2)
+  steps, batch_size, lr = 7, 8, 2e-3
+  spec = engine_lib.RunSpec(experiment='test', model='tiny', task=task_data.task,
+                            workdir=str(tmp_path), batch_size=batch_size, learning_rate=lr,
+                            num_train_steps=steps, optim=cfg, log_every=3, checkpoint_every=0)
+  hooks = conftest.CaptureHooks()
+  train = task_data.train.as_dict()
+  eng = engine_lib.Engine(spec, pre.params, train, {k: v.as_dict() for k, v in task_data.dev.items()}, hooks=hooks)
+  eng.run([engine_lib.Trial(s, 100, {}, program) for s in (1, 2, 3)])
+  engine_train = hooks.got['n100-s2'][1].train
+
+  # Trial 2 alone: its arrays, its batches, the step functions and nothing else.
+  data = {k: jnp.asarray(v) for k, v in trim_padding(train).items()}
+  idx, w = trials_lib.trial_batches(2, len(train['labels']), 100, batch_size, steps)
+  arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
+  arrays.update(seed=jnp.int32(2), lr=jnp.float32(lr))
+  step = step_lib.Step(program, cfg, steps)
+  state, frozen = jax.jit(lambda p: step_lib.init_state(step, p, arrays))(pre.params)
+  one = jax.jit(lambda st, b, w, i: step_lib.train_step(step, st, frozen, b, w, arrays, i))
+  for i in range(steps):
+    batch = jax.tree.map(lambda a: a[idx[i]], data)
+    state, metrics = one(state, batch, jnp.asarray(w[i]), i)
+    assert np.isfinite(float(metrics['loss']))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+               jax.device_get(state['train']), engine_train)
+  # And it trained: the tuned blocks moved from the pretrained ones.
+  moved = jax.tree.map(lambda a, b: float(np.abs(a - b[1:]).max()), engine_train['blocks'],
+                       pre.params['blocks'])
+  assert max(jax.tree.leaves(moved)) > 1e-4
+
+
+def test_an_undeclared_parameter_group_is_an_error_not_silently_trained(setup):
+  pre, _ = setup
+  program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers)
+  assert program.is_trainable(('head', 'classifier', 'kernel'))
+  with pytest.raises(ValueError, match="parameter group 'lora'"):
+    program.is_trainable(('lora', 'query', 'a'))
+  assert set(program_lib.GROUPS) >= {'embeddings', 'blocks_frozen', 'blocks', 'adapters',
+                                     'mask_scores', 'pooler', 'head'}
