@@ -38,7 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every = 0                 # steps; 0 = once, after the last step
   c.select_best = False            # report the best periodic evaluation (by the task's metric)
   # Running.
-  c.trials_per_program = 0         # trials per compiled group; 0 = as many as fit in memory
+  c.trials_per_program = 0         # trials per compiled group; 0 = 1 on CPU, else as many as fit
+  c.pad_to_multiple_of = 16        # each step padded to its longest row, rounded up; 0 = full width
+  c.group_by_length = False        # HF's length-grouped sampling (changes the data order)
   c.log_every = 20                 # steps between log lines / progress updates
   c.checkpoint_every = 500         # steps between checkpoints of the group in flight (and SIGTERM)
   c.export_model = False           # write models/<trial_id>/ in HF format

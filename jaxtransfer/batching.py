@@ -35,3 +35,32 @@ def by_length(mask: np.ndarray, batch_size: int, rows=None, multiple: int = 16):
   for lo in range(0, len(order), batch_size):
     idx = order[lo:lo + batch_size]
     yield idx, bucket_width(int(mask[idx].sum(1).max()), multiple, mask.shape[1])
+
+
+def step_widths(lengths: np.ndarray, batch_idx: np.ndarray, batch_w: np.ndarray, multiple: int,
+                max_width: int) -> tuple[np.ndarray, float]:
+  """The padded width of every training step of a group, and the padding efficiency.
+
+  `batch_idx`/`batch_w` are the group's (T, steps, B) batches; a step's width is the bucket that
+  covers its longest real row over all T trials (weight-0 rows are padding and do not count).
+  Padding efficiency = real tokens / computed tokens (T x B x width summed over steps).
+  """
+  real = np.where(batch_w > 0, lengths[batch_idx], 0)
+  widths = np.array([bucket_width(int(n), multiple, max_width) for n in real.max(axis=(0, 2))],
+                    np.int32)
+  computed = real.shape[0] * real.shape[2] * int(widths.sum())
+  return widths, float(real.sum()) / max(computed, 1)
+
+
+def sorted_by_length(data: dict[str, np.ndarray], batch_size: int, multiple: int):
+  """For evaluation: (the rows sorted by length, the permutation, the width of each batch of
+  `batch_size` sorted rows). Sorting changes no prediction and groups short rows together."""
+  if 'attention_mask' not in data:
+    n = len(data['labels'])
+    return data, np.arange(n), [None] * -(-n // batch_size)
+  lengths = data['attention_mask'].sum(1)
+  order = np.argsort(lengths, kind='stable')
+  out = {k: v[order] for k, v in data.items()}
+  longest = [int(lengths[order[lo:lo + batch_size]].max()) for lo in range(0, len(order), batch_size)]
+  max_width = data['attention_mask'].shape[1]
+  return out, order, [bucket_width(n, multiple, max_width) for n in longest]

@@ -1,8 +1,9 @@
 """The pure step (step.py) as programs over a group of trials: vmapped over the trial axis, jitted
 with explicit shardings (trials sharded over every device, shared data replicated) and donation.
 
-One `GroupFunctions` per (program, step count); the training chunk is compiled ahead of time once
-per trial count, so compile time is measured apart and `memory_analysis()` is available.
+One `GroupFunctions` per (program, step count). Token batches are cut to a static width per call
+(length buckets, see batching.py): the training chunk is compiled ahead of time once per (trial
+count, width), so compile time is measured apart and `memory_analysis()` is available.
 """
 
 from __future__ import annotations
@@ -37,15 +38,21 @@ def init_trial(step: step_lib.Step, pretrained, arrays):
   return {**state, **fresh_stats()}
 
 
-def train_chunk_trial(step: step_lib.Step, state, frozen_shared, arrays, data, start, stop):
+def take_rows(data, idx, width: int | None):
+  """Rows `idx` of the (replicated, device-resident) data, token arrays cut to `width` columns."""
+  return {k: (a[idx][:, :width] if width and a.ndim == 2 else a[idx]) for k, a in data.items()}
+
+
+def train_chunk_trial(step: step_lib.Step, state, frozen_shared, arrays, data, start, stop, reset,
+                      width: int | None):
   """Steps [start, stop) of one trial in a device-side loop; batches are gathered on device from
-  the replicated training data by the trial's `batch_idx`. Non-finite losses are recorded (the
-  first bad step), not summed."""
+  the replicated training data by the trial's `batch_idx`. The running sums start over when
+  `reset`; non-finite losses are recorded (the first bad step), not summed."""
   frozen = _frozen(state, frozen_shared)
 
   def body(i, st):
     idx, w = arrays['batch_idx'][i], arrays['batch_w'][i]
-    batch = jax.tree.map(lambda a: a[idx], data)
+    batch = take_rows(data, idx, width)
     new, m = step_lib.train_step(step, st, frozen, batch, w, arrays, i)
     finite = jnp.isfinite(m['loss'])
     return {**new,
@@ -54,7 +61,9 @@ def train_chunk_trial(step: step_lib.Step, state, frozen_shared, arrays, data, s
             'gnorm_sum': st['gnorm_sum'] + jnp.where(finite, m['grad_norm'], 0.0),
             'count': st['count'] + 1}
 
-  return jax.lax.fori_loop(start, stop, body, {**state, **fresh_stats(state['bad_step'])})
+  fresh = fresh_stats(state['bad_step'])
+  stats = {k: jnp.where(reset, fresh[k], state[k]) for k in STATS}
+  return jax.lax.fori_loop(start, stop, body, {**state, **stats})
 
 
 class GroupFunctions:
@@ -68,29 +77,35 @@ class GroupFunctions:
     self.init = jax.jit(jax.vmap(lambda p, a: init_trial(step, p, a), in_axes=(None, 0)),
                         out_shardings=trial)
     self.shared_frozen = jax.jit(lambda p: step_lib.shared_frozen(program, p), out_shardings=rep)
-    self.train = jax.jit(
-        jax.vmap(lambda s, f, a, d, i, j: train_chunk_trial(step, s, f, a, d, i, j),
-                 in_axes=(0, None, 0, None, None, None)),
-        donate_argnums=(0,), in_shardings=(trial, rep, trial, rep, None, None),
-        out_shardings=trial)
 
-    def predict(state, frozen_shared, arrays, dev, start):
-      chunk = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, eval_batch_size), dev)
+    def train(state, frozen_shared, arrays, data, start, stop, reset, width):
+      one = lambda s, a: train_chunk_trial(step, s, frozen_shared, a, data, start, stop, reset,
+                                           width)
+      return jax.vmap(one)(state, arrays)
+
+    self.train = jax.jit(train, static_argnums=(7,), donate_argnums=(0,),
+                         in_shardings=(trial, rep, trial, rep, None, None, None),
+                         out_shardings=trial)
+
+    def predict(state, frozen_shared, arrays, dev, start, width):
+      rows = start + jnp.arange(eval_batch_size)
+      chunk = take_rows(dev, rows, width)
       return jax.vmap(lambda s, a: step_lib.eval_logits(program, s, _frozen(s, frozen_shared),
                                                         chunk, a))(state, arrays)
 
-    self.predict = jax.jit(predict, in_shardings=(trial, rep, trial, rep, None),
-                           out_shardings=trial)
+    self.predict = jax.jit(predict, static_argnums=(5,),
+                           in_shardings=(trial, rep, trial, rep, None), out_shardings=trial)
     self.report = jax.jit(
         vmap_trials(lambda s, f, a: step_lib.report(program, s, _frozen(s, f), a)),
         in_shardings=(trial, rep, trial), out_shardings=trial)
-    self._train_compiled: dict[int, Any] = {}
+    self._train_compiled: dict[tuple, Any] = {}
 
-  def compiled_train(self, state, frozen_shared, arrays, data):
-    """The training chunk compiled ahead of time for this trial count (None: already compiled)."""
-    n = jax.tree.leaves(arrays)[0].shape[0]
-    if n in self._train_compiled:
-      return self._train_compiled[n], False
-    exe = self.train.lower(state, frozen_shared, arrays, data, jnp.int32(0), jnp.int32(1)).compile()
-    self._train_compiled[n] = exe
+  def compiled_train(self, state, frozen_shared, arrays, data, width: int | None):
+    """(executable, newly compiled?) of the training chunk for this trial count and width."""
+    key = (jax.tree.leaves(arrays)[0].shape[0], width)
+    if key in self._train_compiled:
+      return self._train_compiled[key], False
+    exe = self.train.lower(state, frozen_shared, arrays, data, jnp.int32(0), jnp.int32(1),
+                           jnp.bool_(True), width).compile()
+    self._train_compiled[key] = exe
     return exe, True

@@ -8,7 +8,10 @@ group, so a re-run of the same command skips them and resumes the group in fligh
 checkpoint. A study adds per-trial metrics and side files through `TrialHooks`.
 
 A group runs in four phases: restore-or-init, the training loop (progress, TensorBoard, periodic
-evals, checkpoints), the final evaluation, and the records.
+evals, checkpoints), the final evaluation, and the records. Each step's batch is padded only to the
+length bucket covering its longest row (batching.py), with one compiled step per width. The loop
+runs in chunks of at most ~half a second (or one step, when a step takes longer), so SIGINT or
+SIGTERM checkpoints the group within one step and the run ends with `Preempted`.
 """
 
 from __future__ import annotations
@@ -26,20 +29,25 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from jaxtransfer import batching
 from jaxtransfer import distributed as dist
-from jaxtransfer import metrics as metrics_lib
+from jaxtransfer import outcomes
 from jaxtransfer import results
 from jaxtransfer import step as step_lib
 from jaxtransfer import trials as trials_lib
-from jaxtransfer.batching import trim_padding
 from jaxtransfer.checkpoints import GroupCheckpoints
 from jaxtransfer.compiled import GroupFunctions
+from jaxtransfer.evaluation import DevSets
 from jaxtransfer.errors import UserError
 from jaxtransfer.progress import Progress
 from jaxtransfer.tensorboard import SummaryWriter
 from jaxtransfer.trials import Group, Preempted, RunSpec, Trial, TrialHooks, TrialParams  # noqa: F401
 
 Arrays = dict[str, Any]
+
+
+CHUNK_SECONDS = 0.5  # the longest a device-side chunk of steps runs before the host looks again
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclasses.dataclass
@@ -57,6 +65,8 @@ class _GroupRun:
   meta: dict = dataclasses.field(default_factory=lambda: {'step': 0, 'evals': []})
   compile_s: float = 0.0
   last_loss: np.ndarray | None = None
+  widths: np.ndarray | None = None  # padded width of every step (None: no token data)
+  t0: float = 0.0
 
   @property
   def n_real(self) -> int:
@@ -75,14 +85,18 @@ class Engine:
                after_group: Callable[[], None] | None = None):
     self.spec = spec
     self.pretrained = pretrained
-    self.train_data = trim_padding(train_data)
-    self.dev_data = {k: trim_padding(v) for k, v in dev_data.items()}
+    self.train_data = batching.trim_padding(train_data)
+    self.dev_data = {k: batching.trim_padding(v) for k, v in dev_data.items()}
     self.hooks = hooks
     self.after_group = after_group  # e.g. upload a remote workdir's mirror
     self.mesh = dist.trial_mesh()
+    self.dev_sets = DevSets(self.dev_data, spec.task, spec.eval_batch_size, spec.pad_to_multiple_of,
+                            self.mesh)
     self.n_dev = len(jax.devices())
     self.records_path = os.path.join(spec.workdir, 'trials.jsonl')
     self.chunk_times: list[tuple[int, int, float]] = []  # (trials, steps, seconds) per chunk
+    self._lengths = (self.train_data['attention_mask'].sum(1)
+                     if 'attention_mask' in self.train_data else None)
     self._stop = False
     self._functions: dict[Any, GroupFunctions] = {}
     self._device_cache: dict[str, Any] = {}
@@ -101,12 +115,17 @@ class Engine:
     logging.info('%d trials to run in %d compiled group(s), %d trial-steps.', len(pending),
                  len(groups), total)
     progress = Progress(total, len(trials), len(trials) - len(pending))
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, self._on_sigterm)
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+      signal.signal(s, self._on_signal)
     try:
       for i, group in enumerate(groups):
+        if self._stop:
+          raise Preempted(f'Stopped before group {i + 1} of {len(groups)}; '
+                          f'{progress.done} of {len(trials)} trials are finished in '
+                          f'{self.records_path}.')
         logging.info('Group %d/%d (%s): %d trials x %d steps, program %s', i + 1, len(groups),
-                     group.group_id, len(group.trials), group.steps, _describe(group.program))
+                     group.group_id, len(group.trials), group.steps, trials_lib.describe(group.program))
         records = self._run_group(group, progress)
         if dist.is_main():
           results.append_records(self.records_path, records)
@@ -116,7 +135,8 @@ class Engine:
           self.after_group()
         progress.trials_done(len(records))
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      for s, handler in previous.items():
+        signal.signal(s, handler)
       progress.close()
     wanted = set(ids)
     return [r for r in results.read_records(self.records_path) if r['trial_id'] in wanted]
@@ -125,9 +145,13 @@ class Engine:
     return self.spec.num_steps(trial.train_size or len(self.train_data['labels']))
 
   def max_per_group(self, program) -> int:
-    """Trials per compiled group: `trials_per_program`, else as many as fit in device memory."""
+    """Trials per compiled group: `trials_per_program`; else 1 per device on CPU (vmapping trials
+    buys no throughput on a compute-bound CPU and multiplies memory); else as many as fit in device
+    memory by the estimate (checked against the compiled program when the group starts)."""
     if self.spec.trials_per_program > 0:
       return self.spec.trials_per_program
+    if jax.devices()[0].platform == 'cpu':
+      return self.n_dev
     seq = self.train_data['input_ids'].shape[1] if 'input_ids' in self.train_data else 1
     per_trial = trials_lib.estimate_trial_bytes(program, self.pretrained, self.spec.batch_size, seq)
     fit = int(0.6 * trials_lib.device_memory_bytes() // max(per_trial, 1)) * self.n_dev
@@ -143,8 +167,9 @@ class Engine:
 
   def group_arrays(self, group: Group) -> Arrays:
     """The group's per-trial arrays (host numpy), padded to a multiple of the device count."""
+    lengths = self._lengths if self.spec.group_by_length else None
     return trials_lib.stack_arrays(group, len(self.train_data['labels']), self.spec.batch_size,
-                                   self.spec.learning_rate, self.n_dev)
+                                   self.spec.learning_rate, self.n_dev, lengths)
 
   def on_device(self, name: str, make: Callable[[], Any]):
     """Replicated device copy of shared data ('train', 'pretrained', ...), made once per engine."""
@@ -175,10 +200,13 @@ class Engine:
                    len(trials), self.records_path)
     return pending
 
-  def _on_sigterm(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM: checkpointing the group in flight at the next step boundary.')
+  def _on_signal(self, signum, frame):
+    del frame
+    if self._stop and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C: abort now, without the checkpoint
     self._stop = True
+    logging.warning('%s: checkpointing the group in flight after the current step (Ctrl-C again '
+                    'aborts at once).', signal.Signals(signum).name)
 
   def _checkpoints(self, group: Group) -> GroupCheckpoints:
     root = self.spec.checkpoint_dir or os.path.abspath(os.path.join(self.spec.workdir,
@@ -188,13 +216,12 @@ class Engine:
   # --------------------------------------------------------------------- one group
 
   def _run_group(self, group: Group, progress: Progress) -> list[dict]:
-    t0 = time.time()
     run = self._start_group(group, progress)
     self._train(run, progress)
     final = self._evaluate(run)
     run.meta['evals'].append({'step': group.steps, 'metrics': final})
     self._log_eval(run, final, group.steps)
-    records = self._records(run, final, time.time() - t0)
+    records = self._records(run, final, self._wall(run))
     self._trial_outputs(run, records)
     if run.writer:
       run.writer.close()
@@ -210,7 +237,15 @@ class Engine:
         fns.shared_frozen(pretrained) if group.program.shares_frozen else {},
         self._checkpoints(group),
         SummaryWriter(os.path.join(self.spec.workdir, 'tensorboard', group.group_id))
-        if dist.is_main() else None)
+        if dist.is_main() else None, t0=time.time())
+    run.meta['wall_s'] = 0.0
+    if self._lengths is not None:
+      n, width = len(group.trials), self.train_data['input_ids'].shape[1]
+      run.widths, efficiency = batching.step_widths(
+          self._lengths, arrays_np['batch_idx'][:n], arrays_np['batch_w'][:n],
+          self.spec.pad_to_multiple_of or width, width)
+      logging.info('Length buckets: step widths %s; %.0f%% of the computed tokens are real.',
+                   sorted(set(run.widths.tolist())), 100 * efficiency)
     if run.ckpt.latest_step() is not None:
       abstract = jax.eval_shape(fns.init, pretrained, run.arrays)
       run.state, run.meta = run.ckpt.restore(abstract, dist.trial_sharding(self.mesh))
@@ -221,79 +256,94 @@ class Engine:
       run.state = fns.init(pretrained, run.arrays)
     return run
 
+  def _wall(self, run: _GroupRun) -> float:
+    """Seconds this group has run, over every attempt (a resumed group adds its earlier ones)."""
+    return run.meta.get('wall_s', 0.0) + time.time() - run.t0
+
   def _train(self, run: _GroupRun, progress: Progress) -> None:
-    """Chunks of steps between log / eval / checkpoint boundaries, each one device-side loop."""
-    spec, steps = self.spec, run.group.steps
+    """Device-side chunks of steps of one width, at most ~CHUNK_SECONDS long, cut at log / eval /
+    checkpoint boundaries; after each chunk the host logs, evaluates, checkpoints or stops."""
     data = self.on_device('train', lambda: self.train_data)
-    step = run.start
-    while step < steps:
-      stop = self._next_stop(step, steps)
-      tc = time.time()
-      exe, fresh = run.fns.compiled_train(run.state, run.frozen_shared, run.arrays, data)
-      if fresh:
-        run.compile_s = time.time() - tc
-        logging.info('Compiled the training step for %d trials in %.1f s.',
-                     run.arrays_np['seed'].shape[0], run.compile_s)
+    step, step_s, since_log = run.start, None, []
+    while step < run.group.steps:
+      stop = self._next_stop(run, step, step_s)
+      width = None if run.widths is None else int(run.widths[step])
+      exe = self._train_executable(run, data, width)
       ts = time.time()
       run.state = exe(run.state, run.frozen_shared, run.arrays, data, jnp.int32(step),
-                      jnp.int32(stop))
-      stats = dist.gather({k: run.state[k] for k in ('loss_sum', 'gnorm_sum', 'count')})
+                      jnp.int32(stop), jnp.bool_(not since_log))
+      jax.block_until_ready(run.state['count'])
       dt = time.time() - ts
+      step_s = dt / (stop - step)
       self.chunk_times.append((run.n_real, stop - step, dt))
-      self._log_chunk(run, progress, stats, step, stop, dt)
+      progress.advance((stop - step) * run.n_real)
+      since_log.append((stop - step, dt))
       step = stop
-      if spec.eval_every and step % spec.eval_every == 0 and step < steps:
-        ev = self._evaluate(run)
-        run.meta['evals'].append({'step': step, 'metrics': ev})
-        self._log_eval(run, ev, step)
-      if self._stop or (spec.checkpoint_every and step % spec.checkpoint_every == 0
-                        and step < steps):
-        run.meta['step'] = step
-        run.ckpt.save(step, run.state, run.meta)
-        if self._stop:
-          run.ckpt.close()
-          raise Preempted(f'Checkpointed group {run.group.group_id} at step {step}.')
+      if step == run.group.steps or step % max(1, self.spec.log_every) == 0:
+        self._log_train(run, progress, since_log, step)
+        since_log = []
+      self._after_chunk(run, step)
     run.ckpt.close()
 
-  def _log_chunk(self, run: _GroupRun, progress: Progress, stats, step: int, stop: int,
-                 dt: float) -> None:
+  def _train_executable(self, run: _GroupRun, data, width: int | None):
+    tc = time.time()
+    exe, fresh = run.fns.compiled_train(run.state, run.frozen_shared, run.arrays, data, width)
+    if fresh:
+      first = not run.compile_s
+      run.compile_s += time.time() - tc
+      if first:
+        logging.info('Compiled the training step for %d trials in %.1f s.',
+                     run.arrays_np['seed'].shape[0], time.time() - tc)
+      else:
+        logging.info('Compiled width %s in %.1f s.', width, time.time() - tc)
+    return exe
+
+  def _after_chunk(self, run: _GroupRun, step: int) -> None:
+    """Periodic evaluation and checkpoint at their boundaries; on a signal, checkpoint and stop."""
+    spec, steps = self.spec, run.group.steps
+    if spec.eval_every and step % spec.eval_every == 0 and step < steps:
+      ev = self._evaluate(run)
+      run.meta['evals'].append({'step': step, 'metrics': ev})
+      self._log_eval(run, ev, step)
+    stop_now = self._stop and step < steps
+    if stop_now or (spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < steps):
+      run.ckpt.save(step, run.state, {**run.meta, 'step': step, 'wall_s': self._wall(run)})
+      if stop_now:
+        run.ckpt.close()
+        raise Preempted(f'Checkpointed group {run.group.group_id} ({run.n_real} trials) at step '
+                        f'{step} of {steps} in {run.ckpt.root}.')
+
+  def _log_train(self, run: _GroupRun, progress: Progress, since_log, step: int) -> None:
+    stats = dist.gather({k: run.state[k] for k in ('loss_sum', 'gnorm_sum', 'count')})
     n = np.maximum(stats['count'][:run.n_real], 1)
     loss = stats['loss_sum'][:run.n_real] / n
     gnorm = stats['gnorm_sum'][:run.n_real] / n
     run.last_loss = loss
-    progress.advance((stop - step) * run.n_real, loss=float(np.nanmean(loss)))
+    progress.advance(0, loss=float(np.nanmean(loss)))
+    k, dt = sum(c for c, _ in since_log), sum(t for _, t in since_log)
     logging.info('step %d/%d  loss %.4f  grad-norm %.3f  %.2f steps/s  %.0f examples/s (%d trials)',
-                 stop, run.group.steps, np.nanmean(loss), np.nanmean(gnorm), (stop - step) / dt,
-                 (stop - step) * self.spec.batch_size * run.n_real / dt, run.n_real)
+                 step, run.group.steps, np.nanmean(loss), np.nanmean(gnorm), k / dt,
+                 k * self.spec.batch_size * run.n_real / dt, run.n_real)
     if run.writer:
       for tid, l, g in zip(run.ids, loss, gnorm):
         run.writer.scalars({f'train/loss/{tid}': float(l), f'train/grad_norm/{tid}': float(g)},
-                           stop)
+                           step)
 
-  def _next_stop(self, step: int, steps: int) -> int:
-    """The next chunk boundary: log, eval or checkpoint step, or the end."""
-    bounds = [steps, step + max(1, self.spec.log_every)]
-    for every in (self.spec.eval_every, self.spec.checkpoint_every):
+  def _next_stop(self, run: _GroupRun, step: int, step_s: float | None) -> int:
+    """The end of the next chunk: a log, eval or checkpoint boundary, the end of this width's run
+    of steps, the chunk time budget (one step until a step has been timed), or the last step."""
+    steps, spec = run.group.steps, self.spec
+    bounds = [steps, step + (1 if step_s is None else max(1, int(CHUNK_SECONDS / step_s)))]
+    for every in (max(1, spec.log_every), spec.eval_every, spec.checkpoint_every):
       if every:
         bounds.append((step // every + 1) * every)
+    if run.widths is not None:
+      other = np.flatnonzero(run.widths[step:] != run.widths[step])
+      bounds.append(step + int(other[0]) if len(other) else steps)
     return min(bounds)
 
   def _evaluate(self, run: _GroupRun) -> list[dict[str, float]]:
-    """Metrics per trial over every dev split (MNLI: matched and mismatched)."""
-    per_trial: list[dict[str, float]] = [{} for _ in range(run.n_real)]
-    e = self.spec.eval_batch_size
-    for suffix, dev in self.dev_data.items():
-      n = len(dev['labels'])
-      # Padded to a whole number of eval batches (the padding rows' outputs are dropped).
-      dev_dev = self.on_device(f'dev{suffix}', lambda: {
-          k: np.concatenate([v, np.repeat(v[:1], -n % e, axis=0)]) for k, v in dev.items()})
-      outs = [dist.gather(run.fns.predict(run.state, run.frozen_shared, run.arrays, dev_dev,
-                                          jnp.int32(s))) for s in range(0, n, e)]
-      outs = np.concatenate(outs, axis=1)[:run.n_real, :n]
-      for i in range(run.n_real):
-        per_trial[i].update(metrics_lib.compute_metrics(self.spec.task, outs[i], dev['labels'],
-                                                        suffix=suffix))
-    return per_trial
+    return self.dev_sets.evaluate(run.fns, run.state, run.frozen_shared, run.arrays, run.n_real)
 
   def _log_eval(self, run: _GroupRun, ev, step: int) -> None:
     primary = self.spec.task.primary_metric
@@ -306,63 +356,19 @@ class Engine:
 
   # --------------------------------------------------------------------- records
 
-  def _chosen_eval(self, run: _GroupRun, final, i: int) -> tuple[dict, int]:
-    """Trial i's reported metrics and their step: the last eval, or the best with select_best."""
-    steps = run.group.steps
-    if not (self.spec.select_best and len(run.meta['evals']) > 1):
-      return final[i], steps
-    primary = self.spec.task.primary_metric
-    scored = [(e['metrics'][i].get(primary, -np.inf), e['step']) for e in run.meta['evals']]
-    _, best = max(scored, key=lambda x: (np.nan_to_num(x[0], nan=-np.inf), -x[1]))
-    return next(e['metrics'][i] for e in run.meta['evals'] if e['step'] == best), best
-
   def _records(self, run: _GroupRun, final, wall: float) -> list[dict]:
     extra = dist.gather(run.fns.report(run.state, run.frozen_shared, run.arrays))
     bad = dist.gather(run.state['bad_step'])[:run.n_real]
-    records = []
-    for i, t in enumerate(run.group.trials):
-      chosen, best_step = self._chosen_eval(run, final, i)
-      m = {**chosen, **{k: float(v[i]) for k, v in extra.items()}}
-      failed = bad[i] >= 0
-      records.append({
-          'trial_id': t.trial_id, 'experiment': self.spec.experiment, 'task': self.spec.task.name,
-          'model': self.spec.model, 'seed': t.seed, 'train_size': t.train_size,
-          'setting': t.setting, 'metrics': {} if failed else m,
-          'status': 'failed' if failed else 'ok',
-          'error': f'loss became non-finite (nan/inf) at step {int(bad[i])}' if failed else None,
-          'steps': run.group.steps,
-          'train_loss': float(run.last_loss[i]) if run.last_loss is not None else None,
-          'wall_s': round(wall, 2), 'compile_s': round(run.compile_s, 2),
-          'group': run.group.group_id, 'group_trials': run.n_real,
-          **({'best_step': best_step} if self.spec.select_best else {}),
-      })
-      if failed:
-        logging.warning('Trial %s failed: %s', t.trial_id, records[-1]['error'])
-    return records
+    return outcomes.build_records(self.spec, run.group, final, run.meta['evals'], extra, bad,
+                                  run.last_loss, wall, run.compile_s)
 
   def _trial_outputs(self, run: _GroupRun, records: list[dict]) -> None:
     """The study's per-trial metrics (merged into the records) and side files."""
     if self.hooks is None:
       return
-    with_params = self.hooks.uses_params(run.group.program)
-    if with_params:
+    params = None
+    if self.hooks.uses_params(run.group.program):
       host = dist.gather({k: run.state[k] for k in ('train', 'frozen') if k in run.state})
-      frozen_host = dist.gather(run.frozen_shared) if 'frozen' not in host else None
-    for i, (t, record) in enumerate(zip(run.group.trials, records)):
-      if record['status'] != 'ok':
-        continue
-      params = None
-      if with_params:
-        take = lambda tree: jax.tree.map(lambda a: a[i], tree)
-        params = TrialParams(take(host['train']),
-                             frozen_host if frozen_host is not None else take(host['frozen']),
-                             {k: v[i] for k, v in run.arrays_np.items()})
-      record['metrics'].update(self.hooks.metrics(t, params))
-      if params is not None and dist.is_main():
-        self.hooks.write_outputs(t, params)
-
-
-def _describe(program) -> str:
-  fields = getattr(program, '__dataclass_fields__', {})
-  skip = {'encoder'}
-  return ', '.join(f'{k}={getattr(program, k)!r}' for k in fields if k not in skip) or repr(program)
+      shared = dist.gather(run.frozen_shared) if 'frozen' not in host else None
+      params = outcomes.TrialParamsOf(host, shared, run.arrays_np)
+    outcomes.apply_hooks(self.hooks, run.group.trials, records, params)

@@ -3,11 +3,14 @@
   python -m jaxtransfer.main --config=configs/reinit.py --workdir=results/reinit \
       [--config.<key>=<value> ...]
 
-Exit codes: 0 success, 2 bad input (one paragraph on stderr, no traceback), 1 anything else.
+Exit codes: 0 success, 2 bad input (one paragraph on stderr, no traceback), 75 interrupted by
+SIGINT (Ctrl-C) or SIGTERM after checkpointing (re-run the same command to resume), 130 aborted by
+a second Ctrl-C, 1 anything else.
 """
 
 import os
 import re
+import shlex
 import sys
 import textwrap
 
@@ -31,6 +34,20 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 flags.DEFINE_string('workdir', None,
                     'Output directory (resumable). Default: results/<experiment>-<task>-<model>-<date>.')
+
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: nothing is wrong, run it again
+
+
+def _resume_command() -> str:
+  """The command line to run again; the workdir made explicit (its default holds today's date)."""
+  args = sys.argv[1:]
+  if FLAGS.workdir is None:
+    from jaxtransfer import workdir as workdir_lib
+    active = workdir_lib.current()
+    if active is not None:
+      args = args + [f'--workdir={active.path}']
+  return 'python -m jaxtransfer.main ' + shlex.join(args)
 
 
 def _bad_input(message: str) -> None:
@@ -77,11 +94,21 @@ def main(argv):
   from jaxtransfer import xla_flags
   xla_flags.set_defaults()  # before the first device is created
   from jaxtransfer import train  # heavy imports after flag parsing, so --help is fast
+  from jaxtransfer.trials import Preempted
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     logging.flush()
     _bad_input(str(e))
+  except Preempted as e:
+    logging.flush()
+    sys.stderr.write(f'Interrupted. {e} To resume, run the same command: {_resume_command()}\n')
+    sys.exit(EXIT_INTERRUPTED)
+  except KeyboardInterrupt:
+    logging.flush()
+    sys.stderr.write('Aborted by a second Ctrl-C. Finished trials are in trials.jsonl; the group in '
+                     'flight resumes from its last periodic checkpoint, if it had one.\n')
+    sys.exit(130)
 
 
 def run():

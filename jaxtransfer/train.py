@@ -31,6 +31,9 @@ def validate(config) -> None:
   for key in positive:
     if config[key] <= 0:
       raise UserError(f'{key}={config[key]} must be a positive integer (--config.{key}).')
+  if config.get('pad_to_multiple_of', 0) < 0:
+    raise UserError(f'pad_to_multiple_of={config.pad_to_multiple_of} must be >= 0 (0 pads every '
+                    'step to the longest example of the data; --config.pad_to_multiple_of).')
   if config.learning_rate <= 0:
     raise UserError(f'learning_rate={config.learning_rate} must be positive (--config.learning_rate).')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:

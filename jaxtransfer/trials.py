@@ -44,15 +44,17 @@ class RunSpec:
   select_best: bool = False     # report the best periodic evaluation instead of the last
   log_every: int = 20
   checkpoint_every: int = 500   # steps; also on SIGTERM
-  trials_per_program: int = 0   # 0 = as many as fit (estimated)
+  trials_per_program: int = 0   # 0 = 1 on CPU, else as many as fit in device memory
   checkpoint_dir: str = ''      # '' = <workdir>/checkpoints (a remote workdir checkpoints remotely)
+  pad_to_multiple_of: int = 16  # each step's batch padded to a multiple of this; 0 = the data's width
+  group_by_length: bool = False  # HF's length-grouped sampling (batches of similar lengths)
 
   @classmethod
   def from_config(cls, config, task: TaskSpec, workdir: str, **overrides) -> RunSpec:
     keys = ('experiment', 'model', 'batch_size', 'learning_rate', 'num_epochs', 'num_train_steps',
             'eval_batch_size', 'eval_every', 'select_best', 'log_every', 'checkpoint_every',
-            'trials_per_program')
-    kw = {k: config[k] for k in keys}
+            'trials_per_program', 'pad_to_multiple_of', 'group_by_length')
+    kw = {k: config[k] for k in keys if k in config}
     kw.update(task=task, workdir=workdir, optim=optim.OptimConfig.from_config(config))
     kw.update(overrides)
     return cls(**kw)
@@ -64,7 +66,8 @@ class RunSpec:
 
 
 class Preempted(Exception):
-  """SIGTERM arrived; the group in flight was checkpointed. Re-run the same command to resume."""
+  """SIGINT or SIGTERM arrived; the group in flight was checkpointed and every finished trial is in
+  trials.jsonl. Re-running the same command resumes."""
 
 
 @dataclasses.dataclass
@@ -119,12 +122,14 @@ def make_trial_id(setting: dict[str, Any], train_size: int, seed: int) -> str:
   return tid
 
 
-def trial_batches(seed: int, n_total: int, train_size: int, batch_size: int, steps: int):
+def trial_batches(seed: int, n_total: int, train_size: int, batch_size: int, steps: int,
+                  lengths: np.ndarray | None = None):
   """(steps, B) example indices and weights for one trial, a function of its seed alone.
 
   The seed draws the trial's own random subset of `train_size` examples (Tamkin et al.) and a fresh
   order each epoch. An epoch's last partial batch is padded with weight-0 examples, so the loss is
-  the mean over the real ones, as PyTorch's DataLoader gives.
+  the mean over the real ones, as PyTorch's DataLoader gives. With `lengths`, each epoch's order
+  is length-grouped as HF's `group_by_length` does (see `length_grouped`).
   """
   subset = trial_subset(seed, n_total, train_size)
   per_epoch = int(math.ceil(len(subset) / batch_size))
@@ -133,6 +138,8 @@ def trial_batches(seed: int, n_total: int, train_size: int, batch_size: int, ste
   epoch, step = 0, 0
   while step < steps:
     order = np.random.default_rng([seed, epoch]).permutation(subset)
+    if lengths is not None:
+      order = length_grouped(order, lengths, batch_size)
     for b in range(per_epoch):
       if step == steps:
         break
@@ -142,6 +149,20 @@ def trial_batches(seed: int, n_total: int, train_size: int, batch_size: int, ste
       step += 1
     epoch += 1
   return idx, w
+
+
+def length_grouped(order: np.ndarray, lengths: np.ndarray, batch_size: int,
+                   megabatch: int = 50) -> np.ndarray:
+  """HF's LengthGroupedSampler: the shuffled order cut into megabatches of 50 batches, each sorted
+  by length (longest first), so a batch holds similar lengths and pads little; the batch with the
+  longest example goes first, so running out of memory shows at once."""
+  size = megabatch * batch_size
+  chunks = [order[i:i + size] for i in range(0, len(order), size)]
+  chunks = [c[np.argsort(-lengths[c], kind='stable')] for c in chunks]
+  out = np.concatenate(chunks)
+  longest = max(range(0, len(out), size), key=lambda i: lengths[out[i]])
+  out[[0, longest]] = out[[longest, 0]]
+  return out
 
 
 def trial_subset(seed: int, n_total: int, train_size: int) -> np.ndarray:
@@ -179,7 +200,7 @@ def group_trials(trials: Sequence[Trial], steps_of: Callable[[Trial], int],
 
 
 def stack_arrays(group: Group, n_train: int, batch_size: int, learning_rate: float,
-                 multiple: int = 1) -> Arrays:
+                 multiple: int = 1, lengths: np.ndarray | None = None) -> Arrays:
   """Per-trial arrays of a group stacked on a leading trial axis, padded to a multiple of
   `multiple` (the device count) by repeating the first trial (whose extra results are dropped):
   the program's defaults overridden by the trial's arrays, `seed`, `lr`, and the trial's batches
@@ -195,7 +216,7 @@ def stack_arrays(group: Group, n_train: int, batch_size: int, learning_rate: flo
     a['seed'] = np.int32(t.seed)
     a['lr'] = np.float32(learning_rate if t.learning_rate is None else t.learning_rate)
     a['batch_idx'], a['batch_w'] = trial_batches(t.seed, n_train, t.train_size, batch_size,
-                                                 group.steps)
+                                                 group.steps, lengths)
     per.append(a)
   return {k: np.stack([a[k] for a in per]) for k in per[0]}
 
@@ -223,3 +244,10 @@ def device_memory_bytes() -> int:
   # CPU: a share of host memory (the devices of a forced multi-device CPU share it).
   phys = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
   return int(0.5 * phys / max(1, jax.local_device_count()))
+
+
+def describe(program) -> str:
+  """The program's fields for the log (the encoder config left out)."""
+  fields = getattr(program, '__dataclass_fields__', {})
+  skip = {'encoder'}
+  return ', '.join(f'{k}={getattr(program, k)!r}' for k in fields if k not in skip) or repr(program)

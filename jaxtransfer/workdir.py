@@ -98,6 +98,11 @@ def activate(path: str) -> Workdir:
   return _active
 
 
+def current() -> Workdir | None:
+  """The workdir of the run in progress in this process, if any."""
+  return _active
+
+
 def active(local: str) -> Workdir:
   """The run's Workdir whose mirror is `local` (a plain local Workdir outside main's flow)."""
   if _active is not None and os.path.abspath(_active.local) == os.path.abspath(local):

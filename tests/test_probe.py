@@ -65,7 +65,7 @@ def _engine(tmp_path, train_data, dev_data, steps, lr, captured=None):
   spec = engine_lib.RunSpec(experiment='probe', model='synthetic', task=data_lib.get_task('sst2'),
                             workdir=str(tmp_path), batch_size=8, learning_rate=lr,
                             num_train_steps=steps, log_every=steps, checkpoint_every=0,
-                            eval_batch_size=16)
+                            eval_batch_size=16, trials_per_program=64)
   hooks = None
   if captured is not None:
     hooks = conftest.CaptureHooks()

@@ -42,6 +42,7 @@ def _config(module, model_dir, cache, **overrides):
   c.num_train_steps = 3
   c.train_sizes = (100,)
   c.log_every = 3
+  c.trials_per_program = 64  # these tests check that a sweep is one vmapped group (CPU default: 1)
   for k, v in overrides.items():
     c[k] = v
   return c

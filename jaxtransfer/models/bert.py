@@ -92,6 +92,42 @@ class EncoderConfig:
     return _ACTIVATIONS[self.hidden_act]
 
 
+_MAX_TOKENS = 1 << 15  # token positions per row; an attention entry (q, k) is keyed q * this + k
+
+
+def token_keep_mask(rng, keep: float, shape, token_axes: tuple[int, ...]) -> jax.Array:
+  """Bernoulli(keep) mask of `shape` whose entry at each position depends only on `rng` and that
+  position's indices, never on the sizes along `token_axes`.
+
+  Batches are padded to a width that varies with their longest row (and, in a vmapped group, with
+  the other trials' rows): a mask drawn for the whole shape would change with that width and make
+  a trial's result depend on its neighbours. Each token position (or attention entry) gets its own
+  key instead, and the mask over the remaining axes is drawn from it.
+  """
+  sizes = [shape[a] for a in token_axes]
+  rest = tuple(n for a, n in enumerate(shape) if a not in token_axes)
+  grids = jnp.meshgrid(*[jnp.arange(n) for n in sizes], indexing='ij')
+  index = grids[0] if len(grids) == 1 else grids[0] * _MAX_TOKENS + grids[1]
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index.ravel())
+  mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, rest))(keys).reshape(*sizes, *rest)
+  order = list(token_axes) + [a for a in range(len(shape)) if a not in token_axes]
+  return jnp.transpose(mask, [order.index(a) for a in range(len(shape))])
+
+
+class TokenDropout(nn.Module):
+  """Inverted dropout (as nn.Dropout) with a mask that does not depend on the padded width."""
+  rate: float
+  token_axes: tuple[int, ...] = (1,)
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    if deterministic or self.rate == 0:
+      return x
+    keep = 1.0 - self.rate
+    mask = token_keep_mask(self.make_rng('dropout'), keep, x.shape, self.token_axes)
+    return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
 def _dense(config: EncoderConfig, features: int, name: str, dtype) -> nn.Dense:
   # HF's _init_weights: normal(0, initializer_range) weights, zero biases.
   return nn.Dense(features, name=name, dtype=dtype, param_dtype=jnp.float32,
@@ -124,7 +160,7 @@ class Embeddings(nn.Module):
          + embed(c.max_position_embeddings, 'position_embeddings')(positions)
          + embed(c.type_vocab_size, 'token_type_embeddings')(token_type_ids))
     x = _layer_norm(c, 'LayerNorm', self.dtype)(x)
-    return nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic)
+    return TokenDropout(c.hidden_dropout)(x, deterministic=deterministic)
 
 
 class Adapter(nn.Module):
@@ -175,16 +211,16 @@ class Block(nn.Module):
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(dt)
     # Softmax in fp32: bf16 logits lose the small differences attention depends on.
     probs = jax.nn.softmax(logits.astype(jnp.float32) + attention_bias, axis=-1).astype(dt)
-    probs = nn.Dropout(c.attention_dropout)(probs, deterministic=deterministic)
+    probs = TokenDropout(c.attention_dropout, (2, 3))(probs, deterministic=deterministic)
     ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(b, s, c.hidden_size)
     a = _dense(c, c.hidden_size, 'attention_output', dt)(ctx)
-    a = nn.Dropout(c.hidden_dropout)(a, deterministic=deterministic)
+    a = TokenDropout(c.hidden_dropout)(a, deterministic=deterministic)
     if self.adapter_size:
       a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
     x = _layer_norm(c, 'attention_ln', dt)(a + x)
     h = c.activation(_dense(c, c.intermediate_size, 'intermediate', dt)(x))
     o = _dense(c, c.hidden_size, 'output', dt)(h)
-    o = nn.Dropout(c.hidden_dropout)(o, deterministic=deterministic)
+    o = TokenDropout(c.hidden_dropout)(o, deterministic=deterministic)
     if self.adapter_size:
       o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
     return _layer_norm(c, 'output_ln', dt)(o + x)
