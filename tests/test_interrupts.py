@@ -68,7 +68,7 @@ def test_signal_checkpoints_mid_chunk_and_the_rerun_resumes(tiny_model_dir, tmp_
                             *_args(tiny_model_dir, work, cache, extra=extra)], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f'Restored group' in resumed.stderr and f'at step {saved[0]} of {steps}' in resumed.stderr
+  assert 'Restored group' in resumed.stderr and f'at step {saved[0]} of {steps}' in resumed.stderr
   ref = subprocess.run([sys.executable, '-m', 'jaxtransfer.main',
                         *_args(tiny_model_dir, tmp_path / 'ref', cache, extra=extra)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
