@@ -8,8 +8,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.experiment = 'finetune'
   # Model and data.
   c.model = 'bert-base-uncased'    # hub id, local HF directory, or minilm-l6 (packaged MiniLM)
-  c.task = 'sst2'                  # cola sst2 mrpc stsb qqp mnli qnli rte wnli
+  c.task = 'sst2'                  # cola sst2 mrpc stsb qqp mnli qnli rte wnli, or custom (below)
   c.data_dir = ''                  # GLUE-format root; '' = the hub (datasets); 'demo' = built-in set
+  # Your own data (task=custom): local files, the format following the extension (.csv; .tsv is
+  # tab-separated without quoting, as GLUE; .json/.jsonl; .parquet), or a hub dataset.
+  c.train_file = ''
+  c.dev_file = ''
+  c.dataset = ''                   # hub id instead of files, with its config and split names
+  c.dataset_config = ''
+  c.train_split = 'train'
+  c.dev_split = 'validation'
+  c.text_fields = 'text'           # one column, or two comma-separated: premise,hypothesis
+  c.label_field = 'label'          # strings/integers: classes (train split's, sorted); floats: scores
+  c.label_type = 'auto'            # auto, classification or regression
+  c.metric = 'auto'                # auto (accuracy; spearman for regression), f1, mcc, pearson, ...
   c.cache_dir = ''                 # tokenized data; '' = $JAXTRANSFER_CACHE or ~/.cache/jaxtransfer
   c.max_seq_length = 128
   # Trials: the grid seeds x train_sizes x the experiment's sweep keys.

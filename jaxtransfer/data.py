@@ -74,10 +74,14 @@ def get_task(name: str) -> TaskSpec:
   key = str(name).strip().lower()
   # Accept the common spellings 'sst-2', 'sts-b' and 'SST-2' for the canonical names.
   key = {'sst-2': 'sst2', 'sts-b': 'stsb'}.get(key, key)
+  if key == 'custom':  # Your own data: the task custom_data.register built from the config.
+    from jaxtransfer import custom_data  # pylint: disable=g-import-not-at-top
+    return custom_data.active().spec
   if key not in TASKS:
     raise UserError(
         f'Unknown task {name!r}. Valid tasks are: {", ".join(TASKS)}; set '
-        f'--config.task=<one of them>.')
+        f'--config.task=<one of them>, or --config.task=custom for your own data '
+        f'(--config.train_file/--config.dev_file or --config.dataset).')
   return TASKS[key]
 
 
@@ -315,12 +319,19 @@ class TaskData:
 
 def _load_split(task, data_dir, split, tokenizer, tokenizer_id, max_seq_length,
                 cache_dir) -> Encoded:
-  if data_dir:
+  if task.name == 'custom':
+    from jaxtransfer import custom_data  # pylint: disable=g-import-not-at-top
+    custom = custom_data.active()
+    source = custom.cache_source(split)
+    read = lambda: custom.examples[split]
+  elif data_dir:
     path = split_path(task, data_dir, split)
     st = path.stat()
     source = [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    read = lambda: read_split(task, data_dir, split)
   else:
     source = 'hub'
+    read = lambda: load_hub_split(task, split)
   key = {
       'version': _CACHE_VERSION,
       'tokenizer_id': str(tokenizer_id),
@@ -334,8 +345,7 @@ def _load_split(task, data_dir, split, tokenizer, tokenizer_id, max_seq_length,
   path = tokenized.cache_path(cache_dir, task, split, key)
   enc = tokenized.load_cached(path, max_seq_length)
   if enc is None:
-    examples = read_split(task, data_dir, split) if data_dir else load_hub_split(task, split)
-    enc = encode(examples, tokenizer, max_seq_length)
+    enc = encode(read(), tokenizer, max_seq_length)
     tokenized.save_cached(path, enc)
   return enc
 
@@ -351,7 +361,7 @@ def load_task_data(task_name: str,
   """Reads, tokenizes and caches a task's splits.
 
   Args:
-    task_name: GLUE task name ('rte', ...).
+    task_name: GLUE task name ('rte', ...), or 'custom' for the task custom_data.register built.
     data_dir: root of GLUE-format folders; '' or None = the hub; 'demo' = the packaged demo
       sentiment set (task sst2 only).
     tokenizer: a Hugging Face tokenizer.
@@ -366,7 +376,8 @@ def load_task_data(task_name: str,
   """
   task = get_task(task_name)
   cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
-  data_dir = str(data_dir or '').strip()
+  # task=custom reads the files or hub dataset it was registered with; data_dir is GLUE's.
+  data_dir = '' if task.name == 'custom' else str(data_dir or '').strip()
   if data_dir == 'demo':
     if task.name != 'sst2':
       raise UserError(

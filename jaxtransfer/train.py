@@ -9,6 +9,7 @@ import re
 
 from absl import logging
 
+from jaxtransfer import custom_data
 from jaxtransfer import data as data_lib
 from jaxtransfer import distributed as dist
 from jaxtransfer import experiments
@@ -26,7 +27,11 @@ def default_workdir(config) -> str:
 
 def validate(config) -> None:
   """Checks that need no model or data: fail in a second, not after loading BERT."""
-  data_lib.get_task(config.task)
+  if custom_data.is_custom(config.task):
+    custom_data.check_config(config)
+  else:
+    data_lib.get_task(config.task)
+    custom_data.check_unused(config)
   positive = ('batch_size', 'max_seq_length', 'eval_batch_size')
   for key in positive:
     if config[key] <= 0:
@@ -67,15 +72,39 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   exp = experiments.get(config.experiment)
   exp.resolve(config)
   validate(config)
+  # Your own data is read (and its columns and labels checked) before the model is loaded.
+  custom = custom_data.register(config) if custom_data.is_custom(config.task) else None
   wd = workdir_lib.activate(workdir or default_workdir(config))
   if dist.is_main():
     _write_config(config, wd.local)
+    if custom is not None:
+      _write_task(custom.info(), wd.local)
   logging.info('Experiment %s, model %s, task %s, workdir %s', config.experiment, config.model,
                config.task, wd.path)
   try:
     return exp.run(config, wd.local)
   finally:
     wd.push()
+
+
+TASK_JSON = 'task.json'  # task=custom: label names (class id order), columns, metrics, sources
+
+
+def _write_task(info: dict, workdir: str) -> None:
+  path = os.path.join(workdir, TASK_JSON)
+  if os.path.exists(path):
+    with open(path) as f:
+      try:
+        before = json.load(f)
+      except json.JSONDecodeError:
+        before = None
+    if before is not None and before != info:
+      changed = sorted(k for k in set(before) | set(info) if before.get(k) != info.get(k))
+      logging.warning('Your data differs from the data of the run already in %s (%s). Finished '
+                      'trials are kept, not rerun; use a new workdir to start over.', workdir,
+                      ', '.join(changed))
+  with files.atomic_write(path) as f:
+    json.dump(info, f, indent=2, sort_keys=True)
 
 
 def _write_config(config, workdir: str) -> None:
