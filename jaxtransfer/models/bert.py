@@ -1,14 +1,35 @@
-"""BERT/RoBERTa encoder in Flax with the L blocks stacked on a leading axis and applied by scan."""
+"""The pretrained encoders in Flax, with the L blocks stacked on a leading axis and applied by scan.
+
+Every family maps onto one parameter layout, so that the studies (reinit, permutation, freezing,
+masks, closeness, FLOP counts) address the same names in every model; what differs between
+families is a static field of `EncoderConfig`, read from the HF config in `from_hf`:
+
+  blocks (stacked, leading axis L)
+    query key value          attention projections
+    attention_output         attention output projection
+    attention_ln             LayerNorm after the attention residual
+    intermediate             first FFN matrix
+    output                   second FFN matrix
+    output_ln                LayerNorm after the FFN residual
+  embeddings
+    word_embeddings, position_embeddings, token_type_embeddings   (those the family has)
+    LayerNorm                the embedding LayerNorm
+    embeddings_project       ELECTRA, embedding_size != hidden_size: Linear after the LayerNorm
+  pooler                     what the classifier reads through (BERT's pooler; the family heads
+                             of models/heads.py)
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxtransfer.models import positions as pos_lib
+from jaxtransfer.models.blocks import Adapter, Block, _dense, _layer_norm  # noqa: F401
+from jaxtransfer.models.config import FAMILIES, EncoderConfig, activation  # noqa: F401
 
 Params = dict[str, Any]
 
@@ -16,95 +37,18 @@ Params = dict[str, Any]
 BLOCK_MATRICES = ('query', 'key', 'value', 'attention_output', 'intermediate', 'output')
 BLOCK_LAYER_NORMS = ('attention_ln', 'output_ln')
 
-_ACTIVATIONS = {
-    'gelu': functools.partial(jax.nn.gelu, approximate=False),  # HF "gelu" is the exact erf form
-    'gelu_new': functools.partial(jax.nn.gelu, approximate=True),
-    'gelu_pytorch_tanh': functools.partial(jax.nn.gelu, approximate=True),
-    'relu': jax.nn.relu,
-}
+
+# ----------------------------------------------------------------------------- embeddings
 
 
-@dataclasses.dataclass(frozen=True)
-class EncoderConfig:
-  """The architecture, read from an HF `config.json` (hashable: it is static in every jit)."""
-  vocab_size: int
-  hidden_size: int = 768
-  num_layers: int = 12
-  num_heads: int = 12
-  intermediate_size: int = 3072
-  max_position_embeddings: int = 512
-  type_vocab_size: int = 2
-  layer_norm_eps: float = 1e-12
-  hidden_act: str = 'gelu'
-  initializer_range: float = 0.02
-  hidden_dropout: float = 0.1
-  attention_dropout: float = 0.1
-  pad_token_id: int = 0
-  model_type: str = 'bert'  # 'bert' or 'roberta' (positions offset past the padding index)
-  has_pooler: bool = True
-
-  @classmethod
-  def from_hf(cls, hf: dict[str, Any], has_pooler: bool = True) -> EncoderConfig:
-    model_type = hf.get('model_type', 'bert')
-    if model_type in ('xlm-roberta', 'camembert'):
-      model_type = 'roberta'
-    return cls(
-        vocab_size=hf['vocab_size'],
-        hidden_size=hf['hidden_size'],
-        num_layers=hf['num_hidden_layers'],
-        num_heads=hf['num_attention_heads'],
-        intermediate_size=hf['intermediate_size'],
-        max_position_embeddings=hf.get('max_position_embeddings', 512),
-        type_vocab_size=hf.get('type_vocab_size', 2),
-        layer_norm_eps=hf.get('layer_norm_eps', 1e-12),
-        hidden_act=hf.get('hidden_act', 'gelu'),
-        initializer_range=hf.get('initializer_range', 0.02),
-        hidden_dropout=hf.get('hidden_dropout_prob', 0.1),
-        attention_dropout=hf.get('attention_probs_dropout_prob', 0.1),
-        pad_token_id=hf.get('pad_token_id', 0) or 0,
-        model_type=model_type,
-        has_pooler=has_pooler,
-    )
-
-  def to_hf(self) -> dict[str, Any]:
-    """The HF config keys this architecture determines (merged over the source config on export)."""
-    return {
-        'model_type': self.model_type,
-        'vocab_size': self.vocab_size,
-        'hidden_size': self.hidden_size,
-        'num_hidden_layers': self.num_layers,
-        'num_attention_heads': self.num_heads,
-        'intermediate_size': self.intermediate_size,
-        'max_position_embeddings': self.max_position_embeddings,
-        'type_vocab_size': self.type_vocab_size,
-        'layer_norm_eps': self.layer_norm_eps,
-        'hidden_act': self.hidden_act,
-        'initializer_range': self.initializer_range,
-        'hidden_dropout_prob': self.hidden_dropout,
-        'attention_probs_dropout_prob': self.attention_dropout,
-        'pad_token_id': self.pad_token_id,
-    }
-
-  @property
-  def activation(self):
-    if self.hidden_act not in _ACTIVATIONS:
-      raise ValueError(f'Unsupported hidden_act {self.hidden_act!r}; supported: {sorted(_ACTIVATIONS)}')
-    return _ACTIVATIONS[self.hidden_act]
-
-
-def _dense(config: EncoderConfig, features: int, name: str, dtype) -> nn.Dense:
-  # HF's _init_weights: normal(0, initializer_range) weights, zero biases.
-  return nn.Dense(features, name=name, dtype=dtype, param_dtype=jnp.float32,
-                  kernel_init=nn.initializers.normal(config.initializer_range))
-
-
-def _layer_norm(config: EncoderConfig, name: str, dtype) -> nn.LayerNorm:
-  # LayerNorm statistics stay in fp32 even under bf16 compute.
-  return nn.LayerNorm(epsilon=config.layer_norm_eps, name=name, dtype=dtype, param_dtype=jnp.float32)
+def _sinusoidal_init(key, shape, dtype=jnp.float32):
+  del key
+  return jnp.asarray(pos_lib.sinusoidal_table(*shape), dtype)
 
 
 class Embeddings(nn.Module):
-  """Word + learned absolute position + token type embeddings, then LayerNorm and dropout."""
+  """Word + learned absolute position (+ token type) embeddings, LayerNorm and dropout; ELECTRA's
+  projection after them when embedding_size != hidden_size."""
   config: EncoderConfig
   dtype: Any = jnp.float32
 
@@ -112,82 +56,25 @@ class Embeddings(nn.Module):
   def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
     c = self.config
     init = nn.initializers.normal(c.initializer_range)
-    embed = lambda n, name: nn.Embed(n, c.hidden_size, embedding_init=init, name=name,
-                                     param_dtype=jnp.float32)
+    width = c.embedding_width
+    embed = lambda n, name, fn=init: nn.Embed(n, width, embedding_init=fn, name=name,
+                                              param_dtype=jnp.float32)
     if c.model_type == 'roberta':
       # fairseq positions: count real tokens, starting after the padding index; padding keeps it.
       real = (input_ids != c.pad_token_id).astype(jnp.int32)
       positions = jnp.cumsum(real, axis=1) * real + c.pad_token_id
     else:
       positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-    x = (embed(c.vocab_size, 'word_embeddings')(input_ids)
-         + embed(c.max_position_embeddings, 'position_embeddings')(positions)
-         + embed(c.type_vocab_size, 'token_type_embeddings')(token_type_ids))
+    table = embed(c.max_position_embeddings, 'position_embeddings',
+                  _sinusoidal_init if c.sinusoidal_positions else init)
+    x = embed(c.vocab_size, 'word_embeddings')(input_ids) + table(positions)
+    if c.type_vocab_size > 0:
+      x = x + embed(c.type_vocab_size, 'token_type_embeddings')(token_type_ids)
     x = _layer_norm(c, 'LayerNorm', self.dtype)(x)
-    return nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic)
-
-
-class Adapter(nn.Module):
-  """Houlsby bottleneck adapter with its own residual: x + up(relu(down(x)))."""
-  config: EncoderConfig
-  size: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    h = jax.nn.relu(_dense(self.config, self.size, 'down', self.dtype)(x))
-    return x + _dense(self.config, self.config.hidden_size, 'up', self.dtype)(h)
-
-
-class _DenseParams(nn.Module):
-  """A Dense layer's parameters, declared (same names and init as `_dense`) but not applied, so the
-  block can fuse several layers into one matmul."""
-  features: int
-  init_std: float
-
-  @nn.compact
-  def __call__(self, in_features: int):
-    kernel = self.param('kernel', nn.initializers.normal(self.init_std),
-                        (in_features, self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    return kernel, bias
-
-
-class Block(nn.Module):
-  """One post-LayerNorm transformer block (self-attention, then feed-forward)."""
-  config: EncoderConfig
-  adapter_size: int = 0
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, attention_bias, deterministic: bool = True):
-    c, dt = self.config, self.dtype
-    b, s, _ = x.shape
-    head_dim = c.hidden_size // c.num_heads
-    # Query, key and value as one (H, 3H) matmul: one pass over x, and one matmul (not three plus
-    # two adds) for the gradient that flows back into x.
-    qkv = [_DenseParams(c.hidden_size, c.initializer_range, name=n)(x.shape[-1])
-           for n in ('query', 'key', 'value')]
-    kernel = jnp.concatenate([k for k, _ in qkv], axis=1).astype(dt)
-    bias = jnp.concatenate([b_ for _, b_ in qkv]).astype(dt)
-    qkv = (jnp.dot(x.astype(dt), kernel) + bias).reshape(b, s, 3, c.num_heads, head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(dt)
-    # Softmax in fp32: bf16 logits lose the small differences attention depends on.
-    probs = jax.nn.softmax(logits.astype(jnp.float32) + attention_bias, axis=-1).astype(dt)
-    probs = nn.Dropout(c.attention_dropout)(probs, deterministic=deterministic)
-    ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(b, s, c.hidden_size)
-    a = _dense(c, c.hidden_size, 'attention_output', dt)(ctx)
-    a = nn.Dropout(c.hidden_dropout)(a, deterministic=deterministic)
-    if self.adapter_size:
-      a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
-    x = _layer_norm(c, 'attention_ln', dt)(a + x)
-    h = c.activation(_dense(c, c.intermediate_size, 'intermediate', dt)(x))
-    o = _dense(c, c.hidden_size, 'output', dt)(h)
-    o = nn.Dropout(c.hidden_dropout)(o, deterministic=deterministic)
-    if self.adapter_size:
-      o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
-    return _layer_norm(c, 'output_ln', dt)(o + x)
+    x = nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic)
+    if c.model_type == 'electra' and width != c.hidden_size:
+      x = _dense(c, c.hidden_size, 'embeddings_project', self.dtype)(x)
+    return x
 
 
 # ----------------------------------------------------------------------------- functional API
@@ -261,24 +148,30 @@ def hidden_states(config: EncoderConfig, params: Params, input_ids, attention_ma
 
 
 def pool(config: EncoderConfig, pooler: Params, x, dtype=jnp.float32) -> jax.Array:
-  """BERT's pooler: tanh(dense(first token))."""
-  return jnp.tanh(_dense(config, config.hidden_size, 'pooler', dtype).apply({'params': pooler}, x[:, 0]))
+  """The pooler on the first token of x (B, S, H): BERT's tanh(dense), or the family's own."""
+  from jaxtransfer.models import heads
+  return heads.pool(config, pooler, x[:, 0], dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- random init
 
 
+def init_embeddings(config: EncoderConfig, rng) -> Params:
+  """The `embeddings` entry in HF's scheme."""
+  ids = jnp.zeros((1, 2), jnp.int32)
+  return dict(Embeddings(config).init(rng, ids, ids)['params'])
+
+
 def init_params(config: EncoderConfig, rng) -> Params:
   """A randomly initialised encoder in HF's scheme (normal(initializer_range), zero bias, LN 1/0)."""
+  from jaxtransfer.models import heads
   k_emb, k_blocks, k_pool = jax.random.split(rng, 3)
-  ids = jnp.zeros((1, 2), jnp.int32)
   params = {
-      'embeddings': Embeddings(config).init(k_emb, ids, ids)['params'],
+      'embeddings': init_embeddings(config, k_emb),
       'blocks': init_blocks(config, k_blocks, config.num_layers),
   }
   if config.has_pooler:
-    dense = _dense(config, config.hidden_size, 'pooler', jnp.float32)
-    params['pooler'] = dense.init(k_pool, jnp.zeros((1, config.hidden_size)))['params']
+    params['pooler'] = heads.init_pooler(config, k_pool)
   return params
 
 
@@ -300,3 +193,4 @@ def init_adapters(config: EncoderConfig, rng, n: int, size: int) -> Params:
             'output_adapter': Adapter(config, size).init(k2, x)['params']}
 
   return jax.vmap(init)(jax.random.split(rng, n))
+

@@ -1,0 +1,96 @@
+"""The transformer block the encoders stack (post-LayerNorm: BERT, RoBERTa, DistilBERT, ELECTRA)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtransfer.models.config import EncoderConfig
+
+
+def _dense(config: EncoderConfig, features: int, name: str, dtype) -> nn.Dense:
+  # HF's _init_weights: normal(0, initializer_range) weights, zero biases.
+  return nn.Dense(features, name=name, dtype=dtype, param_dtype=jnp.float32,
+                  kernel_init=nn.initializers.normal(config.initializer_range))
+
+
+def _layer_norm(config: EncoderConfig, name: str, dtype) -> nn.LayerNorm:
+  # LayerNorm statistics stay in fp32 even under bf16 compute.
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, name=name, dtype=dtype, param_dtype=jnp.float32)
+
+
+class Adapter(nn.Module):
+  """Houlsby bottleneck adapter with its own residual: x + up(relu(down(x)))."""
+  config: EncoderConfig
+  size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = jax.nn.relu(_dense(self.config, self.size, 'down', self.dtype)(x))
+    return x + _dense(self.config, self.config.hidden_size, 'up', self.dtype)(h)
+
+
+class _DenseParams(nn.Module):
+  """A Dense layer's parameters, declared (same names and init as `_dense`) but not applied, so the
+  block can fuse several layers into one matmul."""
+  features: int
+  init_std: float
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    kernel = self.param('kernel', nn.initializers.normal(self.init_std),
+                        (in_features, self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    return kernel, bias
+
+
+def _qkv(c: EncoderConfig, x, dt):
+  """Query, key and value as one (H, 3A) matmul: one pass over x, and one matmul (not three plus
+  two adds) for the gradient that flows back into x. Returns q, k, v (B, S, heads, d) and the
+  three (kernel, bias) pairs."""
+  b, s, _ = x.shape
+  d = c.attention_head_dim
+  layers = [_DenseParams(c.num_heads * d, c.initializer_range, name=n)(x.shape[-1])
+            for n in ('query', 'key', 'value')]
+  kernel = jnp.concatenate([k for k, _ in layers], axis=1).astype(dt)
+  bias = jnp.concatenate([b_ for _, b_ in layers]).astype(dt)
+  qkv = jnp.dot(x.astype(dt), kernel) + bias
+  qkv = qkv.reshape(b, s, 3, c.num_heads, d)
+  return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], layers
+
+
+def _attend(c: EncoderConfig, logits, v, attention_bias, deterministic, dt):
+  # Softmax in fp32: bf16 logits lose the small differences attention depends on.
+  probs = jax.nn.softmax(logits.astype(jnp.float32) + attention_bias, axis=-1).astype(dt)
+  probs = nn.Dropout(c.attention_dropout)(probs, deterministic=deterministic)
+  b, _, s, _ = probs.shape
+  return jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(b, s, -1)
+
+
+class Block(nn.Module):
+  """One post-LayerNorm transformer block (self-attention, then feed-forward)."""
+  config: EncoderConfig
+  adapter_size: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, attention_bias, deterministic: bool = True):
+    c, dt = self.config, self.dtype
+    q, k, v, _ = _qkv(c, x, dt)
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(c.attention_head_dim).astype(dt)
+    ctx = _attend(c, logits, v, attention_bias, deterministic, dt)
+    a = _dense(c, c.hidden_size, 'attention_output', dt)(ctx)
+    a = nn.Dropout(c.hidden_dropout)(a, deterministic=deterministic)
+    if self.adapter_size:
+      a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
+    x = _layer_norm(c, 'attention_ln', dt)(a + x)
+    h = c.activation(_dense(c, c.intermediate_size, 'intermediate', dt)(x))
+    o = _dense(c, c.hidden_size, 'output', dt)(h)
+    o = nn.Dropout(c.hidden_dropout)(o, deterministic=deterministic)
+    if self.adapter_size:
+      o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
+    return _layer_norm(c, 'output_ln', dt)(o + x)

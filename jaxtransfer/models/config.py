@@ -1,0 +1,164 @@
+"""Each encoder family's architecture, read from its HF config.json (`EncoderConfig.from_hf`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxtransfer.errors import UserError
+
+
+_ACTIVATIONS = {
+    'gelu': functools.partial(jax.nn.gelu, approximate=False),  # HF "gelu" is the exact erf form
+    'gelu_python': functools.partial(jax.nn.gelu, approximate=False),
+    'gelu_new': functools.partial(jax.nn.gelu, approximate=True),
+    'gelu_pytorch_tanh': functools.partial(jax.nn.gelu, approximate=True),
+    'relu': jax.nn.relu,
+    'silu': jax.nn.silu,
+    'swish': jax.nn.silu,
+    'tanh': jnp.tanh,
+}
+
+# HF model_type -> the family (our `model_type`), which every other module switches on.
+FAMILIES = {
+    'bert': 'bert',
+    'roberta': 'roberta', 'xlm-roberta': 'roberta', 'camembert': 'roberta',
+    'distilbert': 'distilbert',
+    'electra': 'electra',
+}
+
+
+def activation(name: str):
+  if name not in _ACTIVATIONS:
+    raise ValueError(f'Unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}')
+  return _ACTIVATIONS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """The architecture, read from an HF `config.json` (hashable: it is static in every jit)."""
+  vocab_size: int
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2             # 0: no token type embeddings
+  layer_norm_eps: float = 1e-12
+  hidden_act: str = 'gelu'
+  initializer_range: float = 0.02
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  pad_token_id: int = 0
+  model_type: str = 'bert'  # the family: a value of FAMILIES (roberta: positions past the padding)
+  has_pooler: bool = True
+  source_model_type: str = ''          # HF's model_type ('xlm-roberta', ...); '' = model_type
+  # Embeddings.
+  embedding_size: int = 0              # 0 = hidden_size; else projected after the LayerNorm (ELECTRA)
+  sinusoidal_positions: bool = False   # DistilBERT's fixed sinusoidal init of its position table
+  # The family's classifier (models/heads.py).
+  pooler_act: str = 'tanh'
+  pooler_dropout: float = 0.0          # dropout before the pooler's dense layer
+  classifier_dropout: float | None = None  # before the final linear layer; None = hidden_dropout
+
+  @classmethod
+  def from_hf(cls, hf: dict[str, Any], has_pooler: bool = True) -> EncoderConfig:
+    """The architecture of an HF config.json; UserError for a family or option we do not model."""
+    source = hf.get('model_type', 'bert')
+    if source not in FAMILIES:
+      raise UserError(
+          f'model_type {source!r} is not a supported encoder family. jaxtransfer supports '
+          f'{", ".join(sorted(FAMILIES))} (see the README\'s table of families).')
+    family = FAMILIES[source]
+    common = dict(model_type=family, source_model_type=source, has_pooler=has_pooler,
+                  vocab_size=hf['vocab_size'],
+                  initializer_range=hf.get('initializer_range', 0.02),
+                  pad_token_id=hf.get('pad_token_id', 0) or 0,
+                  max_position_embeddings=hf.get('max_position_embeddings', 512))
+    return cls(**common, **_FROM_HF[family](hf))
+
+  def to_hf(self) -> dict[str, Any]:
+    """The HF config keys this architecture determines (merged over the source config on export)."""
+    if self.model_type not in ('bert', 'roberta', 'electra'):
+      # The other families name their keys differently; their source config carries them.
+      return {'model_type': self.hf_model_type}
+    out = {
+        'model_type': self.hf_model_type,
+        'vocab_size': self.vocab_size,
+        'hidden_size': self.hidden_size,
+        'num_hidden_layers': self.num_layers,
+        'num_attention_heads': self.num_heads,
+        'intermediate_size': self.intermediate_size,
+        'max_position_embeddings': self.max_position_embeddings,
+        'type_vocab_size': self.type_vocab_size,
+        'layer_norm_eps': self.layer_norm_eps,
+        'hidden_act': self.hidden_act,
+        'initializer_range': self.initializer_range,
+        'hidden_dropout_prob': self.hidden_dropout,
+        'attention_probs_dropout_prob': self.attention_dropout,
+        'pad_token_id': self.pad_token_id,
+    }
+    if self.model_type == 'electra':
+      out['embedding_size'] = self.embedding_width
+    return out
+
+  @property
+  def hf_model_type(self) -> str:
+    return self.source_model_type or self.model_type
+
+  @property
+  def activation(self):
+    return activation(self.hidden_act)
+
+  @property
+  def embedding_width(self) -> int:
+    return self.embedding_size or self.hidden_size
+
+  @property
+  def attention_head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+
+# ----------------------------------------------------------------------------- HF config parsing
+
+
+def _bert_like(hf: dict[str, Any]) -> dict[str, Any]:
+  if hf.get('position_embedding_type', 'absolute') not in ('absolute', None):
+    raise UserError(f'position_embedding_type={hf["position_embedding_type"]!r} is not supported; '
+                    'jaxtransfer models absolute position embeddings for BERT, RoBERTa and ELECTRA.')
+  return dict(hidden_size=hf['hidden_size'], num_layers=hf['num_hidden_layers'],
+              num_heads=hf['num_attention_heads'], intermediate_size=hf['intermediate_size'],
+              type_vocab_size=hf.get('type_vocab_size', 2),
+              layer_norm_eps=hf.get('layer_norm_eps', 1e-12), hidden_act=hf.get('hidden_act', 'gelu'),
+              hidden_dropout=hf.get('hidden_dropout_prob', 0.1),
+              attention_dropout=hf.get('attention_probs_dropout_prob', 0.1),
+              classifier_dropout=hf.get('classifier_dropout'))
+
+
+def _electra(hf):
+  out = _bert_like(hf)
+  # ElectraClassificationHead: dropout, dense, gelu, dropout, out_proj (one dropout rate).
+  drop = hf.get('classifier_dropout')
+  drop = out['hidden_dropout'] if drop is None else drop
+  return {**out, 'embedding_size': hf.get('embedding_size', hf['hidden_size']),
+          'pooler_act': 'gelu', 'pooler_dropout': drop, 'classifier_dropout': drop}
+
+
+def _distilbert(hf):
+  return dict(hidden_size=hf.get('dim', hf.get('hidden_size', 768)),
+              num_layers=hf.get('n_layers', hf.get('num_hidden_layers', 6)),
+              num_heads=hf.get('n_heads', hf.get('num_attention_heads', 12)),
+              intermediate_size=hf.get('hidden_dim', 3072), type_vocab_size=0,
+              layer_norm_eps=1e-12,  # hard-coded in HF's DistilBERT
+              hidden_act=hf.get('activation', 'gelu'), hidden_dropout=hf.get('dropout', 0.1),
+              attention_dropout=hf.get('attention_dropout', 0.1),
+              sinusoidal_positions=bool(hf.get('sinusoidal_pos_embds', False)),
+              pooler_act='relu', classifier_dropout=hf.get('seq_classif_dropout', 0.2))
+
+
+_FROM_HF = {'bert': _bert_like, 'roberta': _bert_like, 'electra': _electra,
+            'distilbert': _distilbert}
