@@ -75,7 +75,7 @@ def fresh_blocks(config: bert.EncoderConfig, rng, scheme: str, pretrained: Param
 def family_init(config: bert.EncoderConfig, matrix: str, key, shape) -> jax.Array:
   """A block matrix as the family's HF `_init_weights` draws it (biases 0, norms 1/0 as ever).
 
-  BERT, RoBERTa, DistilBERT, ELECTRA: normal(0, initializer_range), untruncated.
+  BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2: normal(0, initializer_range), untruncated.
   """
   del matrix  # the same for every matrix of these families
   return config.initializer_range * jax.random.normal(key, shape, jnp.float32)

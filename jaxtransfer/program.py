@@ -32,8 +32,9 @@ MASKABLE = bert.BLOCK_MATRICES
 
 # The parameter groups of a trial, declared once: what each top-level key holds.
 GROUPS = {
-    'embeddings': 'word/position/type embeddings and their LayerNorm; trained only with full '
-                  'fine-tuning (`train_embeddings` and no frozen blocks)',
+    'embeddings': 'word/position/type embeddings and their LayerNorm (and DeBERTa\'s '
+                  'relative position table); trained only with full fine-tuning '
+                  '(`train_embeddings` and no frozen blocks)',
     'blocks_frozen': 'blocks [0, f): frozen and computed without gradient (no backward pass)',
     'blocks': "blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'), or fixed under "
               "learned masks ('none')",
@@ -158,7 +159,7 @@ class Program:
 
   @property
   def uses_pooler(self) -> bool:
-    # DistilBERT, ELECTRA: their own head is a pooler + linear (models/heads.py).
+    # DistilBERT, ELECTRA, DeBERTa: their own head is a pooler + linear (models/heads.py).
     return self.head == 'pooler' or heads.has_own_head(self.encoder)
 
   @property
@@ -267,6 +268,7 @@ class Program:
     ids, mask = batch['input_ids'], batch['attention_mask']
     kw = dict(deterministic=deterministic, rng=rng, dtype=dt)
     x = bert.embed(c, params['embeddings'], ids, batch.get('token_type_ids'), **kw)
+    kw['embeddings'] = params['embeddings']  # DeBERTa's blocks read its relative position table
     if f:
       x = bert.apply_blocks(c, params['blocks_frozen'], x, mask, first_index=0, **kw)
     if n > f:

@@ -43,15 +43,25 @@ VOCAB = len(_vocab())
 _SMALL = dict(vocab_size=VOCAB, pad_token_id=PAD, max_position_embeddings=72)
 _BERTLIKE = dict(_SMALL, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                  intermediate_size=64)
+_DEBERTA = dict(_BERTLIKE, relative_attention=True, pos_att_type='p2c|c2p', position_buckets=8,
+                max_relative_positions=32)
 
-# variant -> HF config.
+# variant -> HF config. DeBERTa: v2 style (unshared position projections, embedding projection,
+# absolute positions, token types) and v3 style (shared keys, norm_rel_ebd, no absolute
+# positions, no token types); buckets of 8 make a 16-token batch reach the logarithmic ones.
 CONFIGS = {
     'distilbert': lambda: transformers.DistilBertConfig(
         **_SMALL, dim=32, n_layers=2, n_heads=4, hidden_dim=64, sinusoidal_pos_embds=True),
     'electra': lambda: transformers.ElectraConfig(**_BERTLIKE, embedding_size=16),
     'xlm-roberta': lambda: transformers.XLMRobertaConfig(**_BERTLIKE, type_vocab_size=1),
+    'deberta-v2': lambda: transformers.DebertaV2Config(
+        **_DEBERTA, share_att_key=False, position_biased_input=True, type_vocab_size=2,
+        embedding_size=16),
+    'deberta-v3': lambda: transformers.DebertaV2Config(
+        **_DEBERTA, share_att_key=True, norm_rel_ebd='layer_norm', position_biased_input=False,
+        type_vocab_size=0),
 }
-STUDY_VARIANTS = ['distilbert', 'electra', 'xlm-roberta']
+STUDY_VARIANTS = ['distilbert', 'electra', 'xlm-roberta', 'deberta-v3']
 
 
 def _save_tokenizer(path: pathlib.Path) -> None:
@@ -196,7 +206,7 @@ def test_distilbert_sinusoidal_init_matches_hf(tmp_path_factory):
 def test_refused_families_name_the_supported_ones(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'model_type': 'deberta', 'vocab_size': 10}))
   (tmp_path / 'model.safetensors').write_bytes(b'')
-  with pytest.raises(UserError, match='distilbert'):
+  with pytest.raises(UserError, match='deberta-v2'):
     jt.load_pretrained(str(tmp_path))
 
 

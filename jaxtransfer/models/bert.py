@@ -11,10 +11,14 @@ families is a static field of `EncoderConfig`, read from the HF config in `from_
     intermediate             first FFN matrix
     output                   second FFN matrix
     output_ln                LayerNorm after the FFN residual
+    pos_key, pos_query       DeBERTa-v2 without share_att_key only: the position projections
   embeddings
     word_embeddings, position_embeddings, token_type_embeddings   (those the family has)
     LayerNorm                the embedding LayerNorm
     embeddings_project       ELECTRA, embedding_size != hidden_size: Linear after the LayerNorm
+    embed_proj               DeBERTa-v2, embedding_size != hidden_size: Linear before it
+    rel_embeddings, rel_embeddings_norm   DeBERTa-v2: the relative position table every block
+                             reads, and its LayerNorm (norm_rel_ebd) - HF's encoder.rel_embeddings
   pooler                     what the classifier reads through (BERT's pooler; the family heads
                              of models/heads.py)
 """
@@ -47,30 +51,36 @@ def _sinusoidal_init(key, shape, dtype=jnp.float32):
 
 
 class Embeddings(nn.Module):
-  """Word + learned absolute position (+ token type) embeddings, LayerNorm and dropout; ELECTRA's
-  projection after them when embedding_size != hidden_size."""
+  """Word (+ absolute position) (+ token type) embeddings, LayerNorm, dropout; the projections of
+  ELECTRA (after) and DeBERTa-v2 (before the LayerNorm) when embedding_size != hidden_size."""
   config: EncoderConfig
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
+  def __call__(self, input_ids, token_type_ids, deterministic: bool = True, attention_mask=None):
     c = self.config
     init = nn.initializers.normal(c.initializer_range)
     width = c.embedding_width
     embed = lambda n, name, fn=init: nn.Embed(n, width, embedding_init=fn, name=name,
                                               param_dtype=jnp.float32)
-    if c.model_type == 'roberta':
-      # fairseq positions: count real tokens, starting after the padding index; padding keeps it.
-      real = (input_ids != c.pad_token_id).astype(jnp.int32)
-      positions = jnp.cumsum(real, axis=1) * real + c.pad_token_id
-    else:
-      positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-    table = embed(c.max_position_embeddings, 'position_embeddings',
-                  _sinusoidal_init if c.sinusoidal_positions else init)
-    x = embed(c.vocab_size, 'word_embeddings')(input_ids) + table(positions)
+    x = embed(c.vocab_size, 'word_embeddings')(input_ids)
+    if c.absolute_positions:
+      if c.model_type == 'roberta':
+        # fairseq positions: count real tokens, starting after the padding index; padding keeps it.
+        real = (input_ids != c.pad_token_id).astype(jnp.int32)
+        positions = jnp.cumsum(real, axis=1) * real + c.pad_token_id
+      else:
+        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+      table = embed(c.max_position_embeddings, 'position_embeddings',
+                    _sinusoidal_init if c.sinusoidal_positions else init)
+      x = x + table(positions)
     if c.type_vocab_size > 0:
       x = x + embed(c.type_vocab_size, 'token_type_embeddings')(token_type_ids)
+    if c.model_type == 'deberta-v2' and width != c.hidden_size:
+      x = _dense(c, c.hidden_size, 'embed_proj', self.dtype, use_bias=False)(x)
     x = _layer_norm(c, 'LayerNorm', self.dtype)(x)
+    if c.model_type == 'deberta-v2' and attention_mask is not None:
+      x = x * attention_mask[..., None].astype(x.dtype)  # DeBERTa zeroes the padding positions
     x = nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic)
     if c.model_type == 'electra' and width != c.hidden_size:
       x = _dense(c, c.hidden_size, 'embeddings_project', self.dtype)(x)
@@ -79,6 +89,9 @@ class Embeddings(nn.Module):
 
 # ----------------------------------------------------------------------------- functional API
 
+# Entries of `embeddings` that the embedding layer itself does not use.
+SHARED_EMBEDDINGS = ('rel_embeddings', 'rel_embeddings_norm')
+
 
 def attention_bias(attention_mask) -> jax.Array:
   """Additive (B, 1, 1, S) bias: 0 for real tokens, a large negative number for padding."""
@@ -86,22 +99,39 @@ def attention_bias(attention_mask) -> jax.Array:
 
 
 def embed(config: EncoderConfig, params: Params, input_ids, token_type_ids=None, *,
-          deterministic: bool = True, rng=None, dtype=jnp.float32) -> jax.Array:
+          attention_mask=None, deterministic: bool = True, rng=None, dtype=jnp.float32) -> jax.Array:
   if token_type_ids is None:
     token_type_ids = jnp.zeros_like(input_ids)
   # Blocks fold in their index (0..L-1); the embeddings take a key no block index can reach.
   rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, 2**31 - 1)}
-  return Embeddings(config, dtype).apply({'params': params}, input_ids, token_type_ids,
-                                         deterministic, rngs=rngs)
+  own = {k: v for k, v in params.items() if k not in SHARED_EMBEDDINGS}
+  return Embeddings(config, dtype).apply({'params': own}, input_ids, token_type_ids,
+                                         deterministic, attention_mask, rngs=rngs)
+
+
+def relative_embeddings(config: EncoderConfig, embeddings: Params | None):
+  """DeBERTa-v2's relative position table as the blocks read it (after norm_rel_ebd), or None."""
+  if not config.relative_attention:
+    return None
+  if embeddings is None or 'rel_embeddings' not in embeddings:
+    raise ValueError('DeBERTa-v2 blocks read the relative position table: pass embeddings=')
+  table = embeddings['rel_embeddings']['embedding']
+  if config.norm_rel_ebd:
+    ln = nn.LayerNorm(epsilon=config.layer_norm_eps, param_dtype=jnp.float32)
+    table = ln.apply({'params': embeddings['rel_embeddings_norm']}, table)
+  return table
 
 
 def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, first_index: int = 0,
                  deterministic: bool = True, rng=None, adapter_size: int = 0,
-                 dtype=jnp.float32, collect: bool = False, remat: bool = False):
+                 dtype=jnp.float32, collect: bool = False, remat: bool = False,
+                 embeddings: Params | None = None):
   """Runs the stacked `blocks` (leading axis n) over x with one lax.scan.
 
   `first_index` is the global index of blocks[0]: dropout keys are folded from it, so a block draws
-  the same dropout mask whether it runs in one scan or in a frozen-prefix/trainable-suffix split.
+  the same dropout mask whether it runs in one scan or in a frozen-prefix/trainable-suffix split;
+  `embeddings` are needed by families whose blocks read a shared table (DeBERTa-v2's relative
+  positions).
   `remat` keeps only each block's input for the backward pass and recomputes the block there
   (one more forward pass, ~1/3 more compute, for activation memory of one (B, S, H) per block
   instead of ~16 plus the attention maps); the dropout masks are recomputed identically.
@@ -109,12 +139,13 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
   """
   n = jax.tree.leaves(blocks)[0].shape[0]
   bias = attention_bias(attention_mask)
+  rel = relative_embeddings(config, embeddings)
   module = Block(config, adapter_size, dtype)
 
   def body(h, xs):
     p, i = xs
     rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, i)}
-    h = module.apply({'params': p}, h, bias, deterministic, rngs=rngs)
+    h = module.apply({'params': p}, h, bias, deterministic, rel, i, rngs=rngs)
     return h, (h if collect else None)
 
   if remat:
@@ -138,12 +169,14 @@ def hidden_states(config: EncoderConfig, params: Params, input_ids, attention_ma
   n = config.num_layers if num_blocks is None else num_blocks
   if not 0 <= n <= config.num_layers:
     raise ValueError(f'num_blocks={n} is outside 0..{config.num_layers}')
-  x = embed(config, params['embeddings'], input_ids, token_type_ids, deterministic=deterministic,
-            rng=rng, dtype=dtype)
+  emb = params['embeddings']
+  x = embed(config, emb, input_ids, token_type_ids, attention_mask=attention_mask,
+            deterministic=deterministic, rng=rng, dtype=dtype)
   if n == 0:
     return x[None]
   _, outs = apply_blocks(config, take_blocks(params['blocks'], 0, n), x, attention_mask,
-                         deterministic=deterministic, rng=rng, dtype=dtype, collect=True)
+                         deterministic=deterministic, rng=rng, dtype=dtype, collect=True,
+                         embeddings=emb)
   return jnp.concatenate([x[None], outs], axis=0)
 
 
@@ -157,9 +190,18 @@ def pool(config: EncoderConfig, pooler: Params, x, dtype=jnp.float32) -> jax.Arr
 
 
 def init_embeddings(config: EncoderConfig, rng) -> Params:
-  """The `embeddings` entry in HF's scheme."""
+  """The `embeddings` entry in HF's scheme, including the tables the blocks share."""
   ids = jnp.zeros((1, 2), jnp.int32)
-  return dict(Embeddings(config).init(rng, ids, ids)['params'])
+  params = dict(Embeddings(config).init(rng, ids, ids)['params'])
+  k_rel = jax.random.fold_in(rng, 1)
+  if config.relative_attention:
+    rows = 2 * config.relative_span
+    params['rel_embeddings'] = {'embedding': config.initializer_range * jax.random.normal(
+        k_rel, (rows, config.hidden_size), jnp.float32)}
+    if config.norm_rel_ebd:
+      params['rel_embeddings_norm'] = {'scale': jnp.ones(config.hidden_size, jnp.float32),
+                                       'bias': jnp.zeros(config.hidden_size, jnp.float32)}
+  return params
 
 
 def init_params(config: EncoderConfig, rng) -> Params:
@@ -175,11 +217,18 @@ def init_params(config: EncoderConfig, rng) -> Params:
   return params
 
 
-def init_blocks(config: EncoderConfig, rng, n: int, adapter_size: int = 0) -> Params:
-  """n freshly initialised blocks, stacked on axis 0."""
+def _block_init_args(config: EncoderConfig):
   x = jnp.zeros((1, 2, config.hidden_size))
   bias = jnp.zeros((1, 1, 1, 2))
-  init = lambda k: Block(config, adapter_size).init(k, x, bias)['params']
+  rel = (jnp.zeros((2 * config.relative_span, config.hidden_size))
+         if config.relative_attention else None)
+  return x, bias, True, rel, 0
+
+
+def init_blocks(config: EncoderConfig, rng, n: int, adapter_size: int = 0) -> Params:
+  """n freshly initialised blocks, stacked on axis 0."""
+  args = _block_init_args(config)
+  init = lambda k: Block(config, adapter_size).init(k, *args)['params']
   return jax.vmap(init)(jax.random.split(rng, n))
 
 

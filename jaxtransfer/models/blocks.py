@@ -1,4 +1,5 @@
-"""The transformer block the encoders stack (post-LayerNorm: BERT, RoBERTa, DistilBERT, ELECTRA)."""
+"""The transformer block the encoders stack (post-LayerNorm: BERT, RoBERTa, DistilBERT, ELECTRA,
+DeBERTa-v2 with its disentangled attention)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtransfer.models import positions as pos_lib
 from jaxtransfer.models.config import EncoderConfig
 
 
-def _dense(config: EncoderConfig, features: int, name: str, dtype) -> nn.Dense:
+def _dense(config: EncoderConfig, features: int, name: str, dtype, use_bias: bool = True) -> nn.Dense:
   # HF's _init_weights: normal(0, initializer_range) weights, zero biases.
-  return nn.Dense(features, name=name, dtype=dtype, param_dtype=jnp.float32,
+  return nn.Dense(features, name=name, dtype=dtype, param_dtype=jnp.float32, use_bias=use_bias,
                   kernel_init=nn.initializers.normal(config.initializer_range))
 
 
@@ -71,17 +73,31 @@ def _attend(c: EncoderConfig, logits, v, attention_bias, deterministic, dt):
   return jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(b, s, -1)
 
 
+def _gather_rel(scores, index):
+  """scores (B, h, S, R) gathered along R at index (S, S) -> (B, h, S, S)."""
+  return jnp.take_along_axis(scores, jnp.broadcast_to(index, scores.shape[:2] + index.shape), axis=-1)
+
+
 class Block(nn.Module):
-  """One post-LayerNorm transformer block (self-attention, then feed-forward)."""
+  """One post-LayerNorm transformer block (self-attention, then feed-forward); with DeBERTa-v2's
+  disentangled attention (content-to-position and position-to-content terms) when configured."""
   config: EncoderConfig
   adapter_size: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, attention_bias, deterministic: bool = True):
+  def __call__(self, x, attention_bias, deterministic: bool = True, rel=None, index=None):
+    del index
     c, dt = self.config, self.dtype
-    q, k, v, _ = _qkv(c, x, dt)
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(c.attention_head_dim).astype(dt)
+    d = c.attention_head_dim
+    q, k, v, proj = _qkv(c, x, dt)
+    if c.model_type == 'deberta-v2':
+      scale = jnp.sqrt(jnp.float32(d * (1 + len(c.pos_att_type)))).astype(dt)
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / scale
+      if c.relative_attention:
+        logits = logits + self._relative(q, k, proj, rel, deterministic) / scale
+    else:
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(d).astype(dt)
     ctx = _attend(c, logits, v, attention_bias, deterministic, dt)
     a = _dense(c, c.hidden_size, 'attention_output', dt)(ctx)
     a = nn.Dropout(c.hidden_dropout)(a, deterministic=deterministic)
@@ -94,3 +110,23 @@ class Block(nn.Module):
     if self.adapter_size:
       o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
     return _layer_norm(c, 'output_ln', dt)(o + x)
+
+  def _relative(self, q, k, proj, rel, deterministic):
+    """DeBERTa-v2's c2p + p2c attention scores (unscaled), (B, heads, S, S)."""
+    c, dt = self.config, self.dtype
+    s, d = q.shape[1], c.attention_head_dim
+    rel = nn.Dropout(c.hidden_dropout)(rel.astype(dt), deterministic=deterministic)  # pos_dropout
+    project = lambda kb: (jnp.dot(rel, kb[0].astype(dt)) + kb[1].astype(dt)).reshape(-1, c.num_heads, d)
+    c2p_idx, p2c_idx = pos_lib.deberta_indices(s, c.position_buckets, c.max_relative_positions,
+                                               c.relative_span)
+    score = 0.0
+    if 'c2p' in c.pos_att_type:
+      pos_k = (project(proj[1]) if c.share_att_key
+               else _dense(c, c.num_heads * d, 'pos_key', dt)(rel).reshape(-1, c.num_heads, d))
+      score = score + _gather_rel(jnp.einsum('bqhd,rhd->bhqr', q, pos_k), c2p_idx)
+    if 'p2c' in c.pos_att_type:
+      pos_q = (project(proj[0]) if c.share_att_key
+               else _dense(c, c.num_heads * d, 'pos_query', dt)(rel).reshape(-1, c.num_heads, d))
+      p2c = _gather_rel(jnp.einsum('bkhd,rhd->bhkr', k, pos_q), p2c_idx)  # [.., key, query]
+      score = score + jnp.swapaxes(p2c, -1, -2)
+    return score

@@ -29,6 +29,7 @@ FAMILIES = {
     'roberta': 'roberta', 'xlm-roberta': 'roberta', 'camembert': 'roberta',
     'distilbert': 'distilbert',
     'electra': 'electra',
+    'deberta-v2': 'deberta-v2',
 }
 
 
@@ -58,8 +59,18 @@ class EncoderConfig:
   has_pooler: bool = True
   source_model_type: str = ''          # HF's model_type ('xlm-roberta', ...); '' = model_type
   # Embeddings.
-  embedding_size: int = 0              # 0 = hidden_size; else projected after the LayerNorm (ELECTRA)
-  sinusoidal_positions: bool = False   # DistilBERT's fixed sinusoidal init of its position table
+  embedding_size: int = 0              # 0 = hidden_size; else projected (ELECTRA, DeBERTa-v2)
+  absolute_positions: bool = True      # learned absolute position table
+  sinusoidal_positions: bool = False   # DistilBERT's fixed sinusoidal init of that table
+  # Blocks.
+  head_dim: int = 0                    # 0 = hidden_size // num_heads
+  # DeBERTa-v2 disentangled attention.
+  relative_attention: bool = False
+  pos_att_type: tuple[str, ...] = ()   # 'c2p', 'p2c'
+  position_buckets: int = 0
+  max_relative_positions: int = 0
+  share_att_key: bool = False
+  norm_rel_ebd: bool = False
   # The family's classifier (models/heads.py).
   pooler_act: str = 'tanh'
   pooler_dropout: float = 0.0          # dropout before the pooler's dense layer
@@ -83,7 +94,7 @@ class EncoderConfig:
 
   def to_hf(self) -> dict[str, Any]:
     """The HF config keys this architecture determines (merged over the source config on export)."""
-    if self.model_type not in ('bert', 'roberta', 'electra'):
+    if self.model_type not in ('bert', 'roberta', 'electra', 'deberta-v2'):
       # The other families name their keys differently; their source config carries them.
       return {'model_type': self.hf_model_type}
     out = {
@@ -102,7 +113,7 @@ class EncoderConfig:
         'attention_probs_dropout_prob': self.attention_dropout,
         'pad_token_id': self.pad_token_id,
     }
-    if self.model_type == 'electra':
+    if self.model_type in ('electra', 'deberta-v2'):
       out['embedding_size'] = self.embedding_width
     return out
 
@@ -120,7 +131,12 @@ class EncoderConfig:
 
   @property
   def attention_head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
+    return self.head_dim or self.hidden_size // self.num_heads
+
+  @property
+  def relative_span(self) -> int:
+    """DeBERTa's attention span: half the rows of the relative position table."""
+    return self.position_buckets if self.position_buckets > 0 else self.max_relative_positions
 
 
 # ----------------------------------------------------------------------------- HF config parsing
@@ -160,5 +176,42 @@ def _distilbert(hf):
               pooler_act='relu', classifier_dropout=hf.get('seq_classif_dropout', 0.2))
 
 
+def _deberta_v2(hf):
+  if hf.get('conv_kernel_size', 0):
+    raise UserError(
+        f'This DeBERTa-v2 checkpoint has a convolution after its first layer (conv_kernel_size='
+        f'{hf["conv_kernel_size"]}, the xlarge/xxlarge models), which jaxtransfer does not model; '
+        'use a checkpoint without it (e.g. microsoft/deberta-v3-base).')
+  hidden = hf['hidden_size']
+  if hf.get('pooler_hidden_size', hidden) != hidden:
+    raise UserError(f'pooler_hidden_size={hf["pooler_hidden_size"]} differs from hidden_size='
+                    f'{hidden}; DeBERTa-v2 classifiers need them equal.')
+  pos_att = hf.get('pos_att_type') or []
+  if isinstance(pos_att, str):
+    pos_att = [x.strip() for x in pos_att.lower().split('|')]
+  pos_att = tuple(p for p in ('c2p', 'p2c') if p in pos_att)
+  relative = bool(hf.get('relative_attention', False))
+  max_rel = hf.get('max_relative_positions', -1)
+  if max_rel < 1:
+    max_rel = hf.get('max_position_embeddings', 512)
+  norm = [x.strip() for x in str(hf.get('norm_rel_ebd', 'none')).lower().split('|')]
+  drop = hf.get('cls_dropout')
+  num_heads = hf['num_attention_heads']
+  return dict(hidden_size=hidden, num_layers=hf['num_hidden_layers'], num_heads=num_heads,
+              intermediate_size=hf['intermediate_size'], type_vocab_size=hf.get('type_vocab_size', 0),
+              layer_norm_eps=hf.get('layer_norm_eps', 1e-7), hidden_act=hf.get('hidden_act', 'gelu'),
+              hidden_dropout=hf.get('hidden_dropout_prob', 0.1),
+              attention_dropout=hf.get('attention_probs_dropout_prob', 0.1),
+              embedding_size=hf.get('embedding_size', hidden),
+              absolute_positions=bool(hf.get('position_biased_input', True)),
+              head_dim=hf.get('attention_head_size', hidden // num_heads),
+              relative_attention=relative, pos_att_type=pos_att,
+              position_buckets=max(hf.get('position_buckets', -1), 0), max_relative_positions=max_rel,
+              share_att_key=bool(hf.get('share_att_key', False)),
+              norm_rel_ebd='layer_norm' in norm,
+              pooler_act=hf.get('pooler_hidden_act', 'gelu'),
+              pooler_dropout=hf.get('pooler_dropout', 0.0), classifier_dropout=drop)
+
+
 _FROM_HF = {'bert': _bert_like, 'roberta': _bert_like, 'electra': _electra,
-            'distilbert': _distilbert}
+            'distilbert': _distilbert, 'deberta-v2': _deberta_v2}

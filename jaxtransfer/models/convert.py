@@ -76,6 +76,16 @@ LAYOUTS = {
         {'pre_classifier': ''}, False, 'DistilBert',
         _BUFFERS + ('vocab_transform.', 'vocab_layer_norm.', 'vocab_projector.', 'classifier.',
                     'qa_outputs.')),
+    'deberta-v2': Layout(
+        'deberta.', 'encoder.layer',
+        {'attention.self.query_proj': 'query', 'attention.self.key_proj': 'key',
+         'attention.self.value_proj': 'value', 'attention.self.pos_key_proj': 'pos_key',
+         'attention.self.pos_query_proj': 'pos_query', **{k: v for k, v in _BERT_BLOCK.items()
+                                                           if not k.startswith('attention.self')}},
+        {**_BERT_EMBEDDINGS, 'embeddings.embed_proj': 'embed_proj',
+         'encoder.rel_embeddings': 'rel_embeddings', 'encoder.LayerNorm': 'rel_embeddings_norm'},
+        {'pooler.dense': ''}, False, 'DebertaV2',
+        _BUFFERS + ('lm_predictions.', 'mask_predictions.', 'cls.', 'classifier.', 'qa_outputs.')),
 }
 _PREFIXES = tuple(sorted({lay.prefix for lay in LAYOUTS.values()}))
 
@@ -127,7 +137,8 @@ def _hf_leaves(kind: str, tree: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def stack(state: dict[str, np.ndarray], config: bert.EncoderConfig | None = None) -> dict[str, Any]:
   """HF state dict (torch layout, numpy arrays) -> params with blocks on axis 0.
 
-  `config` names the family (default BERT).
+  `config` names the family (default BERT); it also drops tables the architecture does not use
+  (DeBERTa-v3 checkpoints carry position_embeddings that HF ignores too).
   """
   lay = layout(config)
   family = config.model_type if config is not None else 'bert'
@@ -151,6 +162,8 @@ def stack(state: dict[str, np.ndarray], config: bert.EncoderConfig | None = None
     module, _, param = key.rpartition('.')
     if module in lay.embeddings:
       name = lay.embeddings[module]
+      if name == 'position_embeddings' and config is not None and not config.absolute_positions:
+        continue
       leaf, v = _leaf(lay.entry_kind(name), param, value)
       emb.setdefault(name, {})[leaf] = v
     elif module in lay.pooler:
@@ -181,7 +194,7 @@ def unstack(params: dict[str, Any], config: bert.EncoderConfig | None = None, *,
   """Inverse of `stack`: params -> HF state dict (torch layout).
 
   Base-model names (AutoModel's) by default; `with_prefix` adds the task model's prefix
-  (`bert.`, `distilbert.`, ...) to the encoder keys, as a `*ForSequenceClassification` checkpoint has.
+  (`bert.`, `deberta.`, ...) to the encoder keys, as a `*ForSequenceClassification` checkpoint has.
   """
   lay = layout(config)
   base = lay.prefix if with_prefix else ''
@@ -269,7 +282,7 @@ def export(model_dir: str, params: dict[str, Any], hf_config: dict[str, Any],
            head: dict[str, np.ndarray] | None = None) -> None:
   """Writes `config.json` + `model.safetensors` loadable by `transformers.AutoModel`.
 
-  Encoder keys carry the family's prefix (`bert.`, `roberta.`, `electra.`, ...), as a
+  Encoder keys carry the family's prefix (`bert.`, `roberta.`, `deberta.`, ...), as a
   `*ForSequenceClassification` checkpoint does; `head` holds extra HF-named tensors (e.g.
   `classifier.weight`). AutoModel strips the prefix, and the matching sequence-classification
   class also picks up the pooler and head.

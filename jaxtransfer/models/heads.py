@@ -7,6 +7,7 @@ trains or freezes like BERT's:
   bert, roberta  pooler: tanh(dense(x[CLS]))                              (BertPooler)
   distilbert     pooler: relu(pre_classifier(x)), then seq_classif_dropout
   electra        pooler: gelu(dense(dropout(x))), classifier = out_proj   (ElectraClassificationHead)
+  deberta-v2     pooler: act(dense(dropout(x))), then cls_dropout          (ContextPooler)
 
 RoBERTa's own head (dense-tanh-out_proj without a pretrained pooler) is `program.MlpHead`.
 """
@@ -24,7 +25,7 @@ from jaxtransfer.models import bert
 
 Params = dict[str, Any]
 # Families whose classifier is always their own pooler + linear ('pooler' and 'mlp' both mean it).
-OWN_HEAD = ('distilbert', 'electra')
+OWN_HEAD = ('distilbert', 'electra', 'deberta-v2')
 
 
 def has_own_head(config: bert.EncoderConfig) -> bool:

