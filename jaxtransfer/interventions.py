@@ -75,10 +75,17 @@ def fresh_blocks(config: bert.EncoderConfig, rng, scheme: str, pretrained: Param
 def family_init(config: bert.EncoderConfig, matrix: str, key, shape) -> jax.Array:
   """A block matrix as the family's HF `_init_weights` draws it (biases 0, norms 1/0 as ever).
 
-  BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2: normal(0, initializer_range), untruncated.
+  ModernBERT: truncated normal at +-initializer_cutoff_factor std, std initializer_range for
+  Wqkv and Wi and initializer_range / sqrt(2 L) for both output projections (Wo). The others
+  (BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2): normal(0, initializer_range), untruncated.
   """
-  del matrix  # the same for every matrix of these families
-  return config.initializer_range * jax.random.normal(key, shape, jnp.float32)
+  std = config.initializer_range
+  if config.model_type != 'modernbert':
+    return std * jax.random.normal(key, shape, jnp.float32)
+  if matrix in ('attention_output', 'output'):
+    std = std / np.sqrt(2.0 * config.num_layers)
+  cut = config.initializer_cutoff
+  return std * jax.random.truncated_normal(key, -cut, cut, shape, jnp.float32)
 
 
 # ----------------------------------------------------------------------------- per-trial arrays

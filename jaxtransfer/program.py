@@ -32,9 +32,9 @@ MASKABLE = bert.BLOCK_MATRICES
 
 # The parameter groups of a trial, declared once: what each top-level key holds.
 GROUPS = {
-    'embeddings': 'word/position/type embeddings and their LayerNorm (and DeBERTa\'s '
-                  'relative position table); trained only with full fine-tuning '
-                  '(`train_embeddings` and no frozen blocks)',
+    'embeddings': 'word/position/type embeddings and their LayerNorm (and the tables outside '
+                  'the blocks: DeBERTa\'s relative positions, ModernBERT\'s final norm); trained '
+                  'only with full fine-tuning (`train_embeddings` and no frozen blocks)',
     'blocks_frozen': 'blocks [0, f): frozen and computed without gradient (no backward pass)',
     'blocks': "blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'), or fixed under "
               "learned masks ('none')",
@@ -159,7 +159,7 @@ class Program:
 
   @property
   def uses_pooler(self) -> bool:
-    # DistilBERT, ELECTRA, DeBERTa: their own head is a pooler + linear (models/heads.py).
+    # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head is a pooler + linear (models/heads.py).
     return self.head == 'pooler' or heads.has_own_head(self.encoder)
 
   @property
@@ -283,7 +283,7 @@ class Program:
         blocks = {**blocks, **params['adapters']}
       x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size,
                             remat=self.remat, **kw)
-    return x
+    return bert.final_norm(c, params['embeddings'], x, dt)  # ModernBERT's; others: identity
 
   def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
             rng=None):

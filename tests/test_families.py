@@ -60,8 +60,16 @@ CONFIGS = {
     'deberta-v3': lambda: transformers.DebertaV2Config(
         **_DEBERTA, share_att_key=True, norm_rel_ebd='layer_norm', position_biased_input=False,
         type_vocab_size=0),
+    # Layers: global, local, global; a half window of 2 makes the local layer see few keys.
+    'modernbert': lambda: transformers.ModernBertConfig(
+        **_BERTLIKE, local_attention=4, global_attn_every_n_layers=2,
+        bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3),
+    'modernbert-biases': lambda: transformers.ModernBertConfig(
+        **_BERTLIKE, local_attention=4, global_attn_every_n_layers=2, attention_bias=True,
+        mlp_bias=True, norm_bias=True, classifier_bias=True,
+        bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3),
 }
-STUDY_VARIANTS = ['distilbert', 'electra', 'xlm-roberta', 'deberta-v3']
+STUDY_VARIANTS = ['distilbert', 'electra', 'xlm-roberta', 'deberta-v3', 'modernbert']
 
 
 def _save_tokenizer(path: pathlib.Path) -> None:
@@ -174,7 +182,7 @@ def test_export_loads_in_transformers(variant, model_dir, tmp_path):
   program = program_lib.Program(encoder=cfg, num_labels=3, num_blocks=cfg.num_layers, head=head)
   train, frozen = program.init(params, {k: np.asarray(v) for k, v in program.defaults().items()},
                                jax.random.key(1))
-  hf = dict(pre.hf_config, **cfg.to_hf(), num_labels=3)
+  hf = dict(pre.hf_config, **cfg.to_hf(), **heads.export_config(cfg, program.pooling), num_labels=3)
   hf.pop('id2label', None)
   hf.pop('label2id', None)
   convert.export(str(tmp_path), program.export_params(train, frozen, {}), hf,
@@ -191,7 +199,11 @@ def test_export_loads_in_transformers(variant, model_dir, tmp_path):
   np.testing.assert_allclose(ours, logits, atol=ATOL)
   # And back: the exported directory loads as the same encoder with the trained pooler.
   again = jt.load_pretrained(str(tmp_path), with_tokenizer=False)
-  chex.assert_trees_all_close(again.params['blocks'], params['blocks'])
+  want = jax.tree.map(np.array, params['blocks'])
+  if cfg.model_type == 'modernbert':  # HF has no norm before block 0's attention: 1/0 again
+    want['attention_ln'] = {k: np.concatenate([np.full_like(v[:1], k == 'scale'), v[1:]])
+                            for k, v in want['attention_ln'].items()}
+  chex.assert_trees_all_close(again.params['blocks'], want)
   if heads.has_own_head(cfg):
     chex.assert_trees_all_close(again.params['pooler'], train['pooler'])
 
@@ -203,10 +215,23 @@ def test_distilbert_sinusoidal_init_matches_hf(tmp_path_factory):
                              pre.params['embeddings']['position_embeddings']['embedding'], atol=1e-6)
 
 
+def test_family_reinit_scheme():
+  """ModernBERT's own init: out projections std / sqrt(2L), truncated at the cutoff."""
+  from jaxtransfer import interventions as iv
+  cfg = bert.EncoderConfig.from_hf(CONFIGS['modernbert']().to_dict())
+  blocks = bert.init_blocks(cfg, jax.random.key(0), cfg.num_layers)
+  fresh = iv.fresh_blocks(cfg, jax.random.key(1), 'family', blocks)
+  std_in = np.std(fresh['intermediate']['kernel'])
+  std_out = np.std(fresh['output']['kernel'])
+  assert abs(std_out / std_in - 1 / np.sqrt(2 * cfg.num_layers)) < 0.1
+  assert np.abs(fresh['query']['kernel']).max() <= 2 * cfg.initializer_range + 1e-7
+  assert np.all(fresh['output_ln']['scale'] == 1)
+
+
 def test_refused_families_name_the_supported_ones(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'model_type': 'deberta', 'vocab_size': 10}))
   (tmp_path / 'model.safetensors').write_bytes(b'')
-  with pytest.raises(UserError, match='deberta-v2'):
+  with pytest.raises(UserError, match='modernbert'):
     jt.load_pretrained(str(tmp_path))
 
 

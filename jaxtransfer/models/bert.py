@@ -5,22 +5,30 @@ masks, closeness, FLOP counts) address the same names in every model; what diffe
 families is a static field of `EncoderConfig`, read from the HF config in `from_hf`:
 
   blocks (stacked, leading axis L)
-    query key value          attention projections
+    query key value          attention projections (ModernBERT: its fused Wqkv, split in three)
     attention_output         attention output projection
-    attention_ln             LayerNorm after the attention residual
-    intermediate             first FFN matrix
+    attention_ln             post-norm: LayerNorm after the attention residual;
+                             pre-norm (ModernBERT): the norm before attention (attn_norm; block
+                             position 0 has none in HF and applies the identity, its entry is 1/0)
+    intermediate             first FFN matrix (ModernBERT: Wi, (H, 2I), columns [:I] the GELU
+                             input and [I:] the gate, in HF's chunk order)
     output                   second FFN matrix
-    output_ln                LayerNorm after the FFN residual
+    output_ln                post-norm: LayerNorm after the FFN residual; pre-norm: mlp_norm
     pos_key, pos_query       DeBERTa-v2 without share_att_key only: the position projections
   embeddings
     word_embeddings, position_embeddings, token_type_embeddings   (those the family has)
-    LayerNorm                the embedding LayerNorm
+    LayerNorm                the embedding LayerNorm (ModernBERT: embeddings.norm)
     embeddings_project       ELECTRA, embedding_size != hidden_size: Linear after the LayerNorm
     embed_proj               DeBERTa-v2, embedding_size != hidden_size: Linear before it
     rel_embeddings, rel_embeddings_norm   DeBERTa-v2: the relative position table every block
                              reads, and its LayerNorm (norm_rel_ebd) - HF's encoder.rel_embeddings
+    final_norm               ModernBERT: the norm after the last block
   pooler                     what the classifier reads through (BERT's pooler; the family heads
                              of models/heads.py)
+
+Per-block differences stay arrays over the block axis: ModernBERT's local (sliding-window) vs
+global attention and their rotary bases are selected inside the scan from `global_layers`
+indexed by the block's position.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtransfer.models import positions as pos_lib
-from jaxtransfer.models.blocks import Adapter, Block, _dense, _layer_norm  # noqa: F401
+from jaxtransfer.models.blocks import Adapter, Block, PreNormBlock, _dense, _layer_norm, block_module  # noqa: F401
 from jaxtransfer.models.config import FAMILIES, EncoderConfig, activation  # noqa: F401
 
 Params = dict[str, Any]
@@ -81,7 +89,7 @@ class Embeddings(nn.Module):
     x = _layer_norm(c, 'LayerNorm', self.dtype)(x)
     if c.model_type == 'deberta-v2' and attention_mask is not None:
       x = x * attention_mask[..., None].astype(x.dtype)  # DeBERTa zeroes the padding positions
-    x = nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic)
+    x = nn.Dropout(c.embeddings_dropout)(x, deterministic=deterministic)
     if c.model_type == 'electra' and width != c.hidden_size:
       x = _dense(c, c.hidden_size, 'embeddings_project', self.dtype)(x)
     return x
@@ -90,7 +98,7 @@ class Embeddings(nn.Module):
 # ----------------------------------------------------------------------------- functional API
 
 # Entries of `embeddings` that the embedding layer itself does not use.
-SHARED_EMBEDDINGS = ('rel_embeddings', 'rel_embeddings_norm')
+SHARED_EMBEDDINGS = ('rel_embeddings', 'rel_embeddings_norm', 'final_norm')
 
 
 def attention_bias(attention_mask) -> jax.Array:
@@ -122,6 +130,13 @@ def relative_embeddings(config: EncoderConfig, embeddings: Params | None):
   return table
 
 
+def final_norm(config: EncoderConfig, embeddings: Params, x, dtype=jnp.float32):
+  """ModernBERT's norm after the last block (the identity for the other families)."""
+  if not config.final_norm:
+    return x
+  return _layer_norm(config, 'final_norm', dtype).apply({'params': embeddings['final_norm']}, x)
+
+
 def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, first_index: int = 0,
                  deterministic: bool = True, rng=None, adapter_size: int = 0,
                  dtype=jnp.float32, collect: bool = False, remat: bool = False,
@@ -130,6 +145,7 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
 
   `first_index` is the global index of blocks[0]: dropout keys are folded from it, so a block draws
   the same dropout mask whether it runs in one scan or in a frozen-prefix/trainable-suffix split;
+  per-position behaviour (ModernBERT's global/local layers) is selected by it too.
   `embeddings` are needed by families whose blocks read a shared table (DeBERTa-v2's relative
   positions).
   `remat` keeps only each block's input for the backward pass and recomputes the block there
@@ -140,7 +156,7 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
   n = jax.tree.leaves(blocks)[0].shape[0]
   bias = attention_bias(attention_mask)
   rel = relative_embeddings(config, embeddings)
-  module = Block(config, adapter_size, dtype)
+  module = block_module(config)(config, adapter_size, dtype)
 
   def body(h, xs):
     p, i = xs
@@ -164,7 +180,9 @@ def hidden_states(config: EncoderConfig, params: Params, input_ids, attention_ma
                   rng=None, dtype=jnp.float32) -> jax.Array:
   """Every hidden state, (n+1, B, S, H): [0] the embedding output, [i] the output of block i-1.
 
-  `num_blocks` (default all L) stops after the first n blocks; the blocks above are not computed.
+  These are HF's `output_hidden_states`: with all L blocks, ModernBERT's last one is after its
+  final norm. `num_blocks` (default all L) stops after the first n blocks; the blocks above are
+  not computed.
   """
   n = config.num_layers if num_blocks is None else num_blocks
   if not 0 <= n <= config.num_layers:
@@ -177,6 +195,8 @@ def hidden_states(config: EncoderConfig, params: Params, input_ids, attention_ma
   _, outs = apply_blocks(config, take_blocks(params['blocks'], 0, n), x, attention_mask,
                          deterministic=deterministic, rng=rng, dtype=dtype, collect=True,
                          embeddings=emb)
+  if config.final_norm and n == config.num_layers:
+    outs = outs.at[-1].set(final_norm(config, emb, outs[-1], dtype).astype(outs.dtype))
   return jnp.concatenate([x[None], outs], axis=0)
 
 
@@ -201,6 +221,11 @@ def init_embeddings(config: EncoderConfig, rng) -> Params:
     if config.norm_rel_ebd:
       params['rel_embeddings_norm'] = {'scale': jnp.ones(config.hidden_size, jnp.float32),
                                        'bias': jnp.zeros(config.hidden_size, jnp.float32)}
+  if config.final_norm:
+    norm = {'scale': jnp.ones(config.hidden_size, jnp.float32)}
+    if config.norm_biases:
+      norm['bias'] = jnp.zeros(config.hidden_size, jnp.float32)
+    params['final_norm'] = norm
   return params
 
 
@@ -228,7 +253,8 @@ def _block_init_args(config: EncoderConfig):
 def init_blocks(config: EncoderConfig, rng, n: int, adapter_size: int = 0) -> Params:
   """n freshly initialised blocks, stacked on axis 0."""
   args = _block_init_args(config)
-  init = lambda k: Block(config, adapter_size).init(k, *args)['params']
+  module = block_module(config)
+  init = lambda k: module(config, adapter_size).init(k, *args)['params']
   return jax.vmap(init)(jax.random.split(rng, n))
 
 

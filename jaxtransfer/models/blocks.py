@@ -1,5 +1,5 @@
-"""The transformer block the encoders stack (post-LayerNorm: BERT, RoBERTa, DistilBERT, ELECTRA,
-DeBERTa-v2 with its disentangled attention)."""
+"""The transformer blocks the encoders stack: post-LayerNorm (BERT, RoBERTa, DistilBERT,
+ELECTRA, DeBERTa-v2 with its disentangled attention) and pre-norm (ModernBERT)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def _dense(config: EncoderConfig, features: int, name: str, dtype, use_bias: boo
 
 def _layer_norm(config: EncoderConfig, name: str, dtype) -> nn.LayerNorm:
   # LayerNorm statistics stay in fp32 even under bf16 compute.
-  return nn.LayerNorm(epsilon=config.layer_norm_eps, name=name, dtype=dtype, param_dtype=jnp.float32)
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, name=name, dtype=dtype, param_dtype=jnp.float32,
+                      use_bias=config.norm_biases)
 
 
 class Adapter(nn.Module):
@@ -41,12 +42,14 @@ class _DenseParams(nn.Module):
   block can fuse several layers into one matmul."""
   features: int
   init_std: float
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, in_features: int):
     kernel = self.param('kernel', nn.initializers.normal(self.init_std),
                         (in_features, self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    bias = (self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+            if self.use_bias else None)
     return kernel, bias
 
 
@@ -56,11 +59,12 @@ def _qkv(c: EncoderConfig, x, dt):
   three (kernel, bias) pairs."""
   b, s, _ = x.shape
   d = c.attention_head_dim
-  layers = [_DenseParams(c.num_heads * d, c.initializer_range, name=n)(x.shape[-1])
+  layers = [_DenseParams(c.num_heads * d, c.initializer_range, c.attention_biases, name=n)(x.shape[-1])
             for n in ('query', 'key', 'value')]
   kernel = jnp.concatenate([k for k, _ in layers], axis=1).astype(dt)
-  bias = jnp.concatenate([b_ for _, b_ in layers]).astype(dt)
-  qkv = jnp.dot(x.astype(dt), kernel) + bias
+  qkv = jnp.dot(x.astype(dt), kernel)
+  if c.attention_biases:
+    qkv = qkv + jnp.concatenate([b_ for _, b_ in layers]).astype(dt)
   qkv = qkv.reshape(b, s, 3, c.num_heads, d)
   return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], layers
 
@@ -130,3 +134,53 @@ class Block(nn.Module):
       p2c = _gather_rel(jnp.einsum('bkhd,rhd->bhkr', k, pos_q), p2c_idx)  # [.., key, query]
       score = score + jnp.swapaxes(p2c, -1, -2)
     return score
+
+
+def _rotate_half(x):
+  half = x.shape[-1] // 2
+  return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+class PreNormBlock(nn.Module):
+  """ModernBERT's block: x + attn(norm(x)) with rotary positions and global or sliding-window
+  attention, then x + Wo(act(in) * gate) of norm(x); block position 0 skips the first norm."""
+  config: EncoderConfig
+  adapter_size: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, attention_bias, deterministic: bool = True, rel=None, index=None):
+    del rel
+    c, dt = self.config, self.dtype
+    s, d = x.shape[1], c.attention_head_dim
+    index = jnp.asarray(0 if index is None else index)
+    is_global = jnp.asarray(c.global_layers)[index]
+    h = jnp.where(index == 0, x.astype(dt), _layer_norm(c, 'attention_ln', dt)(x))
+    q, k, v, _ = _qkv(c, h, dt)
+    cos_g, sin_g = pos_lib.rotary(s, d, c.rope_theta_global)
+    cos_l, sin_l = pos_lib.rotary(s, d, c.rope_theta_local)
+    cos = jnp.where(is_global, cos_g, cos_l)[None, :, None, :].astype(dt)
+    sin = jnp.where(is_global, sin_g, sin_l)[None, :, None, :].astype(dt)
+    q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(d).astype(dt)
+    # Local layers also mask keys outside the window (one where, so masked logits stay finite).
+    window = pos_lib.sliding_window(s, c.local_window)[None, None]
+    bias = jnp.where(is_global | window, attention_bias, jnp.finfo(jnp.float32).min)
+    ctx = _attend(c, logits, v, bias, deterministic, dt)
+    a = _dense(c, c.hidden_size, 'attention_output', dt, c.attention_biases)(ctx)
+    a = nn.Dropout(c.hidden_dropout)(a, deterministic=deterministic)
+    if self.adapter_size:
+      a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
+    x = x + a
+    m = _layer_norm(c, 'output_ln', dt)(x)
+    wi = _dense(c, 2 * c.intermediate_size, 'intermediate', dt, c.mlp_biases)(m)
+    inp, gate = wi[..., :c.intermediate_size], wi[..., c.intermediate_size:]
+    g = nn.Dropout(c.mlp_dropout)(c.activation(inp) * gate, deterministic=deterministic)
+    o = _dense(c, c.hidden_size, 'output', dt, c.mlp_biases)(g)
+    if self.adapter_size:
+      o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
+    return x + o
+
+
+def block_module(config: EncoderConfig):
+  return PreNormBlock if config.pre_norm else Block

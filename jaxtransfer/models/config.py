@@ -30,6 +30,7 @@ FAMILIES = {
     'distilbert': 'distilbert',
     'electra': 'electra',
     'deberta-v2': 'deberta-v2',
+    'modernbert': 'modernbert',
 }
 
 
@@ -62,8 +63,15 @@ class EncoderConfig:
   embedding_size: int = 0              # 0 = hidden_size; else projected (ELECTRA, DeBERTa-v2)
   absolute_positions: bool = True      # learned absolute position table
   sinusoidal_positions: bool = False   # DistilBERT's fixed sinusoidal init of that table
+  embedding_dropout: float | None = None  # None = hidden_dropout
   # Blocks.
   head_dim: int = 0                    # 0 = hidden_size // num_heads
+  pre_norm: bool = False               # ModernBERT
+  glu: bool = False                    # GeGLU feed-forward (ModernBERT)
+  attention_biases: bool = True
+  mlp_biases: bool = True
+  norm_biases: bool = True
+  mlp_dropout: float = 0.0             # pre-norm: dropout inside the FFN (before its output)
   # DeBERTa-v2 disentangled attention.
   relative_attention: bool = False
   pos_att_type: tuple[str, ...] = ()   # 'c2p', 'p2c'
@@ -71,8 +79,16 @@ class EncoderConfig:
   max_relative_positions: int = 0
   share_att_key: bool = False
   norm_rel_ebd: bool = False
+  # ModernBERT rotary attention.
+  global_layers: tuple[bool, ...] = ()  # per block position: True global, False sliding window
+  rope_theta_global: float = 10000.0
+  rope_theta_local: float = 10000.0
+  local_window: int = 0                # half window: a token sees keys with |q - k| <= this
+  final_norm: bool = False
+  initializer_cutoff: float = 0.0      # truncated-normal init at +-cutoff std (0: plain normal)
   # The family's classifier (models/heads.py).
   pooler_act: str = 'tanh'
+  pooler_bias: bool = True
   pooler_dropout: float = 0.0          # dropout before the pooler's dense layer
   classifier_dropout: float | None = None  # before the final linear layer; None = hidden_dropout
 
@@ -137,6 +153,10 @@ class EncoderConfig:
   def relative_span(self) -> int:
     """DeBERTa's attention span: half the rows of the relative position table."""
     return self.position_buckets if self.position_buckets > 0 else self.max_relative_positions
+
+  @property
+  def embeddings_dropout(self) -> float:
+    return self.hidden_dropout if self.embedding_dropout is None else self.embedding_dropout
 
 
 # ----------------------------------------------------------------------------- HF config parsing
@@ -213,5 +233,43 @@ def _deberta_v2(hf):
               pooler_dropout=hf.get('pooler_dropout', 0.0), classifier_dropout=drop)
 
 
+def _modernbert(hf):
+  num_layers = hf['num_hidden_layers']
+  types = hf.get('layer_types')
+  if types is None:
+    every = hf.get('global_attn_every_n_layers', 3)
+    types = ['sliding_attention' if i % every else 'full_attention' for i in range(num_layers)]
+  if len(types) != num_layers or not set(types) <= {'full_attention', 'sliding_attention'}:
+    raise UserError(f'layer_types={types} must name full_attention or sliding_attention for each of '
+                    f'the {num_layers} layers.')
+  rope = hf.get('rope_parameters') or {}
+  theta = {}
+  for kind, legacy, default in (('full_attention', 'global_rope_theta', 160000.0),
+                                ('sliding_attention', 'local_rope_theta', 10000.0)):
+    p = rope.get(kind) or {}
+    if p.get('rope_type', 'default') != 'default' or hf.get('rope_scaling'):
+      raise UserError(f'ModernBERT rope_type {p.get("rope_type")!r} (RoPE scaling) is not '
+                      'supported; jaxtransfer models the default rotary embedding.')
+    theta[kind] = float(p.get('rope_theta') or hf.get(legacy) or default)
+  cutoff = hf.get('initializer_cutoff_factor', 2.0)
+  attn_drop = hf.get('attention_dropout', 0.0)
+  return dict(hidden_size=hf['hidden_size'], num_layers=num_layers,
+              num_heads=hf['num_attention_heads'], intermediate_size=hf['intermediate_size'],
+              type_vocab_size=0, layer_norm_eps=hf.get('norm_eps', 1e-5),
+              hidden_act=hf.get('hidden_activation', 'gelu'),
+              hidden_dropout=attn_drop,  # the dropout on the attention output (HF's out_drop)
+              attention_dropout=attn_drop, embedding_dropout=hf.get('embedding_dropout', 0.0),
+              mlp_dropout=hf.get('mlp_dropout', 0.0), absolute_positions=False, pre_norm=True,
+              glu=True, attention_biases=bool(hf.get('attention_bias', False)),
+              mlp_biases=bool(hf.get('mlp_bias', False)), norm_biases=bool(hf.get('norm_bias', False)),
+              global_layers=tuple(t == 'full_attention' for t in types),
+              rope_theta_global=theta['full_attention'], rope_theta_local=theta['sliding_attention'],
+              local_window=hf.get('local_attention', 128) // 2, final_norm=True,
+              initializer_cutoff=3.0 if cutoff is None else float(cutoff),
+              pooler_act=hf.get('classifier_activation', 'gelu'),
+              pooler_bias=bool(hf.get('classifier_bias', False)),
+              classifier_dropout=hf.get('classifier_dropout', 0.0))
+
+
 _FROM_HF = {'bert': _bert_like, 'roberta': _bert_like, 'electra': _electra,
-            'distilbert': _distilbert, 'deberta-v2': _deberta_v2}
+            'distilbert': _distilbert, 'deberta-v2': _deberta_v2, 'modernbert': _modernbert}

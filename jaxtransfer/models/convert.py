@@ -1,8 +1,8 @@
 """HF state dict <-> stacked Flax pytree, as a pure pair (`stack`, `unstack`), and HF export.
 
 One `Layout` per family says where HF keeps each parameter; models/bert.py's docstring says what
-each entry of the stacked pytree is. Every HF module maps onto one entry, so
-`unstack(stack(state)) == state` exactly.
+each entry of the stacked pytree is. Every HF module maps onto one entry (ModernBERT's fused
+Wqkv onto query, key and value), so `unstack(stack(state)) == state` exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Layout:
   """Where one family's HF checkpoint keeps the parameters of our pytree."""
   prefix: str                     # base_model_prefix of HF's task models ('bert.', 'model.', ...)
   layers: str                     # the module list of the blocks
-  block: dict[str, str]           # HF module inside a layer -> block entry
+  block: dict[str, Any]           # HF module inside a layer -> block entry (a tuple: split in parts)
   embeddings: dict[str, str]      # HF module outside the layers -> `embeddings` entry
   pooler: dict[str, str]          # HF module -> `pooler` entry ('' = the pooler is one Linear)
   pooler_in_base: bool            # the pooler belongs to the base model (BERT), not the task head
@@ -86,6 +86,15 @@ LAYOUTS = {
          'encoder.rel_embeddings': 'rel_embeddings', 'encoder.LayerNorm': 'rel_embeddings_norm'},
         {'pooler.dense': ''}, False, 'DebertaV2',
         _BUFFERS + ('lm_predictions.', 'mask_predictions.', 'cls.', 'classifier.', 'qa_outputs.')),
+    'modernbert': Layout(
+        'model.', 'layers',
+        {'attn_norm': 'attention_ln', 'attn.Wqkv': ('query', 'key', 'value'),
+         'attn.Wo': 'attention_output', 'mlp_norm': 'output_ln', 'mlp.Wi': 'intermediate',
+         'mlp.Wo': 'output'},
+        {'embeddings.tok_embeddings': 'word_embeddings', 'embeddings.norm': 'LayerNorm',
+         'final_norm': 'final_norm'},
+        {'head.dense': 'dense', 'head.norm': 'norm'}, False, 'ModernBert',
+        ('decoder.', 'classifier.')),
 }
 _PREFIXES = tuple(sorted({lay.prefix for lay in LAYOUTS.values()}))
 
@@ -156,6 +165,11 @@ def stack(state: dict[str, np.ndarray], config: bert.EncoderConfig | None = None
       if name is None:
         unknown.append(key)
         continue
+      if isinstance(name, tuple):  # a fused matrix: equal parts along HF's output axis
+        for part, chunk in zip(name, np.split(value, len(name), axis=0)):
+          leaf, v = _leaf('linear', param, chunk)
+          layers.setdefault(i, {}).setdefault(part, {})[leaf] = v
+        continue
       leaf, v = _leaf(lay.entry_kind(name), param, value)
       layers.setdefault(i, {}).setdefault(name, {})[leaf] = v
       continue
@@ -174,19 +188,27 @@ def stack(state: dict[str, np.ndarray], config: bert.EncoderConfig | None = None
       unknown.append(key)
   if unknown:
     raise ValueError(f'Unrecognised {family} parameters: {sorted(unknown)[:8]}')
+  params = {'embeddings': emb, 'blocks': _stack_layers(layers, family)}
+  if pooler:
+    params['pooler'] = pooler
+  return params
+
+
+def _stack_layers(layers: dict[int, dict[str, dict[str, np.ndarray]]], family: str):
+  """{layer index: {entry: {leaf: array}}} -> {entry: {leaf: array stacked on axis 0}}."""
   if not layers or sorted(layers) != list(range(len(layers))):
     raise ValueError(f'Encoder layers must be numbered 0..L-1, found {sorted(layers)}')
+  if family == 'modernbert' and 'attention_ln' not in layers[0]:
+    # HF's layer 0 has no attn_norm (the identity): a neutral 1/0 entry keeps the blocks stacked.
+    layers[0]['attention_ln'] = {k: (np.ones_like(v) if k == 'scale' else np.zeros_like(v))
+                                 for k, v in layers[0]['output_ln'].items()}
   names = layers[0]
   bad = [i for i in layers if set(layers[i]) != set(names)]
   if bad:
     raise ValueError(f'Layers {bad} have other parameters than layer 0')
-  blocks = {name: {leaf: np.stack([layers[i][name][leaf] for i in range(len(layers))])
-                   for leaf in names[name]}
-            for name in names}
-  params = {'embeddings': emb, 'blocks': blocks}
-  if pooler:
-    params['pooler'] = pooler
-  return params
+  return {name: {leaf: np.stack([layers[i][name][leaf] for i in range(len(layers))])
+                 for leaf in names[name]}
+          for name in names}
 
 
 def unstack(params: dict[str, Any], config: bert.EncoderConfig | None = None, *,
@@ -194,9 +216,10 @@ def unstack(params: dict[str, Any], config: bert.EncoderConfig | None = None, *,
   """Inverse of `stack`: params -> HF state dict (torch layout).
 
   Base-model names (AutoModel's) by default; `with_prefix` adds the task model's prefix
-  (`bert.`, `deberta.`, ...) to the encoder keys, as a `*ForSequenceClassification` checkpoint has.
+  (`bert.`, `model.`, ...) to the encoder keys, as a `*ForSequenceClassification` checkpoint has.
   """
   lay = layout(config)
+  family = config.model_type if config is not None else 'bert'
   base = lay.prefix if with_prefix else ''
   state = {}
   emb = params['embeddings']
@@ -209,7 +232,13 @@ def unstack(params: dict[str, Any], config: bert.EncoderConfig | None = None, *,
   for i in range(n):
     for module, name in lay.block.items():
       pre = f'{base}{lay.layers}.{i}.{module}'
-      if name not in blocks:
+      if isinstance(name, tuple):
+        parts = [_hf_leaves('linear', {k: np.asarray(v[i]) for k, v in blocks[p].items()})
+                 for p in name]
+        for param in parts[0]:
+          state[f'{pre}.{param}'] = np.concatenate([p[param] for p in parts], axis=0)
+        continue
+      if name not in blocks or (family == 'modernbert' and name == 'attention_ln' and i == 0):
         continue
       leaves = {k: np.asarray(v[i]) for k, v in blocks[name].items()}
       for param, v in _hf_leaves(lay.entry_kind(name), leaves).items():
@@ -269,6 +298,8 @@ def export_config(hf_config: dict[str, Any], config: bert.EncoderConfig, num_blo
     cfg['n_layers'] = num_blocks
   else:
     cfg['num_hidden_layers'] = num_blocks
+  if config.model_type == 'modernbert' and cfg.get('layer_types'):
+    cfg['layer_types'] = list(cfg['layer_types'])[:num_blocks]
   stem = LAYOUTS[config.model_type].model_class
   if config.hf_model_type == 'xlm-roberta':
     stem = 'XLMRoberta'
@@ -282,7 +313,7 @@ def export(model_dir: str, params: dict[str, Any], hf_config: dict[str, Any],
            head: dict[str, np.ndarray] | None = None) -> None:
   """Writes `config.json` + `model.safetensors` loadable by `transformers.AutoModel`.
 
-  Encoder keys carry the family's prefix (`bert.`, `roberta.`, `deberta.`, ...), as a
+  Encoder keys carry the family's prefix (`bert.`, `roberta.`, `model.`, ...), as a
   `*ForSequenceClassification` checkpoint does; `head` holds extra HF-named tensors (e.g.
   `classifier.weight`). AutoModel strips the prefix, and the matching sequence-classification
   class also picks up the pooler and head.

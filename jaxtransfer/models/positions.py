@@ -45,3 +45,16 @@ def deberta_indices(seq: int, position_buckets: int, max_relative_positions: int
   p2c = np.clip(-rel + span, 0, 2 * span - 1)
   return c2p.astype(np.int32), p2c.astype(np.int32)
 
+
+def rotary(seq: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+  """RoPE cos and sin, (S, head_dim) float32, halves concatenated as in HF's `rotate_half`."""
+  inv_freq = 1.0 / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+  freqs = np.arange(seq, dtype=np.float32)[:, None] * inv_freq.astype(np.float32)[None]
+  emb = np.concatenate([freqs, freqs], axis=-1)
+  return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+
+
+def sliding_window(seq: int, half_window: int) -> np.ndarray:
+  """(S, S) bool: |q - k| <= half_window, ModernBERT's local attention."""
+  ids = np.arange(seq)
+  return np.abs(ids[:, None] - ids[None, :]) <= half_window
