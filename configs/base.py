@@ -40,7 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-8
   c.max_grad_norm = 1.0
   # Model structure shared by every experiment.
-  c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa: dense-tanh-linear), pooler, mlp
+  c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa: dense-tanh-linear;
+                                   # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head), pooler, mlp
   c.pooling = 'cls'                # cls or mean
   c.dtype = 'float32'              # compute dtype (params stay fp32): float32 or bfloat16
   c.remat = 'none'                 # none, or block: recompute tuned blocks in the backward pass

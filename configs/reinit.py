@@ -49,7 +49,7 @@ def tamkin_defaults(c):
   # seeds 1..small_size_seeds instead of `seeds`. 0 turns this off.
   c.small_size_seeds = 0
   c.small_size = 500
-  c.reinit_scheme = 'bert'         # bert | tamkin2020; 'bert,tamkin2020' runs both
+  c.reinit_scheme = 'bert'         # bert | tamkin2020 | family; 'bert,tamkin2020' runs both
   return c
 
 

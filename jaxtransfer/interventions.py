@@ -18,7 +18,7 @@ from jaxtransfer.errors import UserError
 from jaxtransfer.models import bert
 
 Params = dict[str, Any]
-REINIT_SCHEMES = ('bert', 'tamkin2020')
+REINIT_SCHEMES = ('bert', 'tamkin2020', 'family')
 # Tamkin et al.'s code: scipy.stats.truncnorm(-0.04, 0.04, scale=0.02), i.e. bounds of +-0.04 in
 # *standard* units, scaled by 0.02: nearly uniform on +-0.0008 (std ~4.6e-4), not N(0, 0.02^2).
 TAMKIN_TRUNC, TAMKIN_SCALE = 0.04, 0.02
@@ -47,11 +47,12 @@ def fresh_blocks(config: bert.EncoderConfig, rng, scheme: str, pretrained: Param
   `initializer_range` truncated at 2 sigma (tf.truncated_normal_initializer), zero biases,
   LayerNorm 1/0. 'tamkin2020': what Tamkin et al.'s code did: kernels from
   `scipy.stats.truncnorm(-0.04, 0.04, scale=0.02)`, biases keep their pretrained values,
-  LayerNorm 1/0.
+  LayerNorm 1/0. 'family': the checkpoint family's own HF `_init_weights` (`family_init`).
   """
   if scheme not in REINIT_SCHEMES:
     raise UserError(f'reinit_scheme={scheme!r} is not one of {", ".join(REINIT_SCHEMES)}. Use bert '
-                    '(clean BERT init) or tamkin2020 (their code) with --config.reinit_scheme.')
+                    '(clean BERT init), tamkin2020 (their code) or family (the model family\'s own '
+                    'HF init) with --config.reinit_scheme.')
   lower, upper, scale = ((-2.0, 2.0, config.initializer_range) if scheme == 'bert'
                          else (-TAMKIN_TRUNC, TAMKIN_TRUNC, TAMKIN_SCALE))
   leaves, treedef = jax.tree_util.tree_flatten_with_path(pretrained)
@@ -59,7 +60,9 @@ def fresh_blocks(config: bert.EncoderConfig, rng, scheme: str, pretrained: Param
   out = []
   for (path, old), key in zip(leaves, keys):
     names = [str(getattr(k, 'key', k)) for k in path]
-    if names[-1] == 'kernel':
+    if names[-1] == 'kernel' and scheme == 'family':
+      new = family_init(config, names[-2], key, old.shape)
+    elif names[-1] == 'kernel':
       new = scale * jax.random.truncated_normal(key, lower, upper, old.shape, jnp.float32)
     elif names[-2].endswith('_ln') or names[-2] == 'LayerNorm':
       new = jnp.ones_like(old) if names[-1] == 'scale' else jnp.zeros_like(old)
@@ -67,6 +70,22 @@ def fresh_blocks(config: bert.EncoderConfig, rng, scheme: str, pretrained: Param
       new = jnp.zeros_like(old) if scheme == 'bert' else old
     out.append(new.astype(old.dtype))
   return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def family_init(config: bert.EncoderConfig, matrix: str, key, shape) -> jax.Array:
+  """A block matrix as the family's HF `_init_weights` draws it (biases 0, norms 1/0 as ever).
+
+  ModernBERT: truncated normal at +-initializer_cutoff_factor std, std initializer_range for
+  Wqkv and Wi and initializer_range / sqrt(2 L) for both output projections (Wo). The others
+  (BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2): normal(0, initializer_range), untruncated.
+  """
+  std = config.initializer_range
+  if config.model_type != 'modernbert':
+    return std * jax.random.normal(key, shape, jnp.float32)
+  if matrix in ('attention_output', 'output'):
+    std = std / np.sqrt(2.0 * config.num_layers)
+  cut = config.initializer_cutoff
+  return std * jax.random.truncated_normal(key, -cut, cut, shape, jnp.float32)
 
 
 # ----------------------------------------------------------------------------- per-trial arrays

@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxtransfer import interventions as iv
 from jaxtransfer.models import bert
+from jaxtransfer.models import heads
 
 Params = dict[str, Any]
 HEADS = ('pooler', 'mlp')
@@ -31,14 +32,16 @@ MASKABLE = bert.BLOCK_MATRICES
 
 # The parameter groups of a trial, declared once: what each top-level key holds.
 GROUPS = {
-    'embeddings': 'word/position/type embeddings and their LayerNorm; trained only with full '
-                  'fine-tuning (`train_embeddings` and no frozen blocks)',
+    'embeddings': 'word/position/type embeddings and their LayerNorm (and the tables outside '
+                  'the blocks: DeBERTa\'s relative positions, ModernBERT\'s final norm); trained '
+                  'only with full fine-tuning (`train_embeddings` and no frozen blocks)',
     'blocks_frozen': 'blocks [0, f): frozen and computed without gradient (no backward pass)',
     'blocks': "blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'), or fixed under "
               "learned masks ('none')",
     'adapters': 'Houlsby adapters of blocks [f, n) (always trained)',
     'mask_scores': 'sparsity-mask scores of the masked matrices of blocks [f, n) (always trained)',
-    'pooler': "BERT's pooler dense layer (trained unless `train_pooler=False`)",
+    'pooler': "BERT's pooler dense layer, or the dense part of the family's own head "
+              "(models/heads.py; trained unless `train_pooler=False`)",
     'head': 'the classifier (always trained)',
 }
 HEAD_GROUPS = ('pooler', 'head')  # what a trial adds on top of the encoder
@@ -156,7 +159,8 @@ class Program:
 
   @property
   def uses_pooler(self) -> bool:
-    return self.head == 'pooler'
+    # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head is a pooler + linear (models/heads.py).
+    return self.head == 'pooler' or heads.has_own_head(self.encoder)
 
   @property
   def shares_frozen(self) -> bool:
@@ -219,8 +223,7 @@ class Program:
       if self.pretrained_pooler and 'pooler' in params:
         full['pooler'] = params['pooler']
       else:
-        dense = nn.Dense(c.hidden_size, kernel_init=nn.initializers.normal(c.initializer_range))
-        full['pooler'] = dense.init(k_pool, jnp.zeros((1, c.hidden_size)))['params']
+        full['pooler'] = heads.init_pooler(c, k_pool)
     full['head'] = self._head_module().init(k_head, jnp.zeros((1, c.hidden_size)))['params']
     if self.adapter_size and n > f:
       full['adapters'] = bert.init_adapters(c, k_adapt, n - f, self.adapter_size)
@@ -255,9 +258,9 @@ class Program:
 
   def _head_module(self):
     c = self.encoder
-    if self.head == 'mlp':
-      return MlpHead(c.hidden_size, self.num_labels, c.hidden_dropout, c.initializer_range)
-    return LinearHead(self.num_labels, c.hidden_dropout, c.initializer_range)
+    if not self.uses_pooler:
+      return MlpHead(c.hidden_size, self.num_labels, heads.classifier_dropout(c), c.initializer_range)
+    return LinearHead(self.num_labels, heads.classifier_dropout(c), heads.classifier_std(c))
 
   def features(self, params: Params, batch, arrays, *, deterministic: bool, rng=None):
     """The encoder up to block n: last hidden state (B, S, H)."""
@@ -265,6 +268,7 @@ class Program:
     ids, mask = batch['input_ids'], batch['attention_mask']
     kw = dict(deterministic=deterministic, rng=rng, dtype=dt)
     x = bert.embed(c, params['embeddings'], ids, batch.get('token_type_ids'), **kw)
+    kw['embeddings'] = params['embeddings']  # DeBERTa's blocks read its relative position table
     if f:
       x = bert.apply_blocks(c, params['blocks_frozen'], x, mask, first_index=0, **kw)
     if n > f:
@@ -279,7 +283,7 @@ class Program:
         blocks = {**blocks, **params['adapters']}
       x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size,
                             remat=self.remat, **kw)
-    return x
+    return bert.final_norm(c, params['embeddings'], x, dt)  # ModernBERT's; others: identity
 
   def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
             rng=None):
@@ -292,7 +296,9 @@ class Program:
     else:
       pooled = x[:, 0]
     if self.uses_pooler:
-      pooled = bert.pool(self.encoder, params['pooler'], pooled[:, None], dtype=self.compute_dtype)
+      pooled = heads.pool(self.encoder, params['pooler'], pooled, dtype=self.compute_dtype,
+                          deterministic=deterministic,
+                          rng=None if deterministic else jax.random.fold_in(rng, 2**31 - 3))
     rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, 2**31 - 2)}
     out = self._head_module().apply({'params': params['head']}, pooled.astype(jnp.float32),
                                     deterministic, rngs=rngs)
@@ -371,11 +377,4 @@ class Program:
 
   def export_head(self, train: Params, frozen: Params) -> dict[str, np.ndarray]:
     """The classifier in HF's *ForSequenceClassification names (torch layout)."""
-    head = jax.tree.map(np.asarray, merge(train, frozen)['head'])
-    if self.head == 'mlp':
-      return {'classifier.dense.weight': head['dense']['kernel'].T,
-              'classifier.dense.bias': head['dense']['bias'],
-              'classifier.out_proj.weight': head['out_proj']['kernel'].T,
-              'classifier.out_proj.bias': head['out_proj']['bias']}
-    return {'classifier.weight': head['classifier']['kernel'].T,
-            'classifier.bias': head['classifier']['bias']}
+    return heads.export_head(self.encoder, self.head, merge(train, frozen)['head'])

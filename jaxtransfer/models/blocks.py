@@ -1,0 +1,187 @@
+"""The transformer blocks the encoders stack: post-LayerNorm (BERT, RoBERTa, DistilBERT,
+ELECTRA, DeBERTa-v2 with its disentangled attention) and pre-norm (ModernBERT)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtransfer.models import positions as pos_lib
+from jaxtransfer.models.dropout import TokenDropout
+from jaxtransfer.models.config import EncoderConfig
+
+
+def _dense(config: EncoderConfig, features: int, name: str, dtype, use_bias: bool = True) -> nn.Dense:
+  # HF's _init_weights: normal(0, initializer_range) weights, zero biases.
+  return nn.Dense(features, name=name, dtype=dtype, param_dtype=jnp.float32, use_bias=use_bias,
+                  kernel_init=nn.initializers.normal(config.initializer_range))
+
+
+def _layer_norm(config: EncoderConfig, name: str, dtype) -> nn.LayerNorm:
+  # LayerNorm statistics stay in fp32 even under bf16 compute.
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, name=name, dtype=dtype, param_dtype=jnp.float32,
+                      use_bias=config.norm_biases)
+
+
+class Adapter(nn.Module):
+  """Houlsby bottleneck adapter with its own residual: x + up(relu(down(x)))."""
+  config: EncoderConfig
+  size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = jax.nn.relu(_dense(self.config, self.size, 'down', self.dtype)(x))
+    return x + _dense(self.config, self.config.hidden_size, 'up', self.dtype)(h)
+
+
+class _DenseParams(nn.Module):
+  """A Dense layer's parameters, declared (same names and init as `_dense`) but not applied, so the
+  block can fuse several layers into one matmul."""
+  features: int
+  init_std: float
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    kernel = self.param('kernel', nn.initializers.normal(self.init_std),
+                        (in_features, self.features), jnp.float32)
+    bias = (self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+            if self.use_bias else None)
+    return kernel, bias
+
+
+def _qkv(c: EncoderConfig, x, dt):
+  """Query, key and value as one (H, 3A) matmul: one pass over x, and one matmul (not three plus
+  two adds) for the gradient that flows back into x. Returns q, k, v (B, S, heads, d) and the
+  three (kernel, bias) pairs."""
+  b, s, _ = x.shape
+  d = c.attention_head_dim
+  layers = [_DenseParams(c.num_heads * d, c.initializer_range, c.attention_biases, name=n)(x.shape[-1])
+            for n in ('query', 'key', 'value')]
+  kernel = jnp.concatenate([k for k, _ in layers], axis=1).astype(dt)
+  qkv = jnp.dot(x.astype(dt), kernel)
+  if c.attention_biases:
+    qkv = qkv + jnp.concatenate([b_ for _, b_ in layers]).astype(dt)
+  qkv = qkv.reshape(b, s, 3, c.num_heads, d)
+  return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], layers
+
+
+def _attend(c: EncoderConfig, logits, v, attention_bias, deterministic, dt):
+  # Softmax in fp32: bf16 logits lose the small differences attention depends on.
+  probs = jax.nn.softmax(logits.astype(jnp.float32) + attention_bias, axis=-1).astype(dt)
+  probs = TokenDropout(c.attention_dropout, (2, 3))(probs, deterministic=deterministic)
+  b, _, s, _ = probs.shape
+  return jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(b, s, -1)
+
+
+def _gather_rel(scores, index):
+  """scores (B, h, S, R) gathered along R at index (S, S) -> (B, h, S, S)."""
+  return jnp.take_along_axis(scores, jnp.broadcast_to(index, scores.shape[:2] + index.shape), axis=-1)
+
+
+class Block(nn.Module):
+  """One post-LayerNorm transformer block (self-attention, then feed-forward); with DeBERTa-v2's
+  disentangled attention (content-to-position and position-to-content terms) when configured."""
+  config: EncoderConfig
+  adapter_size: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, attention_bias, deterministic: bool = True, rel=None, index=None):
+    del index
+    c, dt = self.config, self.dtype
+    d = c.attention_head_dim
+    q, k, v, proj = _qkv(c, x, dt)
+    if c.model_type == 'deberta-v2':
+      scale = jnp.sqrt(jnp.float32(d * (1 + len(c.pos_att_type)))).astype(dt)
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / scale
+      if c.relative_attention:
+        logits = logits + self._relative(q, k, proj, rel, deterministic) / scale
+    else:
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(d).astype(dt)
+    ctx = _attend(c, logits, v, attention_bias, deterministic, dt)
+    a = _dense(c, c.hidden_size, 'attention_output', dt)(ctx)
+    a = TokenDropout(c.hidden_dropout)(a, deterministic=deterministic)
+    if self.adapter_size:
+      a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
+    x = _layer_norm(c, 'attention_ln', dt)(a + x)
+    h = c.activation(_dense(c, c.intermediate_size, 'intermediate', dt)(x))
+    o = _dense(c, c.hidden_size, 'output', dt)(h)
+    o = TokenDropout(c.hidden_dropout)(o, deterministic=deterministic)
+    if self.adapter_size:
+      o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
+    return _layer_norm(c, 'output_ln', dt)(o + x)
+
+  def _relative(self, q, k, proj, rel, deterministic):
+    """DeBERTa-v2's c2p + p2c attention scores (unscaled), (B, heads, S, S)."""
+    c, dt = self.config, self.dtype
+    s, d = q.shape[1], c.attention_head_dim
+    rel = nn.Dropout(c.hidden_dropout)(rel.astype(dt), deterministic=deterministic)  # pos_dropout
+    project = lambda kb: (jnp.dot(rel, kb[0].astype(dt)) + kb[1].astype(dt)).reshape(-1, c.num_heads, d)
+    c2p_idx, p2c_idx = pos_lib.deberta_indices(s, c.position_buckets, c.max_relative_positions,
+                                               c.relative_span)
+    score = 0.0
+    if 'c2p' in c.pos_att_type:
+      pos_k = (project(proj[1]) if c.share_att_key
+               else _dense(c, c.num_heads * d, 'pos_key', dt)(rel).reshape(-1, c.num_heads, d))
+      score = score + _gather_rel(jnp.einsum('bqhd,rhd->bhqr', q, pos_k), c2p_idx)
+    if 'p2c' in c.pos_att_type:
+      pos_q = (project(proj[0]) if c.share_att_key
+               else _dense(c, c.num_heads * d, 'pos_query', dt)(rel).reshape(-1, c.num_heads, d))
+      p2c = _gather_rel(jnp.einsum('bkhd,rhd->bhkr', k, pos_q), p2c_idx)  # [.., key, query]
+      score = score + jnp.swapaxes(p2c, -1, -2)
+    return score
+
+
+def _rotate_half(x):
+  half = x.shape[-1] // 2
+  return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+class PreNormBlock(nn.Module):
+  """ModernBERT's block: x + attn(norm(x)) with rotary positions and global or sliding-window
+  attention, then x + Wo(act(in) * gate) of norm(x); block position 0 skips the first norm."""
+  config: EncoderConfig
+  adapter_size: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, attention_bias, deterministic: bool = True, rel=None, index=None):
+    del rel
+    c, dt = self.config, self.dtype
+    s, d = x.shape[1], c.attention_head_dim
+    index = jnp.asarray(0 if index is None else index)
+    is_global = jnp.asarray(c.global_layers)[index]
+    h = jnp.where(index == 0, x.astype(dt), _layer_norm(c, 'attention_ln', dt)(x))
+    q, k, v, _ = _qkv(c, h, dt)
+    cos_g, sin_g = pos_lib.rotary(s, d, c.rope_theta_global)
+    cos_l, sin_l = pos_lib.rotary(s, d, c.rope_theta_local)
+    cos = jnp.where(is_global, cos_g, cos_l)[None, :, None, :].astype(dt)
+    sin = jnp.where(is_global, sin_g, sin_l)[None, :, None, :].astype(dt)
+    q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(d).astype(dt)
+    # Local layers also mask keys outside the window (one where, so masked logits stay finite).
+    window = pos_lib.sliding_window(s, c.local_window)[None, None]
+    bias = jnp.where(is_global | window, attention_bias, jnp.finfo(jnp.float32).min)
+    ctx = _attend(c, logits, v, bias, deterministic, dt)
+    a = _dense(c, c.hidden_size, 'attention_output', dt, c.attention_biases)(ctx)
+    a = TokenDropout(c.hidden_dropout)(a, deterministic=deterministic)
+    if self.adapter_size:
+      a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
+    x = x + a
+    m = _layer_norm(c, 'output_ln', dt)(x)
+    wi = _dense(c, 2 * c.intermediate_size, 'intermediate', dt, c.mlp_biases)(m)
+    inp, gate = wi[..., :c.intermediate_size], wi[..., c.intermediate_size:]
+    g = TokenDropout(c.mlp_dropout)(c.activation(inp) * gate, deterministic=deterministic)
+    o = _dense(c, c.hidden_size, 'output', dt, c.mlp_biases)(g)
+    if self.adapter_size:
+      o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
+    return x + o
+
+
+def block_module(config: EncoderConfig):
+  return PreNormBlock if config.pre_norm else Block

@@ -1,0 +1,105 @@
+"""Each family's sequence-classification head, as HF's `...ForSequenceClassification` builds it.
+
+Every head is a pooler (the `pooler` entry of the params: dense + activation, ModernBERT adds a
+norm) followed by dropout and the linear classifier (`program.LinearHead`), so the pooler is what
+a study keeps, trains or freezes like BERT's:
+
+  bert, roberta  pooler: tanh(dense(x[CLS]))                              (BertPooler)
+  distilbert     pooler: relu(pre_classifier(x)), then seq_classif_dropout
+  electra        pooler: gelu(dense(dropout(x))), classifier = out_proj   (ElectraClassificationHead)
+  deberta-v2     pooler: act(dense(dropout(x))), then cls_dropout          (ContextPooler)
+  modernbert     pooler: norm(act(dense(x))), then classifier_dropout      (ModernBertPredictionHead;
+                 a ModernBertForMaskedLM checkpoint's `head` is this pretrained pooler, as in HF)
+
+RoBERTa's own head (dense-tanh-out_proj without a pretrained pooler) is `program.MlpHead`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtransfer.models import bert
+
+Params = dict[str, Any]
+# Families whose classifier is always their own pooler + linear ('pooler' and 'mlp' both mean it).
+OWN_HEAD = ('distilbert', 'electra', 'deberta-v2', 'modernbert')
+
+
+def has_own_head(config: bert.EncoderConfig) -> bool:
+  return config.model_type in OWN_HEAD
+
+
+def _act(name: str):
+  return jnp.tanh if name == 'tanh' else bert.activation(name)
+
+
+def _modernbert_std(config: bert.EncoderConfig) -> float:
+  # ModernBERT's _init_weights: "out" std for the prediction head's dense layer.
+  return config.initializer_range / math.sqrt(2.0 * config.num_layers)
+
+
+def init_pooler(config: bert.EncoderConfig, rng) -> Params:
+  """A fresh pooler in the family's init (HF's _init_weights)."""
+  c, h = config, config.hidden_size
+  if c.model_type != 'modernbert':
+    dense = nn.Dense(h, kernel_init=nn.initializers.normal(c.initializer_range))
+    return dense.init(rng, jnp.zeros((1, h)))['params']
+  std, cut = _modernbert_std(c), c.initializer_cutoff
+  kernel = std * jax.random.truncated_normal(rng, -cut, cut, (h, h), jnp.float32)
+  dense = {'kernel': kernel, **({'bias': jnp.zeros(h, jnp.float32)} if c.pooler_bias else {})}
+  norm = {'scale': jnp.ones(h, jnp.float32), **({'bias': jnp.zeros(h, jnp.float32)} if c.norm_biases else {})}
+  return {'dense': dense, 'norm': norm}
+
+
+def pool(config: bert.EncoderConfig, pooler: Params, v, *, dtype=jnp.float32,
+         deterministic: bool = True, rng=None) -> jax.Array:
+  """The pooler on the pooled vectors v (B, H)."""
+  c = config
+  if c.pooler_dropout and not deterministic:
+    v = nn.Dropout(c.pooler_dropout).apply({}, v, False, rngs={'dropout': rng})
+  if c.model_type == 'modernbert':
+    dense = nn.Dense(c.hidden_size, dtype=dtype, use_bias=c.pooler_bias)
+    h = _act(c.pooler_act)(dense.apply({'params': pooler['dense']}, v))
+    norm = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dtype, use_bias=c.norm_biases)
+    return norm.apply({'params': pooler['norm']}, h)
+  dense = bert._dense(c, c.hidden_size, 'pooler', dtype)
+  return _act(c.pooler_act)(dense.apply({'params': pooler}, v))
+
+
+def classifier_dropout(config: bert.EncoderConfig) -> float:
+  """The dropout before the final linear layer."""
+  if config.classifier_dropout is None:
+    return config.hidden_dropout
+  return config.classifier_dropout
+
+
+def classifier_std(config: bert.EncoderConfig) -> float:
+  """The init std of a fresh classifier (ModernBERT: hidden_size**-0.5, "final_out")."""
+  return config.hidden_size ** -0.5 if config.model_type == 'modernbert' else config.initializer_range
+
+
+def export_head(config: bert.EncoderConfig, head_kind: str, head: Params) -> dict[str, np.ndarray]:
+  """The classifier in HF's *ForSequenceClassification names (torch layout); the pooler is
+  exported with the encoder (convert.unstack)."""
+  head = {k: {n: np.asarray(a) for n, a in v.items()} for k, v in head.items()}
+  if head_kind == 'mlp' and not has_own_head(config):
+    return {'classifier.dense.weight': head['dense']['kernel'].T,
+            'classifier.dense.bias': head['dense']['bias'],
+            'classifier.out_proj.weight': head['out_proj']['kernel'].T,
+            'classifier.out_proj.bias': head['out_proj']['bias']}
+  name = 'classifier.out_proj' if config.model_type == 'electra' else 'classifier'
+  return {f'{name}.weight': head['classifier']['kernel'].T,
+          f'{name}.bias': head['classifier']['bias']}
+
+
+def export_config(config: bert.EncoderConfig, pooling: str) -> dict[str, Any]:
+  """HF config keys that make the exported classifier pool as the trial did."""
+  if config.model_type == 'modernbert':
+    return {'classifier_pooling': pooling}
+  return {}
