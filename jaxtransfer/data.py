@@ -379,18 +379,8 @@ def load_task_data(task_name: str,
   # task=custom reads the files or hub dataset it was registered with; data_dir is GLUE's.
   data_dir = '' if task.name == 'custom' else str(data_dir or '').strip()
   if data_dir == 'demo':
-    if task.name != 'sst2':
-      raise UserError(
-          f'data_dir=demo is the packaged demo sentiment set, which only serves task sst2, not '
-          f'{task.name!r}. Set --config.task=sst2, or point --config.data_dir at GLUE data.')
     from jaxtransfer import demo_data  # pylint: disable=g-import-not-at-top
-    data_dir = os.path.join(cache_dir, 'demo')
-    try:
-      demo_data.write_sst2(data_dir)
-    except OSError as e:
-      raise UserError(
-          f'Could not write the demo data under {data_dir} ({e}). Set the JAXTRANSFER_CACHE '
-          f'environment variable to a writable folder.') from None
+    data_dir = demo_data.prepare(task.name, cache_dir)
 
   valid = ('train', 'dev', *task.dev_splits.values())
   bad = [s for s in splits if s not in valid]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from jaxtransfer import files
+from jaxtransfer.errors import UserError
 
 # Short review-style sentences written for this project (movies, books, products, restaurants,
 # hotels, apps, services). Some are mild and some use negation, so the task is not trivial.
@@ -481,3 +483,19 @@ def write_sst2(dir: str, dev_fraction: float = 0.2, seed: int = 0) -> Path:  # p
     text = _HEADER + ''.join(f'{split_rows[i][0]}\t{split_rows[i][1]}\n' for i in order)
     _write_if_changed(out / f'{split}.tsv', text)
   return out
+
+
+def prepare(task_name: str, cache_dir: str) -> str:
+  """`data_dir=demo`: writes the built-in set under the cache (once) and returns its GLUE root."""
+  if task_name != 'sst2':
+    raise UserError(
+        f'data_dir=demo is the packaged demo sentiment set, which only serves task sst2, not '
+        f'{task_name!r}. Set --config.task=sst2, or point --config.data_dir at GLUE data.')
+  data_dir = os.path.join(cache_dir, 'demo')
+  try:
+    write_sst2(data_dir)
+  except OSError as e:
+    raise UserError(
+        f'Could not write the demo data under {data_dir} ({e}). Set the JAXTRANSFER_CACHE '
+        f'environment variable to a writable folder.') from None
+  return data_dir

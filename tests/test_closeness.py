@@ -84,6 +84,7 @@ def _config(tiny_model_dir, work, **kw):
   c.model, c.cache_dir = str(tiny_model_dir), str(work / 'cache')
   c.max_seq_length, c.num_train_steps, c.train_sizes, c.seeds = 32, 5, (64,), (1,)
   c.eval_max_examples, c.learning_rate, c.export_model = 32, 1e-3, True
+  c.trials_per_program = 64  # the critical sweep is checked to be one vmapped program
   for k, v in kw.items():
     c[k] = v
   return c
