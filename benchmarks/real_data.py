@@ -84,7 +84,7 @@ def hf_side(args, dynamic: bool) -> dict:
     feats = [{k: enc[k][r] for k in enc} for r in rows]
     out = tok.pad(feats, return_tensors='pt')  # dynamic: to the longest row; else all 128 already
     if labels is not None:
-      out['labels'] = torch.as_tensor(labels[rows])
+      out['labels'] = torch.as_tensor(labels[rows], dtype=torch.long)
     return {k: v.to(dev_name) for k, v in out.items()}
 
   accs, train_s = [], 0.0
