@@ -1,4 +1,5 @@
-"""Keys every experiment shares (CONTRACT.md); each config file starts from `base.get_config()`."""
+"""Keys every experiment shares (docs/CONTRACT.md); each config file starts from
+`base.get_config()`."""
 
 import ml_collections
 

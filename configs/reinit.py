@@ -9,7 +9,7 @@ block (embeddings and the pretrained pooler are always kept, the classifier is a
 `ks=(-1,)` (the default) means every k from 0 to L, whatever the model's L. Every k of one
 (scheme, train size) runs in ONE compiled, vmapped group: k is a per-trial mask, not a program.
 
-Paper defaults (PROTOCOLS.md §1): bert-base-uncased; SST-2, QNLI, CoLA; 500 / 5,000 / full
+Paper defaults (docs/PROTOCOLS.md §1): bert-base-uncased; SST-2, QNLI, CoLA; 500 / 5,000 / full
 training examples, each trial its own random subset; 50 trials at 500 examples, 3 otherwise;
 AdamW lr 2e-5, batch 8, 3 epochs, length 128, no warmup, no weight decay. The authors' early plots
 (SST-2, one run each): every block kept .858 at 500 / .903 at 5k; all reinitialized .509 / .796.

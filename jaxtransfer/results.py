@@ -20,7 +20,7 @@ from jaxtransfer import files
 Record = dict[str, Any]
 SettingKey = tuple[Any, str]  # (train_size, setting rendered as compact sorted JSON)
 
-# Header of summary.csv, fixed by CONTRACT.md.
+# Header of summary.csv, fixed by docs/CONTRACT.md.
 SUMMARY_FIELDS = (
     'experiment', 'task', 'model', 'train_size', 'setting', 'metric',
     'n', 'mean', 'std', 'ci95_low', 'ci95_high',

@@ -26,7 +26,8 @@ from jaxtransfer.analysis import plots
 KEY = 'trainable_blocks'
 FLOPS = 'train_flops_fraction'
 
-# PROTOCOLS §2: bert-base-uncased (L = 12), dev x100, Lee aggregation; keys are trainable blocks k.
+# docs/PROTOCOLS.md §2: bert-base-uncased (L = 12), dev x100, Lee aggregation; keys are trainable
+# blocks k.
 PAPER_BERT_BASE = {
     'cola': {12: 58.26, 6: 53.27, 5: 51.85, 4: 50.59, 3: 47.49, 2: 44.01, 1: 42.10, 0: 29.59},
     'sst2': {12: 92.69, 6: 92.06, 5: 91.75, 4: 91.15, 3: 90.84, 2: 90.89, 1: 91.33, 0: 85.03},

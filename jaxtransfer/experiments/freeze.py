@@ -14,7 +14,8 @@ from jaxtransfer.errors import UserError
 from jaxtransfer.experiments import base
 
 
-# PROTOCOLS §2: the learning rate Lee et al. picked per task for bert-base (best of {1..5}e-5).
+# docs/PROTOCOLS.md §2: the learning rate Lee et al. picked per task for bert-base (best of
+# {1..5}e-5).
 BERT_BASE_LR = {'cola': 4e-5, 'sst2': 2e-5, 'mrpc': 3e-5, 'stsb': 5e-5, 'qqp': 2e-5, 'mnli': 3e-5,
                 'qnli': 2e-5, 'rte': 3e-5}
 LARGE_BATCH_TASKS = ('qqp', 'mnli', 'qnli')
