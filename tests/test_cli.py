@@ -98,3 +98,25 @@ def test_hub_unreachable(demo_args, tmp_path):
 
 def test_missing_config_flag(tmp_path):
   assert_bad_input(run_main(f'--workdir={tmp_path}'), '--config')
+
+
+@pytest.mark.parametrize('content, needles', [
+    (None, ('nosuch.py', 'No such file')),
+    ('def get_config(:\n', ('SyntaxError', 'line 1')),
+    ('def get_config():\n  return undefined_name\n', ('NameError', 'undefined_name')),
+    ('x = 1\n', ('get_config',)),
+    ('def get_config():\n  return 3\n', ('returned int', 'ConfigDict')),
+])
+def test_bad_config_file(tmp_path, content, needles):
+  """A missing or broken config file is one paragraph naming it, not chained tracebacks."""
+  path = tmp_path / 'nosuch.py'
+  if content is not None:
+    path.write_text(content)
+  proc = run_main(f'--config={path}', f'--workdir={tmp_path / "w"}')
+  assert_bad_input(proc, *needles)
+  assert not (tmp_path / 'w').exists()
+
+
+def test_config_file_is_a_directory(tmp_path):
+  assert_bad_input(run_main(f'--config={tmp_path}', f'--workdir={tmp_path / "w"}',
+                            '--config.seeds=1'), 'Is a directory')
