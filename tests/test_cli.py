@@ -48,13 +48,22 @@ def test_negative_train_size(demo_args):
   assert_bad_input(run_main(*demo_args, '--config.train_sizes=(-5,)'), 'train_size=-5')
 
 
-def test_train_size_larger_than_the_data(demo_args):
+def test_train_size_larger_than_the_data(demo_args, tmp_path):
   assert_bad_input(run_main(*demo_args, '--config.train_sizes=(100000,)'), 'train_size=100000',
                    'training set has')
+  assert not (tmp_path / 'w').exists()  # found after loading the data: the new workdir is gone
 
 
 def test_missing_data_dir(demo_args, tmp_path):
   assert_bad_input(run_main(*demo_args, f'--config.data_dir={tmp_path / "nowhere"}'), 'nowhere')
+  assert not (tmp_path / 'w').exists()
+
+
+def test_failed_run_keeps_a_workdir_it_did_not_create(demo_args, tmp_path):
+  (tmp_path / 'w').mkdir()
+  (tmp_path / 'w' / 'notes.txt').write_text('mine')
+  assert_bad_input(run_main(*demo_args, '--config.train_sizes=(100000,)'), 'train_size=100000')
+  assert (tmp_path / 'w' / 'notes.txt').read_text() == 'mine'
 
 
 def test_missing_split_file(demo_args, glue_dir):

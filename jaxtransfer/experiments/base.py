@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import logging
 
+from jaxtransfer import config_history
 from jaxtransfer import data as data_lib
 from jaxtransfer import distributed as dist
 from jaxtransfer import engine as engine_lib
@@ -92,6 +93,9 @@ class Experiment:
   """
   name = 'finetune'
   needs_train = True
+  # Config keys whose values each trial's setting records (besides seeds and train_sizes): a
+  # re-run that changes only these adds or drops trials, it does not change finished ones.
+  sweep_keys: tuple[str, ...] = ()
 
   def resolve(self, config) -> None:
     """Fills config values a study derives from others (before validation and config.json)."""
@@ -147,8 +151,9 @@ class Experiment:
 
   def run_spec(self, ctx: Context, trials) -> engine_lib.RunSpec:
     del trials
-    return engine_lib.RunSpec.from_config(ctx.config, ctx.task, ctx.workdir,
-                                          checkpoint_dir=workdir_lib.active(ctx.workdir).checkpoints)
+    return engine_lib.RunSpec.from_config(
+        ctx.config, ctx.task, ctx.workdir, checkpoint_dir=workdir_lib.active(ctx.workdir).checkpoints,
+        config_hash=config_history.config_hash(config_history.resolved(ctx.config)))
 
   def execute(self, ctx: Context, engine: engine_lib.Engine, trials) -> list[dict]:
     """Trains the trials; a study with phases (closeness) runs the same engine again."""

@@ -52,6 +52,7 @@ def full_finetuning_ids(csv_path: str) -> set[str]:
 
 class Closeness(base.Experiment):
   name = 'closeness'
+  sweep_keys = ('critical_r', 'critical_orders')
 
   def validate(self, ctx):
     c, L = ctx.config, ctx.pretrained.config.num_layers

@@ -54,6 +54,7 @@ def freeze_program(ctx: base.Context, k: int):
 
 class Freeze(base.Experiment):
   name = 'freeze'
+  sweep_keys = ('trainable_blocks',)
 
   def resolve(self, config) -> None:
     paper_defaults(config)

@@ -123,6 +123,7 @@ class BlockStudy(base.Experiment):
 class ProgressiveReinit(BlockStudy):
   """Blocks with index >= k reinitialized (k kept), for each k (Fig. 2)."""
   name = 'reinit'
+  sweep_keys = ('ks', 'reinit_scheme', 'reinit_lr_multiplier', 'small_size_seeds')
 
   def settings(self, ctx):
     c, L = ctx.config, ctx.pretrained.num_layers
@@ -147,6 +148,7 @@ class ProgressiveReinit(BlockStudy):
 class BlockReinit(BlockStudy):
   """A window of `block_size` blocks reinitialized, or the only ones kept (Fig. 3)."""
   name = 'block_reinit'
+  sweep_keys = ('starts', 'block_size', 'mode', 'reinit_scheme', 'small_size_seeds')
 
   def settings(self, ctx):
     c, L = ctx.config, ctx.pretrained.num_layers
@@ -171,6 +173,7 @@ class Permutation(BlockStudy):
   """Pretrained blocks stacked in the order np.random.RandomState(p).permutation(L) (Fig. 4)."""
   name = 'permute'
   permutes = True
+  sweep_keys = ('permutation_seeds', 'reinit_scheme', 'small_size_seeds')
 
   def settings(self, ctx):
     c, L = ctx.config, ctx.pretrained.num_layers

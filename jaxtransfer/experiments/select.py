@@ -66,6 +66,7 @@ def make_program(ctx: base.Context, head_block: int, num_tuned: int, method: str
 
 class Select(base.Experiment):
   name = 'select'
+  sweep_keys = ('num_tuned_blocks', 'method', 'baselines', 'head_block', 'auto_tolerance')
 
   def __init__(self):
     self._step_times: dict = {}

@@ -69,6 +69,7 @@ def mask_program(ctx: base.Context) -> program_lib.Program:
 
 class Sparsity(base.Experiment):
   name = 'sparsity'
+  sweep_keys = ('target_sparsity', 'mask_blocks', 'mask_learning_rate', 'baselines')
 
   def validate(self, ctx):
     check(ctx)
