@@ -9,6 +9,7 @@ trials (or the checkpointed group in flight) were made with is refused, naming t
   - the study's sweep keys (seeds, train sizes, its swept lists): a trial's own seed, train size
     and setting are in its record, so adding seeds or settings adds trials without changing how
     the finished ones were made.
+Keys a workdir's earlier config lacks (added to jaxtransfer since) are not compared either.
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ def _show(value) -> str:
 
 
 def changed_keys(before: Config, after: Config, ignore: Iterable[str] = ()) -> list[str]:
+  """Keys whose values differ. A key `before` lacks is a knob added to jaxtransfer since, so the
+  earlier run had its default: not a difference."""
   skip = RUN_ONLY | SWEEP | set(ignore)
-  keys = (set(before) | set(after)) - skip
-  return sorted(k for k in keys if before.get(k) != after.get(k))
+  return sorted(k for k in set(before) - skip if before[k] != after.get(k))
 
 
 def check(config, workdir: str, sweep_keys: Iterable[str] = ()) -> None:
