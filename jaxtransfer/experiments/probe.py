@@ -131,9 +131,12 @@ class Probe(base.Experiment):
     program = self.program(ctx)
     # What the probe reads is part of the setting, so probes of different kinds plot apart.
     read = {'pooling': ctx.config.pooling, 'pooler': self.use_pooler(ctx)}
-    return [Trial(seed, int(size), {'k': k, **read}, program, arrays={'layer': np.int32(k)})
-            for size in ctx.config.train_sizes for k in reinit.expand(ctx.config.ks, 'ks', 0, L, L)
-            for seed in reinit.seeds_for(ctx.config, int(size))]
+    ks = reinit.expand(ctx.config.ks, 'ks', 0, L, L)
+    out = [Trial(seed, int(size), {'k': k, **read}, program, arrays={'layer': np.int32(k)})
+           for size in ctx.config.train_sizes for k in ks
+           for seed in reinit.seeds_for(ctx.config, int(size))]
+    reinit.log_trial_count(self.name, ctx.config, len(ks), len(out))
+    return out
 
   def run_spec(self, ctx, trials):
     # All probes of a size in one group: they are tiny, the engine's memory guess is for encoders.

@@ -13,8 +13,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from jaxtransfer import interventions as iv
+from jaxtransfer.analysis import plots
 from jaxtransfer.analysis import tamkin
 from jaxtransfer.engine import Trial
 from jaxtransfer.errors import UserError
@@ -52,6 +54,20 @@ def expand(values, key: str, lo: int, hi: int, num_layers: int) -> list[int]:
   return list(dict.fromkeys(out))
 
 
+PAPER_SEEDS = (1, 2, 3)
+
+
+def resolve_seeds(config) -> None:
+  """reinit.py leaves `seeds` unset for the paper's protocol (PAPER_SEEDS, and small_size_seeds at
+  small sizes); explicit seeds are what runs, at every size."""
+  if config.seeds is None:
+    config.seeds = PAPER_SEEDS
+  elif config.get('small_size_seeds', 0):
+    logging.info('seeds=%s given: they run at every train size (small_size_seeds=%d is off).',
+                 list(config.seeds), config.small_size_seeds)
+    config.small_size_seeds = 0
+
+
 def seeds_for(config, train_size: int) -> list[int]:
   """The seeds of one training size: 1..small_size_seeds at small sizes (the paper's 50 trials at
   500 examples), else `seeds`."""
@@ -59,6 +75,18 @@ def seeds_for(config, train_size: int) -> list[int]:
   if n_small and 0 < train_size <= config.small_size:
     return list(range(1, n_small + 1))
   return [int(s) for s in config.seeds]
+
+
+def log_trial_count(study: str, config, n_settings: int, n_trials: int) -> None:
+  """The count before any training: settings x seeds per train size."""
+  per_size = '; '.join(f'{plots.size_label(int(s))}: {n_settings} settings x '
+                       f'{len(seeds_for(config, int(s)))} seeds' for s in config.train_sizes)
+  logging.info('%s: %d trials (%s).', study, n_trials, per_size)
+  n_small = config.get('small_size_seeds', 0)
+  if n_small and any(0 < int(s) <= config.small_size for s in config.train_sizes):
+    logging.info('small_size_seeds=%d: train sizes up to %d run seeds 1..%d instead of seeds=%s '
+                 '(an explicit --config.seeds, or small_size_seeds=0, turns this off).', n_small,
+                 config.small_size, n_small, list(config.seeds))
 
 
 # ----------------------------------------------------------------------------- the studies
@@ -100,6 +128,7 @@ class BlockStudy(base.Experiment):
         program = self.program(ctx, s.scheme)
         for seed in seeds_for(ctx.config, int(size)):
           out.append(Trial(seed, int(size), s.values, program, arrays=s.arrays))
+    log_trial_count(self.name, ctx.config, len(settings), len(out))
     return out
 
   def schemes(self, ctx) -> list[str]:
@@ -124,6 +153,9 @@ class ProgressiveReinit(BlockStudy):
   """Blocks with index >= k reinitialized (k kept), for each k (Fig. 2)."""
   name = 'reinit'
   sweep_keys = ('ks', 'reinit_scheme', 'reinit_lr_multiplier', 'small_size_seeds')
+
+  def resolve(self, config):
+    resolve_seeds(config)
 
   def settings(self, ctx):
     c, L = ctx.config, ctx.pretrained.num_layers
