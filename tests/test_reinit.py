@@ -218,3 +218,24 @@ def test_figures_and_merged_summary(tmp_path):
   assert {(r['task'], r['experiment']) for r in rows} == {
       ('sst2', 'reinit'), ('sst2', 'probe'), ('cola', 'reinit'), ('cola', 'probe'),
       ('sst2', 'block_reinit'), ('sst2', 'permute')}
+
+
+class _Six:
+  num_layers = 6
+
+
+@pytest.mark.parametrize('overrides, distinct', [((), 8), (('--config.block_size=3',
+                                                            '--config.starts=(0,3)'), 4)])
+def test_block_reinit_demo_runs_no_trial_twice(overrides, distinct, caplog):
+  """On MiniLM's 6 blocks the demo's windows never coincide; windows of 3 do, and the log says so."""
+  from test_configs import _load
+  caplog.set_level(logging.WARNING, logger='absl')
+  ctx = type('Ctx', (), {'config': _load(f'{block_cfg.__file__}:demo', *overrides),
+                         'pretrained': _Six()})()
+  settings = reinit_exp.BlockReinit().settings(ctx)
+  masks = {tuple(s.arrays['reinit'].tolist()) for s in settings}
+  assert len(masks) == distinct
+  same = [m for m in caplog.messages if 'the same trial runs twice' in m]
+  assert len(same) == len(settings) - distinct
+  if same:
+    assert 'reinit 0-2 and preserve 3-5' in ' '.join(same)

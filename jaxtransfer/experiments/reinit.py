@@ -177,6 +177,26 @@ class ProgressiveReinit(BlockStudy):
                        num_layers=ctx.pretrained.num_layers)
 
 
+def warn_same_masks(settings: list[Setting], num_layers: int) -> None:
+  """Settings with one reinit mask are one trial run twice (e.g. reinit 0-2 = preserve 3-5 on 6
+  blocks): both stay, as each is a point of its own curve, but the log says so."""
+  seen: dict[tuple, dict] = {}
+  for s in settings:
+    key = (s.scheme, tuple(np.asarray(s.arrays['reinit']).tolist()))
+    if key in seen:
+      logging.warning('%s and %s reinitialize the same blocks of %d: the same trial runs twice '
+                      '(change block_size or starts to avoid it).', _words(seen[key]),
+                      _words(s.values), num_layers)
+    seen.setdefault(key, s.values)
+
+
+def _words(values: dict) -> str:
+  mode = values['mode']
+  if 'start' not in values:
+    return {'full': 'the full model', 'all_reinit': 'every block reinitialized'}.get(mode, mode)
+  return f'{mode} {values["start"]}-{values["start"] + values["block_size"] - 1}'
+
+
 class BlockReinit(BlockStudy):
   """A window of `block_size` blocks reinitialized, or the only ones kept (Fig. 3)."""
   name = 'block_reinit'
@@ -194,6 +214,7 @@ class BlockReinit(BlockStudy):
       out += [Setting({'mode': mode, 'start': s, 'block_size': size, 'reinit_scheme': scheme},
                       self.reinit_arrays(iv.block_reinit_mask(s, size, L, mode)), scheme)
               for mode in modes for s in starts]
+    warn_same_masks(out, L)
     return out
 
   def finalize(self, ctx, records):
