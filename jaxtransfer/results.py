@@ -339,6 +339,26 @@ def describe_left_out(left_out: Mapping[SettingKey, Mapping[str, int]]) -> list[
   return lines
 
 
+def _words(value: Any) -> str:
+  if isinstance(value, float):
+    return f'{value:g}'
+  if isinstance(value, (list, tuple)):
+    return ','.join(map(_words, value))
+  return str(value)
+
+
+def describe_row(row: Mapping[str, Any]) -> str:
+  """A summary row in words: 'sst2, 1,000 train examples, k=3: accuracy 0.812 (95% CI
+  0.781..0.843, 3 trials)'."""
+  size = row['train_size']
+  parts = [str(row['task']), f'{size:,} train examples' if size else 'full training set']
+  parts += [f'{k}={_words(v)}' for k, v in json.loads(row['setting']).items()]
+  ci = (f'95% CI {row["ci95_low"]:.3f}..{row["ci95_high"]:.3f}, ' if _finite(row['ci95_low'])
+        else '')
+  trials = f'{row["n"]} trial' + ('s' if row['n'] != 1 else '')
+  return f'{", ".join(parts)}: {row["metric"]} {row["mean"]:.3f} ({ci}{trials})'
+
+
 def write_summary_csv(path: str | os.PathLike[str],
                       records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
   """Writes summary.csv at `path` atomically (temp file + os.replace) and returns its rows.

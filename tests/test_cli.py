@@ -129,3 +129,22 @@ def test_bad_config_file(tmp_path, content, needles):
 def test_config_file_is_a_directory(tmp_path):
   assert_bad_input(run_main(f'--config={tmp_path}', f'--workdir={tmp_path / "w"}',
                             '--config.seeds=1'), 'Is a directory')
+
+
+def test_no_pytorch_advice_when_torch_is_missing():
+  """Without torch, transformers prints '[transformers] PyTorch was not found...' on import; we
+  only use its tokenizers, so a user should not see it."""
+  code = ('import importlib.util as u\n'
+          'orig = u.find_spec\n'
+          "u.find_spec = lambda n, *a, **k: None if n.split('.')[0] == 'torch' else orig(n, *a, **k)\n"
+          'from jaxtransfer.models import pretrained\n'
+          "tok = pretrained.load_tokenizer(pretrained.resolve('minilm-l6'))\n"
+          "import transformers.utils.import_utils as iu\n"
+          "assert not iu.is_torch_available()\n"
+          "print(len(tok('a b')['input_ids']))\n")
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120, env={k: v for k, v in os.environ.items()
+                                          if k != 'TRANSFORMERS_NO_ADVISORY_WARNINGS'})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == '4'
+  assert 'PyTorch was not found' not in proc.stderr, proc.stderr

@@ -262,3 +262,15 @@ def test_group_by_setting():
   for k, values in acc.items():
     np.testing.assert_allclose(groups[(500, f'{{"k":{k}}}')], values)
   assert results.group_by_setting(recs, 'missing') == {}
+
+
+def test_summary_lines_read_in_words():
+  recs = [_record(f'a{s}', seed=s, k=3, train_size=1000, metrics={'accuracy': v})
+          for s, v in enumerate((0.80, 0.82, 0.81))]
+  recs.append(_record('full', train_size=0, k=None, metrics={'accuracy': 0.5}, setting={}))
+  rows, _ = results.summarize(recs)
+  lines = [results.describe_row(r) for r in rows if r['metric'] == 'accuracy']
+  mean, _, low, high = results.t_ci([0.80, 0.82, 0.81])
+  assert lines == [f'sst2, full training set: accuracy 0.500 (1 trial)',
+                   f'sst2, 1,000 train examples, k=3: accuracy {mean:.3f} '
+                   f'(95% CI {low:.3f}..{high:.3f}, 3 trials)']

@@ -175,9 +175,7 @@ class Experiment:
     primary = ctx.task.primary_metric
     for r in rows:
       if r['metric'] == primary:
-        logging.info('%s n=%s %s: %s = %.4f (95%% CI %.4f..%.4f, %d trials)', r['task'],
-                     r['train_size'], r['setting'], primary, r['mean'], r['ci95_low'],
-                     r['ci95_high'], r['n'])
+        logging.info('%s', results.describe_row(r))
     os.makedirs(os.path.join(ctx.workdir, 'plots'), exist_ok=True)
     self.finalize(ctx, records)
 

@@ -87,6 +87,9 @@ def load_tokenizer(path: str):
   names = ('tokenizer.json', 'vocab.txt', 'vocab.json', 'tokenizer_config.json')
   if not any(os.path.exists(os.path.join(path, n)) for n in names):
     return None
+  # Only tokenizers are used: transformers' import-time advice that PyTorch is missing (so its
+  # models are unavailable) is noise here. A user's own setting of the variable wins.
+  os.environ.setdefault('TRANSFORMERS_NO_ADVISORY_WARNINGS', '1')
   import transformers
   try:
     return transformers.AutoTokenizer.from_pretrained(path)
