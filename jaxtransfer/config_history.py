@@ -121,6 +121,7 @@ def record(config, workdir: str) -> str:
   returns its hash. A config.json from before hashes enters the history first."""
   now = resolved(config)
   h = config_hash(now)
+  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, HISTORY)
   have = {e['config_hash'] for e in read_history(workdir)}
   new = []
