@@ -23,6 +23,7 @@ def test_changed_config_is_refused_through_the_cli(tiny_model_dir, tmp_path):
   config_before = (wd / 'config.json').read_text()
   records_before = (wd / 'trials.jsonl').read_text()
   assert json.loads(config_before)['task'] == 'sst2'  # canonical, as in the records
+  assert (wd / 'plots' / 'finetune_trials.png').stat().st_size > 0  # finetune draws, too
   records = results.read_records(wd / 'trials.jsonl')
   history = config_history.read_history(str(wd))
   assert [r['task'] for r in records] == ['sst2', 'sst2']

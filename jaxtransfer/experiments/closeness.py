@@ -157,9 +157,10 @@ class Closeness(base.Experiment):
       groups.setdefault(f'full fine-tuning, {plots.size_label(r["train_size"])}',
                         []).append(r['trial_id'])
     if groups:
-      closeness.plot_per_block(ctx.workdir, rows, groups, ctx.task.name, ctx.config.model)
+      closeness.plot_per_block(ctx.workdir, rows, groups, ctx.task.name, ctx.config.model,
+                               info=ctx.info)
       closeness.plot_matrix_heatmap(ctx.workdir, rows, [r['trial_id'] for r in full],
-                                    ctx.task.name, ctx.config.model)
-    closeness.plot_critical(ctx.workdir, records, ctx.task, ctx.config.model)
+                                    ctx.task.name, ctx.config.model, info=ctx.info)
+    closeness.plot_critical(ctx.workdir, records, ctx.task, ctx.config.model, ctx.info)
 
 

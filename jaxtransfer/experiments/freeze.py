@@ -86,6 +86,7 @@ class Freeze(base.Experiment):
             for size, seed, setting in base.grid(ctx.config, trainable_blocks=ks)]
 
   def finalize(self, ctx, records):
-    lee.write_all(ctx.workdir, records, {ctx.task.name: ctx.pretrained.config.num_layers})
+    lee.write_all(ctx.workdir, records, {ctx.task.name: ctx.pretrained.config.num_layers},
+                  ctx.info)
 
 

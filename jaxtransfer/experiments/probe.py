@@ -163,6 +163,6 @@ class Probe(base.Experiment):
     return {}, feats(train, rows), dev
 
   def finalize(self, ctx, records):
-    tamkin.plot_probe(ctx.workdir, records, ctx.task.primary_metric)
+    tamkin.plot_probe(ctx.workdir, records, ctx.task.primary_metric, info=ctx.info)
 
 

@@ -172,9 +172,9 @@ class ProgressiveReinit(BlockStudy):
   def finalize(self, ctx, records):
     probe = tamkin.read_workdir(ctx.config.probe_dir) if ctx.config.probe_dir else []
     tamkin.plot_reinit(ctx.workdir, records, probe, ctx.task.primary_metric,
-                       num_layers=ctx.pretrained.num_layers)
+                       num_layers=ctx.pretrained.num_layers, info=ctx.info)
     tamkin.plot_trials(ctx.workdir, records, ctx.task.primary_metric,
-                       num_layers=ctx.pretrained.num_layers)
+                       num_layers=ctx.pretrained.num_layers, info=ctx.info)
 
 
 def warn_same_masks(settings: list[Setting], num_layers: int) -> None:
@@ -219,7 +219,7 @@ class BlockReinit(BlockStudy):
 
   def finalize(self, ctx, records):
     tamkin.plot_block_reinit(ctx.workdir, records, ctx.task.primary_metric,
-                             num_layers=ctx.pretrained.num_layers)
+                             num_layers=ctx.pretrained.num_layers, info=ctx.info)
 
 
 class Permutation(BlockStudy):
@@ -247,4 +247,4 @@ class Permutation(BlockStudy):
     return out
 
   def finalize(self, ctx, records):
-    tamkin.plot_permute(ctx.workdir, records, ctx.task.primary_metric)
+    tamkin.plot_permute(ctx.workdir, records, ctx.task.primary_metric, info=ctx.info)

@@ -151,6 +151,6 @@ class Select(base.Experiment):
 
   def finalize(self, ctx: base.Context, records: list[dict]) -> None:
     xie.plot_select(ctx.workdir, records, ctx.task.name, ctx.config.model,
-                    ctx.task.primary_metric)
+                    ctx.task.primary_metric, ctx.info)
 
 
