@@ -25,7 +25,7 @@ def chosen_eval(spec: RunSpec, steps: int, final, evals, i: int) -> tuple[dict, 
 
 def build_records(spec: RunSpec, group: Group, final, evals, extra, bad, last_loss, wall: float,
                   compile_s: float) -> list[dict]:
-  """The trials.jsonl records of a group (CONTRACT: docs/CONTRACT.md "Workdir")."""
+  """The trials.jsonl records of a group (docs/CONTRACT.md, "Workdir")."""
   records = []
   for i, t in enumerate(group.trials):
     chosen, best_step = chosen_eval(spec, group.steps, final, evals, i)
