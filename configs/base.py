@@ -1,4 +1,5 @@
-"""Keys every experiment shares (CONTRACT.md); each config file starts from `base.get_config()`."""
+"""Keys every experiment shares (docs/CONTRACT.md); each config file starts from
+`base.get_config()`."""
 
 import ml_collections
 
@@ -57,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every = 20                 # steps between log lines / progress updates
   c.checkpoint_every = 500         # steps between checkpoints of the group in flight (and SIGTERM)
   c.export_model = False           # write models/<trial_id>/ in HF format
+  c.allow_mixed = False            # run on a workdir whose finished trials used another config
   return c
 
 

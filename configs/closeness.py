@@ -23,7 +23,7 @@ skips phase 1); per r, only the r blocks of each `critical_orders` entry train: 
 Embeddings are frozen; the pooler and classifier train. critical_blocks.json holds the ranking.
 Plots: closeness_per_block.png, closeness_per_matrix.png, critical_blocks.png.
 
-The paper's code is not public and only its abstract could be read (PROTOCOLS §4): it reports
+The paper's code is not public and only its abstract could be read (docs/PROTOCOLS.md §4): it reports
 that fine-tuned BERT stays close to the pretrained weights, more so in some layers than others,
 and that tuning only the most critical layers suffices. Our MiniLM numbers:
 results/radiya2020/README.md.

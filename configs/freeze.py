@@ -10,10 +10,10 @@ classifier). The default `()` (empty) means the paper's sweep for the model's L:
 [L, L/2, ..., 1, 0].
 
 Paper defaults that follow `task` and `model` unless given on the command line: the per-task
-bert-base learning rate of PROTOCOLS §2 (CoLA 4e-5, SST-2 2e-5, MRPC 3e-5, STS-B 5e-5, QQP 2e-5,
-MNLI 3e-5, QNLI 2e-5, RTE 3e-5; the authors tuned each model separately, we only know bert-base's
-choice), batch 32 for QQP/MNLI/QNLI else 16, 10 epochs for models whose name contains "roberta"
-else 3. Length 128, no warmup, weight decay 0, clip 1.0, seeds 1..10, whole training sets.
+bert-base learning rate of docs/PROTOCOLS.md §2 (CoLA 4e-5, SST-2 2e-5, MRPC 3e-5, STS-B 5e-5,
+QQP 2e-5, MNLI 3e-5, QNLI 2e-5, RTE 3e-5; the authors tuned each model separately, we only know
+bert-base's choice), batch 32 for QQP/MNLI/QNLI else 16, 10 epochs for models whose name contains
+"roberta" else 3. Length 128, no warmup, weight decay 0, clip 1.0, seeds 1..10, whole training sets.
 
 Paper (bert-base-uncased, dev ×100, Lee aggregation): Full / top 6 / top 3 / top 1 / None =
 SST-2 92.69 / 92.06 / 90.84 / 91.33 / 85.03, RTE 67.55 / 68.71 / 62.32 / 57.87 / 57.82,

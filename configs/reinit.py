@@ -9,9 +9,11 @@ block (embeddings and the pretrained pooler are always kept, the classifier is a
 `ks=(-1,)` (the default) means every k from 0 to L, whatever the model's L. Every k of one
 (scheme, train size) runs in ONE compiled, vmapped group: k is a per-trial mask, not a program.
 
-Paper defaults (PROTOCOLS.md §1): bert-base-uncased; SST-2, QNLI, CoLA; 500 / 5,000 / full
+Paper defaults (docs/PROTOCOLS.md §1): bert-base-uncased; SST-2, QNLI, CoLA; 500 / 5,000 / full
 training examples, each trial its own random subset; 50 trials at 500 examples, 3 otherwise;
-AdamW lr 2e-5, batch 8, 3 epochs, length 128, no warmup, no weight decay. The authors' early plots
+AdamW lr 2e-5, batch 8, 3 epochs, length 128, no warmup, no weight decay. An explicit
+`--config.seeds` runs exactly those seeds at every size (`--config.seeds='(0,1)'
+--config.train_sizes='(100,)'` is 2 seeds x L+1 values of k); the log states the count first. The authors' early plots
 (SST-2, one run each): every block kept .858 at 500 / .903 at 5k; all reinitialized .509 / .796.
 `reinit_scheme=tamkin2020` reproduces their code's reinit (tiny kernels, pretrained biases kept);
 `reinit_lr_multiplier=5.0` is their 5x learning-rate ablation for the reinitialized blocks.
@@ -25,6 +27,8 @@ gives SST-2 dev accuracy .749 (seeds .747 / .735 / .764) with all 6 blocks kept 
 (.522 / .509 / .510) with all reinitialized, one compiled group of 6 trials (a PyTorch reference:
 about .76 vs .51); 19 CPU-minutes.
 """
+
+from ml_collections.config_dict import config_dict
 
 from configs import base
 
@@ -46,7 +50,7 @@ def tamkin_defaults(c):
   c.train_sizes = (500, 5000, 0)
   c.seeds = (1, 2, 3)
   # The paper's figures use 50 trials at 500 examples: sizes <= small_size (not 0 = full) run
-  # seeds 1..small_size_seeds instead of `seeds`. 0 turns this off.
+  # seeds 1..small_size_seeds instead of `seeds`. 0 turns this off (reinit.py: also --config.seeds).
   c.small_size_seeds = 0
   c.small_size = 500
   c.reinit_scheme = 'bert'         # bert | tamkin2020 | family; 'bert,tamkin2020' runs both
@@ -65,6 +69,9 @@ def demo_sizes(c):
 def get_config(arg=None):
   c = tamkin_defaults(base.get_config())
   c.experiment = 'reinit'
+  # Unset: the paper's protocol, seeds (1, 2, 3) and 1..small_size_seeds at train sizes <=
+  # small_size. An explicit --config.seeds runs those seeds at every size (small_size_seeds off).
+  c.seeds = config_dict.placeholder(tuple)
   c.small_size_seeds = 50
   c.ks = (ALL,)                   # blocks >= k are reinitialized; (-1,) = every k in 0..L
   c.reinit_lr_multiplier = 1.0     # lr multiplier of the reinitialized blocks (5.0: the ablation)

@@ -16,7 +16,7 @@ and classifier train normally at `learning_rate`. The reported `sparsity` is the
 masked-matrix entries set to zero (equal to the target up to rounding), with `sparsity/<matrix>`
 per matrix.
 
-Design choices (the paper's code is not public; PROTOCOLS §4): a fixed top-k per matrix instead
+Design choices (the paper's code is not public; docs/PROTOCOLS.md §4): a fixed top-k per matrix instead
 of Zhao et al.'s fixed threshold, so that `target_sparsity` is exactly the sparsity reached
 rather than an outcome of training. Scores start at |w| / mean|w| of their matrix: the first mask
 is magnitude pruning at the target (the smallest weights go first, the least damage to the

@@ -6,7 +6,7 @@
 
 Writes variability.csv (task,model,block,nu; block -1 = the embedding output) and
 plots/variability.png. ν = trace(Σ_w Σ_b⁺)/|Y| over per-example means of the real tokens, from the
-whole training split (PROTOCOLS.md §3). Classification tasks only.
+whole training split (docs/PROTOCOLS.md §3). Classification tasks only.
 
 MiniLM-L6 (max_seq_length 128, whole training split; results/xie2022/): ν falls from the embeddings
 to the top blocks; see results/xie2022/README.md for the per-block values on SST-2, CoLA, MRPC, RTE.

@@ -84,6 +84,13 @@ def gather(tree):
   return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
+def agree(flag: bool) -> bool:
+  """Process 0's `flag` on every process (a decision only process 0 can make, e.g. from files)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
 def barrier(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)

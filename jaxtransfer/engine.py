@@ -40,7 +40,7 @@ from jaxtransfer.compiled import GroupFunctions
 from jaxtransfer.evaluation import DevSets
 from jaxtransfer.errors import UserError
 from jaxtransfer.progress import Progress
-from jaxtransfer.tensorboard import SummaryWriter
+from jaxtransfer.tensorboard import TrialWriters
 from jaxtransfer.trials import Group, Preempted, RunSpec, Trial, TrialHooks, TrialParams  # noqa: F401
 
 Arrays = dict[str, Any]
@@ -59,7 +59,7 @@ class _GroupRun:
   arrays: Any
   frozen_shared: Any
   ckpt: GroupCheckpoints
-  writer: SummaryWriter | None
+  writer: TrialWriters | None
   state: Any = None
   start: int = 0
   meta: dict = dataclasses.field(default_factory=lambda: {'step': 0, 'evals': []})
@@ -224,7 +224,7 @@ class Engine:
     records = self._records(run, final, self._wall(run))
     self._trial_outputs(run, records)
     if run.writer:
-      run.writer.close()
+      run.writer.close([r['metrics'] for r in records], group.steps)
     return records
 
   def _start_group(self, group: Group, progress: Progress) -> _GroupRun:
@@ -236,7 +236,7 @@ class Engine:
         group, fns, arrays_np, dist.put(arrays_np, dist.trial_sharding(self.mesh)),
         fns.shared_frozen(pretrained) if group.program.shares_frozen else {},
         self._checkpoints(group),
-        SummaryWriter(os.path.join(self.spec.workdir, 'tensorboard', group.group_id))
+        TrialWriters(os.path.join(self.spec.workdir, 'tensorboard'), group.trials)
         if dist.is_main() else None, t0=time.time())
     run.meta['wall_s'] = 0.0
     if self._lengths is not None:
@@ -325,9 +325,8 @@ class Engine:
                  step, run.group.steps, np.nanmean(loss), np.nanmean(gnorm), k / dt,
                  k * self.spec.batch_size * run.n_real / dt, run.n_real)
     if run.writer:
-      for tid, l, g in zip(run.ids, loss, gnorm):
-        run.writer.scalars({f'train/loss/{tid}': float(l), f'train/grad_norm/{tid}': float(g)},
-                           step)
+      for i, (l, g) in enumerate(zip(loss, gnorm)):
+        run.writer.scalars(i, {'train/loss': float(l), 'train/grad_norm': float(g)}, step)
 
   def _next_stop(self, run: _GroupRun, step: int, step_s: float | None) -> int:
     """The end of the next chunk: a log, eval or checkpoint boundary, the end of this width's run
@@ -351,8 +350,8 @@ class Engine:
     logging.info('eval @ step %d: %s mean %.4f (min %.4f, max %.4f) over %d trials', step, primary,
                  np.nanmean(vals), np.nanmin(vals), np.nanmax(vals), len(vals))
     if run.writer:
-      for tid, m in zip(run.ids, ev):
-        run.writer.scalars({f'eval/{k}/{tid}': v for k, v in m.items()}, step)
+      for i, m in enumerate(ev):
+        run.writer.scalars(i, {f'eval/{k}': v for k, v in m.items()}, step)
 
   # --------------------------------------------------------------------- records
 

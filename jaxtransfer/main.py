@@ -24,6 +24,7 @@ for _p in (os.getcwd(), _ROOT):
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxtransfer.errors import UserError  # noqa: E402
@@ -55,26 +56,59 @@ def _bad_input(message: str) -> None:
   sys.exit(2)
 
 
+USAGE = ('Usage: python -m jaxtransfer.main --config=configs/<experiment>.py[:demo] --workdir=DIR '
+         '[--config.<key>=<value> ...].')
+
+
+def _config_arg(argv) -> str:
+  """The --config value as given (file[:preset]), for messages."""
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      return a.split('=', 1)[1]
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return ''
+
+
+def _bad_config_file(argv, e: BaseException) -> None:
+  """A config file that cannot be read or run: one paragraph naming it and the reason."""
+  path = _config_arg(argv).split(':', 1)[0]
+  reason = str(e).strip().splitlines()[-1] if str(e).strip() else ''
+  errno = re.search(r'\[Errno \d+\][^\n]*', str(e))
+  if isinstance(e, OSError) and errno:  # missing, a directory, unreadable
+    reason = errno[0]
+  if isinstance(e, SyntaxError):
+    reason = f'line {e.lineno}: {e.msg}'
+  _bad_input(f'Could not load the config file {path!r} ({type(e).__name__}: {reason}). Give an '
+             'existing config file with a get_config() function, e.g. '
+             f'--config=configs/finetune.py:demo (all of them: configs/*.py). {USAGE}')
+
+
 def _parse_flags(argv):
-  """absl's parser, but a bad flag, preset or config key is exit 2 with one clear paragraph."""
-  usage = ('Usage: python -m jaxtransfer.main --config=configs/<experiment>.py[:demo] --workdir=DIR '
-           '[--config.<key>=<value> ...].')
+  """absl's parser, but a bad flag, preset, config file or key is exit 2 with one clear paragraph."""
   try:
     return FLAGS(argv)
+  except OSError as e:  # an override applied to a config file that failed to load
+    _bad_config_file(argv, e)
   except flags.Error as e:
     msg = str(e)
     if 'Traceback' in msg:  # an error raised inside the config file: keep its last line only
       msg = msg.strip().splitlines()[-1]
       msg = msg.split('Error: ', 1)[-1]
-    _bad_input(f'Bad command line: {msg} {usage}')
+    _bad_input(f'Bad command line: {msg} {USAGE}')
   except (AttributeError, KeyError) as e:
+    if "no attribute 'get_config'" in str(e):
+      _bad_config_file(argv, e)
     # A --config.<key> override naming a key the (locked) config does not have.
     text = str(e).replace('\\', '')
     guess = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
     hint = (f"'{guess[2]}' (did you mean '{guess[1]}'?)" if guess
             else text.strip('\'"').splitlines()[0])
     _bad_input(f'Unknown config key in a --config.<key>=<value> override: {hint}. Every key must '
-               f'exist in the config file (shared keys: configs/base.py). {usage}')
+               f'exist in the config file (shared keys: configs/base.py). {USAGE}')
+  except Exception as e:  # pylint: disable=broad-except
+    # Raised while running the config file itself (SyntaxError, NameError, ImportError, ...).
+    _bad_config_file(argv, e)
 
 
 class _QuietLibraries:
@@ -91,12 +125,21 @@ def main(argv):
     _bad_input(f'Unexpected arguments {argv[1:]}: pass options as --config.<key>=<value>.')
   if FLAGS.config is None:
     _bad_input('Missing --config: pass an experiment config, e.g. --config=configs/finetune.py:demo.')
+  config = FLAGS.config
+  if not isinstance(config, ml_collections.ConfigDict):
+    try:
+      getattr(config, 'experiment', None)  # ml_collections defers a failed load to this access
+    except OSError as e:
+      _bad_config_file(sys.argv, e)
+    _bad_input(f'The config file {_config_arg(sys.argv)!r} returned {type(config).__name__}, not '
+               'an ml_collections.ConfigDict: its get_config() must return one, e.g. built on '
+               'configs/base.py (`c = base.get_config()`).')
   from jaxtransfer import xla_flags
   xla_flags.set_defaults()  # before the first device is created
   from jaxtransfer import train  # heavy imports after flag parsing, so --help is fast
   from jaxtransfer.trials import Preempted
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:
     logging.flush()
     _bad_input(str(e))

@@ -25,7 +25,7 @@ def chosen_eval(spec: RunSpec, steps: int, final, evals, i: int) -> tuple[dict, 
 
 def build_records(spec: RunSpec, group: Group, final, evals, extra, bad, last_loss, wall: float,
                   compile_s: float) -> list[dict]:
-  """The trials.jsonl records of a group (CONTRACT: docs/CONTRACT.md "Workdir")."""
+  """The trials.jsonl records of a group (docs/CONTRACT.md, "Workdir")."""
   records = []
   for i, t in enumerate(group.trials):
     chosen, best_step = chosen_eval(spec, group.steps, final, evals, i)
@@ -34,6 +34,7 @@ def build_records(spec: RunSpec, group: Group, final, evals, extra, bad, last_lo
     records.append({
         'trial_id': t.trial_id, 'experiment': spec.experiment, 'task': spec.task.name,
         'model': spec.model, 'seed': t.seed, 'train_size': t.train_size,
+        'config_hash': spec.config_hash or None,
         'setting': t.setting, 'metrics': {} if failed else m,
         'status': 'failed' if failed else 'ok',
         'error': f'loss became non-finite (nan/inf) at step {int(bad[i])}' if failed else None,

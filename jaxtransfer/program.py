@@ -320,7 +320,8 @@ class Program:
     if self.report_flops:
       out['train_flops_fraction'] = jnp.float32(self.train_flops_fraction())
     if self.masked and self.num_blocks > self.frozen_blocks:
-      # CONTRACT: the fraction of masked-matrix entries set to zero, over the masked blocks only.
+      # docs/CONTRACT.md: the fraction of masked-matrix entries set to zero, over the masked
+      # blocks only.
       masks = self.masks(train, frozen, arrays)
       on = arrays['mask_blocks'][self.frozen_blocks:self.num_blocks].astype(jnp.float32)
       zeros = {m: jnp.sum((1 - masks[m]) * on[:, None, None]) for m in self.masked}

@@ -13,14 +13,14 @@ from typing import Any
 
 from absl import logging
 import numpy as np
-import scipy.stats
 
 from jaxtransfer import files
+from jaxtransfer.stats import METRIC_RANGES, clip_ci, lee_aggregate, metric_range, t_ci  # noqa: F401
 
 Record = dict[str, Any]
 SettingKey = tuple[Any, str]  # (train_size, setting rendered as compact sorted JSON)
 
-# Header of summary.csv, fixed by CONTRACT.md.
+# Header of summary.csv, fixed by docs/CONTRACT.md.
 SUMMARY_FIELDS = (
     'experiment', 'task', 'model', 'train_size', 'setting', 'metric',
     'n', 'mean', 'std', 'ci95_low', 'ci95_high',
@@ -193,47 +193,6 @@ def finished_ids(path: str | os.PathLike[str]) -> set[str]:
 
 
 # ----------------------------------------------------------------------------
-# Statistics
-# ----------------------------------------------------------------------------
-
-
-def t_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
-  """Returns (mean, std, low, high): sample std (ddof=1) and the Student-t interval of the mean.
-
-  low/high = mean ∓ t_{(1+c)/2, n-1} · std/√n. With n = 1 the std and the interval are
-  undefined (nan) while the mean is the single value; with n = 0 everything is nan.
-  """
-  if not 0.0 < confidence < 1.0:
-    raise ValueError(f'confidence must lie in (0, 1), got {confidence}')
-  x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
-                 dtype=np.float64).ravel()
-  n = x.size
-  if n == 0:
-    return (math.nan,) * 4
-  mean = float(np.mean(x))
-  if n == 1:
-    return mean, math.nan, math.nan, math.nan
-  std = float(np.std(x, ddof=1))
-  half = float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * std / math.sqrt(n)
-  return mean, std, mean - half, mean + half
-
-
-def lee_aggregate(values: Iterable[float]) -> float:
-  """Lee et al.'s table aggregate: drop zero runs, keep runs > 0.9 × best, return their mean.
-
-  Zero runs are degenerate (e.g. MCC 0 for a constant classifier). Non-finite values are
-  dropped as well. Returns nan if nothing is kept (including when the best run is <= 0).
-  """
-  x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
-                 dtype=np.float64).ravel()
-  x = x[np.isfinite(x) & (x != 0.0)]
-  if x.size == 0:
-    return math.nan
-  kept = x[x > 0.9 * np.max(x)]
-  return float(np.mean(kept)) if kept.size else math.nan
-
-
-# ----------------------------------------------------------------------------
 # Summaries
 # ----------------------------------------------------------------------------
 
@@ -274,7 +233,7 @@ def summarize(records: Iterable[Mapping[str, Any]]
   """Per-(experiment, task, model, train_size, setting, metric) statistics of the ok trials.
 
   Returns (rows, left_out). Each row has exactly the keys of SUMMARY_FIELDS; `setting` is the
-  setting as compact JSON with sorted keys. Rows are sorted by train_size, setting (numbers
+  setting as compact JSON with sorted keys; the t interval is clipped to the metric's range. Rows are sorted by train_size, setting (numbers
   numerically), metric, then experiment/task/model. Only trials with status "ok" count, and
   each metric only where its value is finite (a NaN f1 leaves the trial out of f1's row only).
 
@@ -312,6 +271,7 @@ def summarize(records: Iterable[Mapping[str, Any]]
   rows = []
   for (experiment, task, model, train_size, setting, metric), values in groups.items():
     mean, std, low, high = t_ci(values, 0.95)
+    low, high = clip_ci(metric, low, high)
     rows.append({
         'experiment': experiment, 'task': task, 'model': model, 'train_size': train_size,
         'setting': setting, 'metric': metric, 'n': len(values), 'mean': mean, 'std': std,
@@ -337,6 +297,26 @@ def describe_left_out(left_out: Mapping[SettingKey, Mapping[str, int]]) -> list[
     lines.append(f'train_size={train_size} setting={setting}: {lost} of {counts["total"]} '
                  f'trials left out ({why})')
   return lines
+
+
+def _words(value: Any) -> str:
+  if isinstance(value, float):
+    return f'{value:g}'
+  if isinstance(value, (list, tuple)):
+    return ','.join(map(_words, value))
+  return str(value)
+
+
+def describe_row(row: Mapping[str, Any]) -> str:
+  """A summary row in words: 'sst2, 1,000 train examples, k=3: accuracy 0.812 (95% CI
+  0.781..0.843, 3 trials)'."""
+  size = row['train_size']
+  parts = [str(row['task']), f'{size:,} train examples' if size else 'full training set']
+  parts += [f'{k}={_words(v)}' for k, v in json.loads(row['setting']).items()]
+  ci = (f'95% CI {row["ci95_low"]:.3f}..{row["ci95_high"]:.3f}, ' if _finite(row['ci95_low'])
+        else '')
+  trials = f'{row["n"]} trial' + ('s' if row['n'] != 1 else '')
+  return f'{", ".join(parts)}: {row["metric"]} {row["mean"]:.3f} ({ci}{trials})'
 
 
 def write_summary_csv(path: str | os.PathLike[str],

@@ -1,15 +1,20 @@
-"""A minimal TensorBoard scalar writer: hand-encoded Event protos in TFRecord files, no TF/protobuf."""
+"""A minimal TensorBoard writer: hand-encoded Event protos in TFRecord files, no TF/protobuf.
+
+Scalars, and the HParams plugin's session summaries, so that the trials of a sweep (one run per
+trial, `TrialWriters`) can be compared in TensorBoard's HParams view.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
 import os
+import re
 import socket
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _MASK32 = 0xFFFFFFFF
@@ -113,6 +118,55 @@ def encode_summary(values: Mapping[str, float]) -> bytes:
   return b''.join(_len_field(1, encode_scalar_value(tag, v)) for tag, v in values.items())
 
 
+# ----------------------------------------------------------------------------
+# The HParams plugin (tensorboard/plugins/hparams/plugin_data.proto)
+# ----------------------------------------------------------------------------
+
+HPARAMS_PLUGIN = 'hparams'
+SESSION_START_TAG = '_hparams_/session_start_info'
+SESSION_END_TAG = '_hparams_/session_end_info'
+STATUS_SUCCESS, STATUS_FAILURE = 1, 2
+# TensorProto{dtype: DT_FLOAT, tensor_shape: {dim: [{size: 0}]}}: the plugin's empty tensor.
+_NULL_TENSOR = b'\x08\x01\x12\x02\x12\x00'
+
+
+def _double(field: int, value: float) -> bytes:
+  return _key(field, _FIXED64) + struct.pack('<d', float(value))
+
+
+def encode_hparam_value(value: Any) -> bytes:
+  """google.protobuf.Value{number_value: double = 2, string_value = 3, bool_value = 4}; lists
+  and anything else as their text."""
+  if isinstance(value, bool):
+    return _key(4, _VARINT) + _varint(int(value))
+  if isinstance(value, (int, float)):
+    return _double(2, value)
+  text = ','.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+  return _len_field(3, text.encode('utf-8'))
+
+
+def encode_session_start(hparams: Mapping[str, Any], start_time: float) -> bytes:
+  """HParamsPluginData{session_start_info = 3: SessionStartInfo{hparams: map = 1,
+  start_time_secs: double = 5}} (version 0, the default, is not written)."""
+  entries = b''.join(
+      _len_field(1, _len_field(1, str(k).encode('utf-8')) + _len_field(2, encode_hparam_value(v)))
+      for k, v in sorted(hparams.items()))
+  return _len_field(3, entries + _double(5, start_time))
+
+
+def encode_session_end(status: int, end_time: float) -> bytes:
+  """HParamsPluginData{session_end_info = 4: SessionEndInfo{status: enum = 1,
+  end_time_secs: double = 2}}."""
+  return _len_field(4, _key(1, _VARINT) + _varint(status) + _double(2, end_time))
+
+
+def encode_plugin_value(tag: str, plugin: str, content: bytes) -> bytes:
+  """Summary.Value{tag = 1, metadata = 9: SummaryMetadata{plugin_data = 1: PluginData{
+  plugin_name = 1, content = 2}}, tensor = 8}."""
+  metadata = _len_field(1, _len_field(1, plugin.encode('utf-8')) + _len_field(2, content))
+  return _len_field(1, tag.encode('utf-8')) + _len_field(9, metadata) + _len_field(8, _NULL_TENSOR)
+
+
 def encode_event(wall_time: float, step: int = 0, *, file_version: str | None = None,
                  summary: bytes | None = None) -> bytes:
   """Event{wall_time: double = 1, step: int64 = 2, file_version: string = 3, summary = 5}."""
@@ -155,6 +209,11 @@ class SummaryWriter:
     self._file.write(tfrecord(encode_event(time.time(), 0, file_version=FILE_VERSION)))
     self._file.flush()
 
+  def plugin_summary(self, tag: str, plugin: str, content: bytes, step: int = 0) -> None:
+    """Records one plugin summary (e.g. an HParams session start) at `step`."""
+    self._add(tfrecord(encode_event(time.time(), step, summary=_len_field(
+        1, encode_plugin_value(tag, plugin, content)))))
+
   def scalar(self, tag: str, value: float, step: int) -> None:
     """Records one scalar `value` under `tag` at `step`."""
     self.scalars({tag: value}, step)
@@ -163,7 +222,9 @@ class SummaryWriter:
     """Records several scalars at `step`, as one event sharing a wall time."""
     if not values:
       return
-    record = tfrecord(encode_event(time.time(), step, summary=encode_summary(values)))
+    self._add(tfrecord(encode_event(time.time(), step, summary=encode_summary(values))))
+
+  def _add(self, record: bytes) -> None:
     with self._lock:
       if self._closed:
         raise ValueError(f'SummaryWriter for {self.logdir} is closed')
@@ -205,3 +266,53 @@ class SummaryWriter:
 
   def __exit__(self, *exc_info: object) -> None:
     self.close()
+
+
+# ----------------------------------------------------------------------------
+# One run per trial
+# ----------------------------------------------------------------------------
+
+
+def run_name(setting: Mapping[str, Any], train_size: int, seed: int) -> str:
+  """A trial's TensorBoard run: its setting as a path, e.g. `n1000/k3/schemebert/s1`."""
+  parts = [f'n{train_size or "full"}']
+  for k, v in sorted(setting.items()):
+    v = '_'.join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    parts.append(f'{k}{v}')
+  parts.append(f's{seed}')
+  return '/'.join(re.sub(r'[^A-Za-z0-9_.=+-]+', '', p)[:80] or '_' for p in parts)
+
+
+class TrialWriters:
+  """One event file per trial of a group, under `root/<run_name>`: tags carry no trial id, so the
+  trials of a sweep overlay chart by chart, and each run's HParams session (the setting, seed and
+  train size; at the end its final metrics) lets TensorBoard's HParams view compare them.
+
+  `trials` need `setting`, `train_size` and `seed` (engine Trials do).
+  """
+
+  def __init__(self, root: str | os.PathLike[str], trials: Sequence[Any]):
+    self.writers = []
+    for t in trials:
+      w = SummaryWriter(os.path.join(os.fspath(root), run_name(t.setting, t.train_size, t.seed)))
+      hparams = {'train_size': int(t.train_size), 'seed': int(t.seed), **t.setting}
+      w.plugin_summary(SESSION_START_TAG, HPARAMS_PLUGIN,
+                       encode_session_start(hparams, time.time()))
+      self.writers.append(w)
+
+  def scalars(self, i: int, values: Mapping[str, Any], step: int) -> None:
+    """Trial i's scalars at `step` (e.g. {'train/loss': ..., 'eval/accuracy': ...})."""
+    self.writers[i].scalars(values, step)
+
+  def close(self, final: Sequence[Mapping[str, Any] | None] = (), step: int = 0) -> None:
+    """Ends every trial's session: its reported metrics as `final/<metric>` at `step`, status
+    success (or failure where `final[i]` is None / empty), then closes the files."""
+    for i, w in enumerate(self.writers):
+      metrics = final[i] if i < len(final) else None
+      if metrics:
+        w.scalars({f'final/{k}': v for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}, step)
+      status = STATUS_SUCCESS if metrics or not final else STATUS_FAILURE
+      w.plugin_summary(SESSION_END_TAG, HPARAMS_PLUGIN, encode_session_end(status, time.time()),
+                       step)
+      w.close()

@@ -6,9 +6,11 @@ import datetime
 import json
 import os
 import re
+import shutil
 
 from absl import logging
 
+from jaxtransfer import config_history
 from jaxtransfer import custom_data
 from jaxtransfer import data as data_lib
 from jaxtransfer import distributed as dist
@@ -69,20 +71,30 @@ def enable_compilation_cache() -> None:
 def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   dist.initialize()
   enable_compilation_cache()
+  # Canonical everywhere (config.json, records, default workdir): SST2 -> sst2, Custom -> custom.
+  config.task = (custom_data.NAME if custom_data.is_custom(config.task)
+                 else data_lib.get_task(config.task).name)
   exp = experiments.get(config.experiment)
   exp.resolve(config)
   validate(config)
   # Your own data is read (and its columns and labels checked) before the model is loaded.
   custom = custom_data.register(config) if custom_data.is_custom(config.task) else None
-  wd = workdir_lib.activate(workdir or default_workdir(config))
+  path = workdir or default_workdir(config)
+  created = not workdir_lib.is_remote(path) and not os.path.exists(path)
+  wd = workdir_lib.activate(path)
+  _check_history(config, wd.local, exp.sweep_keys)
   if dist.is_main():
-    _write_config(config, wd.local)
+    config_history.record(config, wd.local)
     if custom is not None:
       _write_task(custom.info(), wd.local)
   logging.info('Experiment %s, model %s, task %s, workdir %s', config.experiment, config.model,
                config.task, wd.path)
   try:
     return exp.run(config, wd.local)
+  except UserError:
+    if created and dist.is_main():
+      _remove_if_unused(wd.local)
+    raise
   finally:
     wd.push()
 
@@ -107,18 +119,24 @@ def _write_task(info: dict, workdir: str) -> None:
     json.dump(info, f, indent=2, sort_keys=True)
 
 
-def _write_config(config, workdir: str) -> None:
-  path = os.path.join(workdir, 'config.json')
-  resolved = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      try:
-        before = json.load(f)
-      except json.JSONDecodeError:
-        before = None
-    if before is not None and before != resolved:
-      changed = sorted(k for k in set(before) | set(resolved) if before.get(k) != resolved.get(k))
-      logging.warning('The config differs from the one already in %s (keys: %s). Finished trials '
-                      'whose ids match are kept, not rerun.', workdir, ', '.join(changed))
-  with files.atomic_write(path) as f:
-    json.dump(resolved, f, indent=2, sort_keys=True)
+def _check_history(config, workdir: str, sweep_keys) -> None:
+  """Refuses a config that would mix with the workdir's results (process 0 decides for all)."""
+  error = None
+  if dist.is_main():
+    try:
+      config_history.check(config, workdir, sweep_keys)
+    except UserError as e:
+      error = e
+  if dist.agree(error is not None):
+    raise error or UserError(f'Process 0 refused the workdir {workdir}: see its message.')
+
+
+def _remove_if_unused(workdir: str) -> None:
+  """Removes a workdir this run created when it holds no result yet (the run failed on bad
+  input), so that nothing left behind looks like a run and a fixed re-run starts clean."""
+  for entry in os.scandir(workdir):
+    empty_dir = entry.is_dir() and not any(os.scandir(entry.path))
+    ours = (config_history.CONFIG, config_history.HISTORY, TASK_JSON)
+    if entry.name not in ours and not empty_dir:
+      return
+  shutil.rmtree(workdir, ignore_errors=True)

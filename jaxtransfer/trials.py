@@ -48,6 +48,7 @@ class RunSpec:
   checkpoint_dir: str = ''      # '' = <workdir>/checkpoints (a remote workdir checkpoints remotely)
   pad_to_multiple_of: int = 16  # each step's batch padded to a multiple of this; 0 = the data's width
   group_by_length: bool = False  # HF's length-grouped sampling (batches of similar lengths)
+  config_hash: str = ''         # of the run's resolved config (config_history.jsonl), per record
 
   @classmethod
   def from_config(cls, config, task: TaskSpec, workdir: str, **overrides) -> RunSpec:

@@ -48,13 +48,22 @@ def test_negative_train_size(demo_args):
   assert_bad_input(run_main(*demo_args, '--config.train_sizes=(-5,)'), 'train_size=-5')
 
 
-def test_train_size_larger_than_the_data(demo_args):
+def test_train_size_larger_than_the_data(demo_args, tmp_path):
   assert_bad_input(run_main(*demo_args, '--config.train_sizes=(100000,)'), 'train_size=100000',
                    'training set has')
+  assert not (tmp_path / 'w').exists()  # found after loading the data: the new workdir is gone
 
 
 def test_missing_data_dir(demo_args, tmp_path):
   assert_bad_input(run_main(*demo_args, f'--config.data_dir={tmp_path / "nowhere"}'), 'nowhere')
+  assert not (tmp_path / 'w').exists()
+
+
+def test_failed_run_keeps_a_workdir_it_did_not_create(demo_args, tmp_path):
+  (tmp_path / 'w').mkdir()
+  (tmp_path / 'w' / 'notes.txt').write_text('mine')
+  assert_bad_input(run_main(*demo_args, '--config.train_sizes=(100000,)'), 'train_size=100000')
+  assert (tmp_path / 'w' / 'notes.txt').read_text() == 'mine'
 
 
 def test_missing_split_file(demo_args, glue_dir):
@@ -98,3 +107,44 @@ def test_hub_unreachable(demo_args, tmp_path):
 
 def test_missing_config_flag(tmp_path):
   assert_bad_input(run_main(f'--workdir={tmp_path}'), '--config')
+
+
+@pytest.mark.parametrize('content, needles', [
+    (None, ('nosuch.py', 'No such file')),
+    ('def get_config(:\n', ('SyntaxError', 'line 1')),
+    ('def get_config():\n  return undefined_name\n', ('NameError', 'undefined_name')),
+    ('x = 1\n', ('get_config',)),
+    ('def get_config():\n  return 3\n', ('returned int', 'ConfigDict')),
+])
+def test_bad_config_file(tmp_path, content, needles):
+  """A missing or broken config file is one paragraph naming it, not chained tracebacks."""
+  path = tmp_path / 'nosuch.py'
+  if content is not None:
+    path.write_text(content)
+  proc = run_main(f'--config={path}', f'--workdir={tmp_path / "w"}')
+  assert_bad_input(proc, *needles)
+  assert not (tmp_path / 'w').exists()
+
+
+def test_config_file_is_a_directory(tmp_path):
+  assert_bad_input(run_main(f'--config={tmp_path}', f'--workdir={tmp_path / "w"}',
+                            '--config.seeds=1'), 'Is a directory')
+
+
+def test_no_pytorch_advice_when_torch_is_missing():
+  """Without torch, transformers prints '[transformers] PyTorch was not found...' on import; we
+  only use its tokenizers, so a user should not see it."""
+  code = ('import importlib.util as u\n'
+          'orig = u.find_spec\n'
+          "u.find_spec = lambda n, *a, **k: None if n.split('.')[0] == 'torch' else orig(n, *a, **k)\n"
+          'from jaxtransfer.models import pretrained\n'
+          "tok = pretrained.load_tokenizer(pretrained.resolve('minilm-l6'))\n"
+          "import transformers.utils.import_utils as iu\n"
+          "assert not iu.is_torch_available()\n"
+          "print(len(tok('a b')['input_ids']))\n")
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120, env={k: v for k, v in os.environ.items()
+                                          if k != 'TRANSFORMERS_NO_ADVISORY_WARNINGS'})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == '4'
+  assert 'PyTorch was not found' not in proc.stderr, proc.stderr

@@ -391,6 +391,7 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):
 
   assert results.read_records(work / 'trials.jsonl') == records
   md = (work / 'table.md').read_text()
+  assert md.startswith('Data: demo sentiment set (342 train / first 16 of 85 dev).\n\n')
   assert '| Task | Full | 1 | None |' in md and '| SST-2 acc |' in md
   assert len((work / 'table.csv').read_text().strip().splitlines()) == 1 + 3
   assert {p.name for p in (work / 'plots').iterdir()} == {
@@ -398,4 +399,5 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):
   assert (work / 'summary.csv').exists()
   # Merging workdirs (how results/lee2019 is assembled) gives the same table.
   merged = lee.combine([str(work)], str(tmp_path / 'merged'))
-  assert len(merged) == 3 and (tmp_path / 'merged' / 'table.md').read_text() == md
+  table = md.split('\n\n', 1)[1]  # a merge of several workdirs has no single data line
+  assert len(merged) == 3 and (tmp_path / 'merged' / 'table.md').read_text() == table

@@ -126,7 +126,7 @@ def test_tamkin_scheme_matches_scipy_truncnorm_of_their_code(pretrained):
   assert scipy.stats.kstest(w, ref.cdf).pvalue > 1e-3
   assert np.abs(w).max() <= 0.0008
   np.testing.assert_allclose(w.std(), ref.std(), rtol=0.01)
-  np.testing.assert_allclose(ref.std(), 4.6e-4, rtol=0.01)  # PROTOCOLS.md's figure
+  np.testing.assert_allclose(ref.std(), 4.6e-4, rtol=0.01)  # docs/PROTOCOLS.md's figure
   # ~uniform on +-0.0008: the fraction within half the range is about one half.
   assert 0.48 < np.mean(np.abs(w) < 0.0004) < 0.52
   assert scipy.stats.kstest(w, scipy.stats.norm(scale=0.02).cdf).pvalue < 1e-6

@@ -172,3 +172,10 @@ def test_probe_checkpoints_go_where_a_remote_workdir_keeps_them(tiny_model_dir, 
   assert saved and set(saved) == {str(remote_ckpt)}
   assert not (mirror / 'checkpoints').exists()
   assert len(results.read_records(mirror / 'trials.jsonl')) == 4  # k = 0..3, one seed
+
+
+def test_probe_demo_reads_the_token_mean():
+  """The packaged MiniLM is a mean-pooled sentence model: its [CLS] probes sit at chance."""
+  from test_configs import _load
+  demo = _load(f"{probe_cfg.__file__}:demo")
+  assert demo.pooling == 'mean'

@@ -100,6 +100,32 @@ def test_permute_records_the_order_and_runs_in_one_group(tiny_model_dir, tmp_pat
   assert (tmp_path / 'perm' / 'plots' / 'permute.png').exists()
 
 
+def _paper_reinit(*overrides):
+  from test_configs import _load
+  c = _load(pathlib.Path(reinit_cfg.__file__), *overrides)
+  reinit_exp.ProgressiveReinit().resolve(c)
+  return c
+
+
+def test_explicit_seeds_win_over_small_size_seeds(tiny_model_dir, tmp_path, cache, caplog):
+  """reinit.py's paper protocol runs 50 seeds at 500 examples, but --config.seeds is what runs."""
+  paper = _paper_reinit()
+  assert reinit_exp.seeds_for(paper, 500) == list(range(1, 51))
+  assert reinit_exp.seeds_for(paper, 5000) == reinit_exp.seeds_for(paper, 0) == [1, 2, 3]
+  given = _paper_reinit('--config.seeds=[0,1]', '--config.train_sizes=[100]')
+  assert reinit_exp.seeds_for(given, 100) == [0, 1] and given.small_size_seeds == 0
+  # The same through the study on a model: 2 seeds x (L+1 = 4) values of k, counted in the log.
+  caplog.set_level(logging.INFO, logger='absl')
+  for k in ('model', 'cache_dir'):
+    given[k] = str(tiny_model_dir if k == 'model' else cache)
+  given.data_dir, given.max_seq_length = 'demo', 32
+  study = reinit_exp.ProgressiveReinit()
+  trials = study.trials(study.load(given, str(tmp_path)))
+  assert sorted((t.seed, t.setting['k']) for t in trials) == [(s, k) for s in (0, 1)
+                                                              for k in range(4)]
+  assert 'reinit: 8 trials (100 examples: 4 settings x 2 seeds).' in caplog.messages
+
+
 @pytest.mark.parametrize('module, overrides, match', [
     (reinit_cfg, {'ks': (0, 4)}, 'ks=4'),
     (reinit_cfg, {'reinit_scheme': 'xavier'}, 'reinit_scheme'),
@@ -192,3 +218,24 @@ def test_figures_and_merged_summary(tmp_path):
   assert {(r['task'], r['experiment']) for r in rows} == {
       ('sst2', 'reinit'), ('sst2', 'probe'), ('cola', 'reinit'), ('cola', 'probe'),
       ('sst2', 'block_reinit'), ('sst2', 'permute')}
+
+
+class _Six:
+  num_layers = 6
+
+
+@pytest.mark.parametrize('overrides, distinct', [((), 8), (('--config.block_size=3',
+                                                            '--config.starts=(0,3)'), 4)])
+def test_block_reinit_demo_runs_no_trial_twice(overrides, distinct, caplog):
+  """On MiniLM's 6 blocks the demo's windows never coincide; windows of 3 do, and the log says so."""
+  from test_configs import _load
+  caplog.set_level(logging.WARNING, logger='absl')
+  ctx = type('Ctx', (), {'config': _load(f'{block_cfg.__file__}:demo', *overrides),
+                         'pretrained': _Six()})()
+  settings = reinit_exp.BlockReinit().settings(ctx)
+  masks = {tuple(s.arrays['reinit'].tolist()) for s in settings}
+  assert len(masks) == distinct
+  same = [m for m in caplog.messages if 'the same trial runs twice' in m]
+  assert len(same) == len(settings) - distinct
+  if same:
+    assert 'reinit 0-2 and preserve 3-5' in ' '.join(same)

@@ -262,3 +262,34 @@ def test_group_by_setting():
   for k, values in acc.items():
     np.testing.assert_allclose(groups[(500, f'{{"k":{k}}}')], values)
   assert results.group_by_setting(recs, 'missing') == {}
+
+
+def test_summary_lines_read_in_words():
+  recs = [_record(f'a{s}', seed=s, k=3, train_size=1000, metrics={'accuracy': v})
+          for s, v in enumerate((0.80, 0.82, 0.81))]
+  recs.append(_record('full', train_size=0, k=None, metrics={'accuracy': 0.5}, setting={}))
+  rows, _ = results.summarize(recs)
+  lines = [results.describe_row(r) for r in rows if r['metric'] == 'accuracy']
+  mean, _, low, high = results.t_ci([0.80, 0.82, 0.81])
+  assert lines == ['sst2, full training set: accuracy 0.500 (1 trial)',
+                   f'sst2, 1,000 train examples, k=3: accuracy {mean:.3f} '
+                   f'(95% CI {low:.3f}..{high:.3f}, 3 trials)']
+
+
+@pytest.mark.parametrize('metric, values, lo, hi', [
+    ('accuracy', [0.40, 0.95], 0.0, 1.0),          # t interval of 2 trials: far outside [0, 1]
+    ('accuracy', [0.55, 0.60, 0.99], 0.0, 1.0),
+    ('mcc', [-0.9, 0.8], -1.0, 1.0),
+    ('sparsity/query', [0.05, 0.5], 0.0, 1.0),
+    ('l1_per_param', [1e-3, 9e-3], -np.inf, np.inf),  # no range: not clipped
+])
+def test_summary_interval_is_clipped_to_the_metric_range(metric, values, lo, hi):
+  recs = [_record(f't{i}', seed=i, metrics={metric: v}) for i, v in enumerate(values)]
+  (row,), _ = results.summarize(recs)
+  x = np.asarray(values)
+  t_low, t_high = scipy.stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=scipy.stats.sem(x))
+  assert row['ci95_low'] == pytest.approx(max(t_low, lo))
+  assert row['ci95_high'] == pytest.approx(min(t_high, hi))
+  assert lo <= row['ci95_low'] <= row['mean'] <= row['ci95_high'] <= hi
+  if metric == 'accuracy' and len(values) == 2:
+    assert t_low < 0 and t_high > 1 and (row['ci95_low'], row['ci95_high']) == (0.0, 1.0)

@@ -134,3 +134,88 @@ def test_no_tensorflow_or_protobuf_import():
       'assert not bad, bad\n'
   )
   subprocess.run([sys.executable, '-c', code], check=True, timeout=60)
+
+
+class _Trial:
+  def __init__(self, setting, train_size, seed):
+    self.setting, self.train_size, self.seed = setting, train_size, seed
+
+
+def _multiplexer(root):
+  em = pytest.importorskip('tensorboard.backend.event_processing.event_multiplexer')
+  mux = em.EventMultiplexer(size_guidance={'scalars': 0, 'tensors': 0})
+  mux.AddRunsFromDirectory(str(root))
+  mux.Reload()
+  return mux
+
+
+def _sessions(mux):
+  """{run: (hparams as Python values, end status)} through TensorBoard's own hparams parsers."""
+  from google.protobuf import json_format
+  from tensorboard.plugins.hparams import metadata
+  content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+  out = {}
+  for run, tags in content.items():
+    start = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG])
+    end = metadata.parse_session_end_info_plugin_data(tags[metadata.SESSION_END_INFO_TAG])
+    out[run] = ({k: json_format.MessageToDict(v) for k, v in start.hparams.items()}, end.status)
+  return out
+
+
+def test_trial_writers_one_run_per_trial_with_hparams(tmp_path):
+  trials = [_Trial({'k': k, 'reinit_scheme': 'bert', 'order': [2, 0, 1]}, 500, s)
+            for k in (0, 3) for s in (1, 2)]
+  tw = jt_tb.TrialWriters(tmp_path, trials)
+  for step in (2, 4):
+    for i in range(len(trials)):
+      tw.scalars(i, {'train/loss': 1.0 / (i + step), 'train/grad_norm': 0.5}, step)
+  tw.close([{'accuracy': 0.5 + 0.1 * i} for i in range(3)] + [{}], step=4)
+  mux = _multiplexer(tmp_path)
+  runs = {f'n500/k{k}/order2_0_1/reinit_schemebert/s{s}' for k in (0, 3) for s in (1, 2)}
+  assert set(mux.Runs()) == runs
+  for i, t in enumerate(trials):
+    run = jt_tb.run_name(t.setting, t.train_size, t.seed)
+    assert [e.value for e in mux.Scalars(run, 'train/loss')] == pytest.approx(
+        [1.0 / (i + 2), 1.0 / (i + 4)])
+    assert set(mux.GetAccumulator(run).Tags()['scalars']) >= {'train/loss', 'train/grad_norm'}
+  sessions = _sessions(mux)
+  first = jt_tb.run_name(trials[0].setting, 500, 1)
+  assert sessions[first][0] == {'k': 0.0, 'reinit_scheme': 'bert', 'order': '2,0,1',
+                                'seed': 1.0, 'train_size': 500.0}
+  statuses = [sessions[jt_tb.run_name(t.setting, 500, t.seed)][1] for t in trials]
+  assert statuses == [jt_tb.STATUS_SUCCESS] * 3 + [jt_tb.STATUS_FAILURE]
+  assert mux.Scalars(first, 'final/accuracy')[0].value == pytest.approx(0.5)
+
+
+def test_engine_writes_one_overlaying_run_per_trial(tiny_model_dir, tmp_path):
+  """A real group: tags without trial ids, runs named by setting, final metrics = the records'."""
+  import jaxtransfer as jt
+  from jaxtransfer import data as data_lib
+  from jaxtransfer import engine as engine_lib
+  from jaxtransfer import program as program_lib
+  pre = jt.load_pretrained(str(tiny_model_dir))
+  td = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32,
+                               cache_dir=str(tmp_path / 'cache'))
+  spec = engine_lib.RunSpec(experiment='t', model='tiny', task=td.task, workdir=str(tmp_path),
+                            batch_size=8, learning_rate=1e-3, num_train_steps=4, log_every=2,
+                            eval_every=2, checkpoint_every=0, eval_batch_size=32)
+  prog = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers)
+  eng = engine_lib.Engine(spec, pre.params, td.train.as_dict(),
+                          {k: v.as_dict() for k, v in td.dev.items()})
+  records = eng.run([engine_lib.Trial(s, 50, {'lr': lr}, prog, learning_rate=lr)
+                     for lr in (1e-3, 1e-4) for s in (1, 2)])
+  mux = _multiplexer(tmp_path / 'tensorboard')
+  by_run = {jt_tb.run_name(r['setting'], r['train_size'], r['seed']): r for r in records}
+  assert set(mux.Runs()) == set(by_run) == {f'n50/lr{lr}/s{s}' for lr in ('0.001', '0.0001')
+                                            for s in (1, 2)}
+  for run, record in by_run.items():
+    tags = set(mux.GetAccumulator(run).Tags()['scalars'])
+    assert {'train/loss', 'train/grad_norm', 'eval/accuracy', 'final/accuracy'} <= tags
+    assert [e.step for e in mux.Scalars(run, 'train/loss')] == [2, 4]
+    assert [e.step for e in mux.Scalars(run, 'eval/accuracy')] == [2, 4]
+    assert mux.Scalars(run, 'final/accuracy')[0].value == pytest.approx(
+        record['metrics']['accuracy'])
+    assert mux.Scalars(run, 'train/loss')[-1].value == pytest.approx(record['train_loss'])
+  sessions = _sessions(mux)
+  assert sessions['n50/lr0.0001/s2'] == ({'lr': 1e-4, 'seed': 2.0, 'train_size': 50.0},
+                                         jt_tb.STATUS_SUCCESS)

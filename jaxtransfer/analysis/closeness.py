@@ -156,7 +156,8 @@ def rank_blocks(rows: Iterable[dict[str, Any]], trial_ids: Iterable[str],
 
 
 def plot_per_block(workdir: str, rows: list[dict[str, Any]], groups: dict[str, list[str]],
-                   task: str, model: str, name: str = 'closeness_per_block') -> str:
+                   task: str, model: str, name: str = 'closeness_per_block',
+                   info: plots.RunInfo | None = None) -> str:
   """L1 per parameter and angle per block (mean, 95% CI over trials) for each group of trials,
   with the two-random-inits scale dashed."""
   import matplotlib.pyplot as plt
@@ -178,14 +179,14 @@ def plot_per_block(workdir: str, rows: list[dict[str, Any]], groups: dict[str, l
     ax.set_xticks(blocks, ['emb' if b < 0 else str(b) for b in blocks])
     ax.set_xlabel('block')
     ax.set_ylabel(label)
-    ax.legend(fontsize=8)
-  fig.suptitle(plots.title('Distance from the pretrained weights', task, model))
+    plots.legend(ax, fontsize=8)
+  fig.suptitle(plots.title('Distance from the pretrained weights', task, model, info))
   return plots.save(fig, workdir, name)
 
 
 def plot_matrix_heatmap(workdir: str, rows: list[dict[str, Any]], trial_ids: list[str], task: str,
                         model: str, metric: str = 'l1_per_param',
-                        name: str = 'closeness_per_matrix') -> str:
+                        name: str = 'closeness_per_matrix', info: plots.RunInfo | None = None) -> str:
   """Mean distance per (weight matrix, block) over the trials, as a heat map."""
   blocks = sorted({r['block'] for r in rows if r['block'] >= 0 and r['trial_id'] in set(trial_ids)})
   grid = np.array([[np.mean(per_block(rows, trial_ids, metric, m).get(b, [np.nan])) for b in blocks]
@@ -197,13 +198,15 @@ def plot_matrix_heatmap(workdir: str, rows: list[dict[str, Any]], trial_ids: lis
   ax.set_yticks(range(len(MATRICES)), MATRICES)
   ax.set_xlabel('block')
   fig.colorbar(im, ax=ax, label=metric.replace('_', ' '))
-  ax.set_title(plots.title(f'{metric.replace("_", " ")} per matrix', task, model), fontsize=9)
+  ax.set_title(plots.title(f'{metric.replace("_", " ")} per matrix', task, model, info),
+               fontsize=9)
   return plots.save(fig, workdir, name)
 
 
-def plot_critical(workdir: str, records: list[dict], task, model: str) -> str | None:
+def plot_critical(workdir: str, records: list[dict], task, model: str,
+                  info: plots.RunInfo | None = None) -> str | None:
   """The task's metric against r, the number of tuned blocks, per way of choosing them (mean, 95%
-  CI over seeds); full fine-tuning dashed."""
+  CI over seeds); full fine-tuning dashed across the whole axis."""
   import json
 
   from jaxtransfer import results
@@ -220,18 +223,20 @@ def plot_critical(workdir: str, records: list[dict], task, model: str) -> str | 
   if not lines:
     return None
   fig, ax = plots.figure()
+  lim = plots.bounds(metric)
   for label, by_r in lines.items():
     rs = sorted(by_r)
-    plots.line_with_ci(ax, rs, [by_r[r] for r in rs], label)
+    plots.line_with_ci(ax, rs, [by_r[r] for r in rs], label, bounds=lim)
   xs = sorted({r for by_r in lines.values() for r in by_r})
   for size, values in full.items():
-    mean, low, high = plots.mean_ci(values)
-    line, = ax.plot([xs[0], xs[-1]], [mean, mean], '--',
-                    label=f'full fine-tuning, {plots.size_label(size)}')
-    ax.fill_between([xs[0], xs[-1]], [low, low], [high, high], alpha=0.15, color=line.get_color())
+    # Across the whole axis: with one r, a line from xs[0] to xs[-1] would have no length.
+    plots.reference(ax, values, f'full fine-tuning, {plots.size_label(size)}', bounds=lim)
+  plots.chance_line(ax, info, metric)
   ax.set_xticks(xs)
+  ax.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)
   ax.set_xlabel('blocks fine-tuned (r; embeddings frozen)')
   ax.set_ylabel(plots.metric_label(metric))
-  ax.set_title(plots.title('Fine-tuning only r blocks', task.name, model), fontsize=10)
-  ax.legend(fontsize=8)
+  ax.set_title(plots.title('Fine-tuning only r blocks', task.name, model, info), fontsize=10)
+  plots.legend(ax, fontsize=8)
+  plots.limit_y(ax, metric)
   return plots.save(fig, workdir, 'critical_blocks')

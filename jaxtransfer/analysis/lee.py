@@ -26,7 +26,8 @@ from jaxtransfer.analysis import plots
 KEY = 'trainable_blocks'
 FLOPS = 'train_flops_fraction'
 
-# PROTOCOLS §2: bert-base-uncased (L = 12), dev x100, Lee aggregation; keys are trainable blocks k.
+# docs/PROTOCOLS.md §2: bert-base-uncased (L = 12), dev x100, Lee aggregation; keys are trainable
+# blocks k.
 PAPER_BERT_BASE = {
     'cola': {12: 58.26, 6: 53.27, 5: 51.85, 4: 50.59, 3: 47.49, 2: 44.01, 1: 42.10, 0: 29.59},
     'sst2': {12: 92.69, 6: 92.06, 5: 91.75, 4: 91.15, 3: 90.84, 2: 90.89, 1: 91.33, 0: 85.03},
@@ -176,7 +177,8 @@ def write_csv(path: str, table: Sequence[Mapping[str, Any]]) -> None:
 
 
 def plot_relative(workdir: str, records: Sequence[Mapping[str, Any]],
-                  table: Sequence[Mapping[str, Any]], num_layers: Mapping[str, int]) -> list[str]:
+                  table: Sequence[Mapping[str, Any]], num_layers: Mapping[str, int],
+                  info: plots.RunInfo | None = None) -> list[str]:
   """Score as % of full fine-tuning vs trainable blocks: one line per task (mean ± 95% CI over
   runs, each run relative to the task's Lee-aggregated full score), and against the fraction of
   blocks trained beside the paper's BERT-base row."""
@@ -192,7 +194,9 @@ def plot_relative(workdir: str, records: Sequence[Mapping[str, Any]],
     ks = sorted({int(r['setting'][KEY]) for r in recs})
     samples = [100.0 * 100.0 * _values([r for r in recs if r['setting'][KEY] == k], metric) / ref
                for k in ks]
-    curves.append((task, model, size, num_layers[task], ks, samples))
+    # A score's range, as % of this task's full fine-tuning score.
+    lim = tuple(100.0 * 100.0 * b / ref for b in plots.bounds(metric))
+    curves.append((task, model, size, num_layers[task], ks, samples, lim, metric))
   if not curves:
     return []
   multi = len({(m, s) for _, m, s, *_ in curves}) > 1
@@ -200,31 +204,36 @@ def plot_relative(workdir: str, records: Sequence[Mapping[str, Any]],
   paths = []
 
   fig, ax = plots.figure()
-  for task, model, size, L, ks, samples in curves:
-    label = task_label(task) + (f' ({os.path.basename(str(model))}, {plots.size_label(size)})'
-                                if multi else '')
-    plots.line_with_ci(ax, ks, samples, label)
+  for task, model, size, L, ks, samples, lim, _ in curves:
+    label = _curve_label(task, info) + (f' ({os.path.basename(str(model))}, '
+                                        f'{plots.size_label(size)})' if multi else '')
+    plots.line_with_ci(ax, ks, samples, label, bounds=lim)
   ax.axhline(90, color='gray', linestyle=':', linewidth=1, label='90% of full')
+  if len(curves) == 1:  # one task: its majority-class score, as % of full fine-tuning
+    metric, ref = curves[0][-1], full[curves[0][:3]]
+    plots.chance_line(ax, info, metric, scale=100.0 * 100.0 / ref)
   ax.set_xlabel('trainable blocks k (top k of L; k = L: full fine-tuning incl. embeddings)')
   ax.set_ylabel('dev score, % of full fine-tuning')
-  ax.set_xticks(sorted({k for *_, ks, _ in curves for k in ks}))
-  ax.legend(fontsize=8)
-  tasks = ', '.join(data_lib.get_task(t).dirname for t in dict.fromkeys(c[0] for c in curves))
-  ax.set_title(f'Freezing: relative score vs trainable blocks — {tasks}, {", ".join(models)}',
+  ax.set_xticks(sorted({k for c in curves for k in c[4]}))
+  plots.legend(ax, fontsize=8)
+  tasks = (info.data if info is not None and info.data else
+           ', '.join(data_lib.get_task(t).dirname for t in dict.fromkeys(c[0] for c in curves)))
+  ax.set_title(f'Freezing: relative score vs trainable blocks\n{tasks}, {", ".join(models)}',
                fontsize=9)
   paths.append(plots.save(fig, workdir, 'relative_vs_trainable_blocks'))
 
   fig, ax = plots.figure()
-  for task, model, size, L, ks, samples in curves:
-    plots.line_with_ci(ax, [k / L for k in ks], samples, task_label(task), color=None)
+  for task, model, size, L, ks, samples, lim, _ in curves:
+    plots.line_with_ci(ax, [k / L for k in ks], samples, _curve_label(task, info), bounds=lim)
   pk = sorted(PAPER_BERT_BASE_REL)
   ax.plot([k / PAPER_LAYERS for k in pk], [PAPER_BERT_BASE_REL[k] for k in pk], 'k--', marker='s',
           label='Lee et al., BERT-base (Rel. % row)')
   ax.axhline(90, color='gray', linestyle=':', linewidth=1)
   ax.set_xlabel('fraction of blocks trained (k / L)')
   ax.set_ylabel('dev score, % of full fine-tuning')
-  ax.legend(fontsize=8)
-  ax.set_title(f'Ours ({", ".join(models)}) vs Lee et al. BERT-base', fontsize=9)
+  plots.legend(ax, fontsize=8)
+  ours = f'{", ".join(models)} on {info.data}' if info is not None and info.data else ', '.join(models)
+  ax.set_title(f'Ours ({ours})\nvs Lee et al. BERT-base', fontsize=9)
   paths.append(plots.save(fig, workdir, 'relative_vs_fraction_vs_paper'))
   return paths
 
@@ -232,14 +241,24 @@ def plot_relative(workdir: str, records: Sequence[Mapping[str, Any]],
 # ----------------------------------------------------------------------------- entry points
 
 
+def _curve_label(task: str, info: plots.RunInfo | None) -> str:
+  """'SST-2 acc'; a single run names its own data ('demo sentiment set acc')."""
+  if info is None or not info.data:
+    return task_label(task)
+  spec = data_lib.get_task(task)
+  return f'{info.data.split(" (")[0]} {METRIC_SHORT.get(spec.primary_metric, spec.primary_metric)}'
+
+
 def write_all(workdir: str, records: Sequence[Mapping[str, Any]],
-              num_layers: Mapping[str, int]) -> list[dict]:
+              num_layers: Mapping[str, int], info: plots.RunInfo | None = None) -> list[dict]:
   """table.md, table.csv and plots/ in `workdir`; returns the table rows."""
   table = rows(records, num_layers)
   with open(os.path.join(workdir, 'table.md'), 'w', encoding='utf-8') as f:
+    if info is not None and info.data:
+      f.write(f'Data: {info.data}.\n\n')
     f.write(markdown(table))
   write_csv(os.path.join(workdir, 'table.csv'), table)
-  plot_relative(workdir, records, table, num_layers)
+  plot_relative(workdir, records, table, num_layers, info)
   return table
 
 

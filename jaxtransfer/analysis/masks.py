@@ -84,7 +84,8 @@ def save_trial_masks(workdir: str, trial_id: str, program, train: Params, frozen
   return save_masks(os.path.join(workdir, 'masks', f'{trial_id}.npz'), masks, blocks)
 
 
-def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: str) -> str | None:
+def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: str,
+                              info=None) -> str | None:
   """The task's metric against the achieved sparsity (mean, 95% CI over seeds): one line per
   train size, masked block set and mask learning rate; the baselines as dashed bands."""
   import json
@@ -109,18 +110,22 @@ def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: st
   if not lines:
     return None
   fig, ax = plots.figure()
+  lim = plots.bounds(metric)
   for label, points in lines.items():
     points.sort(key=lambda p: p[0])
-    plots.line_with_ci(ax, [p[0] for p in points], [p[1] for p in points], f'masks, {label}')
-  xs = [p[0] for pts in lines.values() for p in pts]
+    plots.line_with_ci(ax, [p[0] for p in points], [p[1] for p in points], f'masks, {label}',
+                       bounds=lim)
   names = {'finetune': 'full fine-tuning', 'head_only': 'frozen encoder, head only'}
   for (method, size), values in baselines.items():
-    mean, low, high = plots.mean_ci(values)
-    line, = ax.plot([min(xs), max(xs)], [mean, mean], '--',
-                    label=f'{names.get(method, method)}, {plots.size_label(size)}')
-    ax.fill_between([min(xs), max(xs)], [low, low], [high, high], alpha=0.15, color=line.get_color())
+    plots.reference(ax, values, f'{names.get(method, method)}, {plots.size_label(size)}',
+                    bounds=lim)
+  plots.chance_line(ax, info, metric)
   ax.set_xlabel('achieved sparsity (fraction of masked-matrix entries zeroed)')
   ax.set_ylabel(plots.metric_label(metric))
-  ax.set_title(plots.title('Learned masks vs fine-tuning', task.name, model), fontsize=10)
-  ax.legend(fontsize=8)
+  # Name only the baselines this run has (the demo runs none).
+  vs = ', '.join(dict.fromkeys(names.get(m, m) for m, _ in baselines))
+  what = 'Learned masks' + (f' vs {vs}' if vs else '') + ': score vs sparsity'
+  ax.set_title(plots.title(what, task.name, model, info), fontsize=10)
+  plots.legend(ax, fontsize=8)
+  plots.limit_y(ax, metric)
   return plots.save(fig, workdir, 'accuracy_vs_sparsity')

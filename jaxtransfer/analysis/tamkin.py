@@ -14,7 +14,7 @@ import argparse
 import collections
 import json
 import os
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import scipy.stats
@@ -39,31 +39,6 @@ def read_workdir(workdir: str) -> list[dict]:
     raise UserError(f'{path} holds no trial records: point --config.probe_dir at the workdir of a '
                     'finished probe.py run (or leave it empty).')
   return recs
-
-
-def scores(records: Iterable[Record], metric: str,
-           where: Callable[[Mapping[str, Any]], bool] = lambda s: True
-           ) -> list[tuple[Record, float]]:
-  """(record, value) of ok trials with a finite `metric` whose setting passes `where`."""
-  out = []
-  for r in records:
-    v = (r.get('metrics') or {}).get(metric)
-    ok = r.get('status') == 'ok' and v is not None and np.isfinite(v)
-    if ok and where(r.get('setting') or {}):
-      out.append((r, float(v)))
-  return out
-
-
-def by(pairs: Sequence[tuple[Record, float]],
-       key: Callable[[Record], Any]) -> dict[Any, list[float]]:
-  out: dict[Any, list[float]] = collections.defaultdict(list)
-  for r, v in pairs:
-    out[key(r)].append(v)
-  return out
-
-
-def size_order(size) -> float:
-  return float('inf') if not size else float(size)
 
 
 def _meta(records: Sequence[Record]) -> tuple[str, str]:
@@ -97,31 +72,43 @@ def _band(ax, lo, hi, x0, x1, color, label=None, alpha=0.15):
   ax.fill_between([x0, x1], [lo, lo], [hi, hi], color=color, alpha=alpha, label=label, lw=0)
 
 
+def _finish(ax, metric: str, info, **legend_kw) -> None:
+  """The majority-class line, the legend (with the bands explained) and a y axis inside the
+  metric's range."""
+  plots.chance_line(ax, info, metric)
+  plots.legend(ax, **legend_kw)
+  plots.limit_y(ax, metric)
+
+
 # ----------------------------------------------------------------------------- Fig. 2
 
 
 def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence[Record],
-                metric: str, num_layers: int = 0, prefix: str = '') -> list[str]:
+                metric: str, num_layers: int = 0, prefix: str = '',
+                info: plots.RunInfo | None = None) -> list[str]:
   """Score vs number of pretrained blocks kept, one line per training size with 95% CI bands and
   the linear-probing curve dashed (Tamkin et al. Fig. 2)."""
-  pairs = scores(records, metric, lambda s: 'k' in s)
+  pairs = plots.scores(records, metric, lambda s: 'k' in s)
   if not pairs:
     return []
   task, model = _meta([r for r, _ in pairs])
-  probe = scores([r for r in probe_records if r.get('task') == task], metric, lambda s: 'k' in s)
+  probe = plots.scores([r for r in probe_records if r.get('task') == task], metric,
+                       lambda s: 'k' in s)
   keys = ('reinit_scheme', 'reinit_lr_multiplier')
   variants = _variants(pairs, keys)
+  lim = plots.bounds(metric)
   saved = []
   for variant in variants:
     sub = [(r, v) for r, v in pairs if tuple(r['setting'].get(k) for k in keys) == variant]
     fig, ax = plots.figure()
     ks = sorted({r['setting']['k'] for r, _ in sub} | {r['setting']['k'] for r, _ in probe})
     colors = {}
-    for size in sorted({r['train_size'] for r, _ in sub}, key=size_order):
-      per_k = by([(r, v) for r, v in sub if r['train_size'] == size], lambda r: r['setting']['k'])
+    for size in sorted({r['train_size'] for r, _ in sub}, key=plots.size_order):
+      per_k = plots.by([(r, v) for r, v in sub if r['train_size'] == size],
+                       lambda r: r['setting']['k'])
       xs = sorted(per_k)
       line = plots.line_with_ci(ax, xs, [per_k[k] for k in xs],
-                                f'fine-tuned, {plots.size_label(size)}')
+                                f'fine-tuned, {plots.size_label(size)}', bounds=lim)
       colors[size] = line.get_color()
     spare, used = iter(PROBE_COLORS), set()
     for (size, read), per_k in probe_lines(probe).items():
@@ -132,15 +119,16 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
       used.add(color)
       plots.line_with_ci(ax, xs, [per_k[k] for k in xs],
                          f'linear probe on {read}, {plots.size_label(size)}', dashed=True,
-                         color=color, marker='s')
+                         color=color, marker='s', bounds=lim)
     L = num_layers or max(ks)
     ax.set_xticks(range(0, L + 1))
     ax.set_xlabel(f'pretrained blocks kept, k (blocks k..{L - 1} reinitialized)')
     ax.set_ylabel(plots.metric_label(metric))
     what = 'Progressive reinitialization'
     extra = _variant_text(variant, keys)
-    ax.set_title(plots.title(what, task, model) + (f'\n{extra}' if extra else ''), fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title(plots.title(what, task, model, info) + (f'\n{extra}' if extra else ''),
+                 fontsize=10)
+    _finish(ax, metric, info, fontsize=8)
     name = f'{prefix}reinit_vs_k{_suffix(variant, keys, len(variants))}'
     saved.append(plots.save(fig, workdir, name))
   return saved
@@ -155,7 +143,7 @@ def probe_read(setting: Mapping[str, Any]) -> str:
 def probe_lines(pairs) -> dict[tuple[Any, str], dict[int, list[float]]]:
   """{(train_size, what it reads): {k: scores}}, sizes in order."""
   out: dict[tuple[Any, str], dict[int, list[float]]] = {}
-  for r, v in sorted(pairs, key=lambda p: (size_order(p[0]['train_size']),
+  for r, v in sorted(pairs, key=lambda p: (plots.size_order(p[0]['train_size']),
                                            probe_read(p[0]['setting']))):
     key = (r['train_size'], probe_read(r['setting']))
     line = out.setdefault(key, collections.defaultdict(list))
@@ -163,10 +151,11 @@ def probe_lines(pairs) -> dict[tuple[Any, str], dict[int, list[float]]]:
   return out
 
 
-def plot_probe(workdir: str, records: Sequence[Record], metric: str, prefix: str = '') -> list[str]:
+def plot_probe(workdir: str, records: Sequence[Record], metric: str, prefix: str = '',
+               info: plots.RunInfo | None = None) -> list[str]:
   """Linear-probe score vs the block it reads (k = 0: embeddings), one line per training size
   and kind of probe."""
-  pairs = scores(records, metric, lambda s: 'k' in s)
+  pairs = plots.scores(records, metric, lambda s: 'k' in s)
   if not pairs:
     return []
   task, model = _meta([r for r, _ in pairs])
@@ -174,13 +163,13 @@ def plot_probe(workdir: str, records: Sequence[Record], metric: str, prefix: str
   for (size, read), per_k in probe_lines(pairs).items():
     xs = sorted(per_k)
     plots.line_with_ci(ax, xs, [per_k[k] for k in xs], f'{read}, {plots.size_label(size)}',
-                       dashed=True, marker='s')
+                       dashed=True, marker='s', bounds=plots.bounds(metric))
   ks = sorted({r['setting']['k'] for r, _ in pairs})
   ax.set_xticks(ks)
   ax.set_xlabel('probed layer k (0 = embeddings, k = output of block k-1)')
   ax.set_ylabel(plots.metric_label(metric))
-  ax.set_title(plots.title('Linear probe on the frozen model', task, model), fontsize=10)
-  ax.legend(fontsize=8)
+  ax.set_title(plots.title('Linear probe on the frozen model', task, model, info), fontsize=10)
+  _finish(ax, metric, info, fontsize=8)
   return [plots.save(fig, workdir, f'{prefix}probe_vs_k')]
 
 
@@ -188,11 +177,12 @@ def plot_probe(workdir: str, records: Sequence[Record], metric: str, prefix: str
 
 
 def plot_trials(workdir: str, records: Sequence[Record], metric: str, num_layers: int = 0,
-                max_size: int = 5000, prefix: str = '') -> list[str]:
+                max_size: int = 5000, prefix: str = '',
+                info: plots.RunInfo | None = None) -> list[str]:
   """Every trial's score vs k at the small training sizes (Tamkin et al. Fig. 5): with little
   data, runs split into ones that learned and ones stuck at chance."""
   import matplotlib.pyplot as plt
-  pairs = scores(records, metric, lambda s: 'k' in s)
+  pairs = plots.scores(records, metric, lambda s: 'k' in s)
   sizes = sorted({r['train_size'] for r, _ in pairs if 0 < r['train_size'] <= max_size})
   if not sizes:
     return []
@@ -205,9 +195,10 @@ def plot_trials(workdir: str, records: Sequence[Record], metric: str, num_layers
     ks = np.array([r['setting']['k'] for r, _ in sub], float)
     vs = np.array([v for _, v in sub])
     ax.scatter(ks + rng.uniform(-0.18, 0.18, len(ks)), vs, s=14, alpha=0.6, label='one trial')
-    per_k = by(sub, lambda r: r['setting']['k'])
+    per_k = plots.by(sub, lambda r: r['setting']['k'])
     xs = sorted(per_k)
     ax.plot(xs, [np.mean(per_k[k]) for k in xs], 'k_', markersize=18, mew=2, label='mean')
+    plots.chance_line(ax, info, metric)
     L = num_layers or int(max(xs))
     ax.set_xticks(range(0, L + 1))
     ax.grid(True, alpha=0.3)
@@ -215,7 +206,9 @@ def plot_trials(workdir: str, records: Sequence[Record], metric: str, num_layers
     ax.set_title(f'{plots.size_label(size)} ({len(sub)} trials)', fontsize=9)
   axes[0][0].set_ylabel(plots.metric_label(metric))
   axes[0][0].legend(fontsize=8)
-  fig.suptitle(plots.title('Per-trial scores at small training sizes', task, model), fontsize=10)
+  plots.limit_y(axes[0][0], metric)
+  fig.suptitle(plots.title('Per-trial scores at small training sizes', task, model, info),
+               fontsize=10)
   return [plots.save(fig, workdir, f'{prefix}reinit_trials')]
 
 
@@ -223,16 +216,16 @@ def plot_trials(workdir: str, records: Sequence[Record], metric: str, num_layers
 
 
 def plot_block_reinit(workdir: str, records: Sequence[Record], metric: str, num_layers: int = 0,
-                      prefix: str = '') -> list[str]:
+                      prefix: str = '', info: plots.RunInfo | None = None) -> list[str]:
   """Score vs the window of blocks reinitialized / preserved, with the full model and embeddings
   only (every block reinitialized) as reference lines (Tamkin et al. Fig. 3)."""
   del num_layers
-  pairs = scores(records, metric, lambda s: 'mode' in s)
+  pairs = plots.scores(records, metric, lambda s: 'mode' in s)
   if not pairs:
     return []
   task, model = _meta([r for r, _ in pairs])
   variants = sorted({(r['train_size'], r['setting'].get('reinit_scheme')) for r, _ in pairs},
-                    key=lambda t: (size_order(t[0]), str(t[1])))
+                    key=lambda t: (plots.size_order(t[0]), str(t[1])))
   saved = []
   for size, scheme in variants:
     sub = [(r, v) for r, v in pairs
@@ -244,29 +237,28 @@ def plot_block_reinit(workdir: str, records: Sequence[Record], metric: str, num_
     starts = sorted({r['setting']['start'] for r, _ in windows})
     size_b = windows[0][0]['setting']['block_size']
     x0, x1 = min(starts) - 0.3, max(starts) + 0.3
-    refs = by([(r, v) for r, v in sub if r['setting']['mode'] in ('full', 'all_reinit')],
+    refs = plots.by([(r, v) for r, v in sub if r['setting']['mode'] in ('full', 'all_reinit')],
               lambda r: r['setting']['mode'])
     for mode, label, color, ls in (('full', 'full pretrained model', FULL_COLOR, '-'),
                                    ('all_reinit', 'embeddings only preserved', REINIT_COLOR, ':')):
       if mode in refs:
-        mean, lo, hi = plots.mean_ci(refs[mode])
-        ax.hlines(mean, x0, x1, colors=color, linestyles=ls, label=label)
-        _band(ax, lo, hi, x0, x1, color)
+        plots.reference(ax, refs[mode], label, color, ls, plots.bounds(metric))
     for mode, label in (('reinit', f'{size_b} blocks reinitialized, rest kept'),
                         ('preserve', f'{size_b} blocks preserved, rest reinitialized')):
-      per_s = by([(r, v) for r, v in windows if r['setting']['mode'] == mode],
+      per_s = plots.by([(r, v) for r, v in windows if r['setting']['mode'] == mode],
                  lambda r: r['setting']['start'])
       if per_s:
         xs = sorted(per_s)
         plots.line_with_ci(ax, xs, [per_s[s] for s in xs], label,
-                           marker='o' if mode == 'reinit' else '^')
+                           marker='o' if mode == 'reinit' else '^', bounds=plots.bounds(metric))
     ax.set_xticks(starts)
     ax.set_xticklabels([f'{s}–{s + size_b - 1}' for s in starts])
     ax.set_xlabel('blocks in the window (0-based)')
     ax.set_ylabel(plots.metric_label(metric))
-    ax.set_title(plots.title(f'Block reinitialization, {plots.size_label(size)}', task, model)
+    ax.set_xlim(x0, x1)
+    ax.set_title(plots.title(f'Block reinitialization, {plots.size_label(size)}', task, model, info)
                  + (f'\nreinit scheme: {scheme}' if scheme else ''), fontsize=10)
-    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+    _finish(ax, metric, info, fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     name = f'{prefix}block_reinit' + (f'_n{size or "full"}_{scheme}' if len(variants) > 1 else '')
     saved.append(plots.save(fig, workdir, name))
   return saved
@@ -276,15 +268,16 @@ def plot_block_reinit(workdir: str, records: Sequence[Record], metric: str, num_
 
 
 def plot_permute(workdir: str, records: Sequence[Record], metric: str,
-                 prefix: str = '') -> list[str]:
+                 prefix: str = '', info: plots.RunInfo | None = None) -> list[str]:
   """Each permutation's score (mean over seeds) as a point, their mean with 95% CI and density,
   against the full and all-reinitialized models' mean ± 2σ bands (Tamkin et al. Fig. 4)."""
-  pairs = scores(records, metric, lambda s: 'mode' in s)
+  pairs = plots.scores(records, metric, lambda s: 'mode' in s)
   if not pairs:
     return []
   task, model = _meta([r for r, _ in pairs])
-  sizes = sorted({r['train_size'] for r, _ in pairs}, key=size_order)
+  sizes = sorted({r['train_size'] for r, _ in pairs}, key=plots.size_order)
   fig, ax = plots.figure(2.6 * len(sizes) + 4.4, 4.6)
+  lo_hi = plots.bounds(metric)
   labelled = set()
 
   def once(label):
@@ -295,7 +288,7 @@ def plot_permute(workdir: str, records: Sequence[Record], metric: str,
 
   for x, size in enumerate(sizes):
     sub = [(r, v) for r, v in pairs if r['train_size'] == size]
-    refs = by(sub, lambda r: r['setting']['mode'])
+    refs = plots.by(sub, lambda r: r['setting']['mode'])
     for mode, label, color in (('full', 'full model, mean ± 2σ', FULL_COLOR),
                                ('all_reinit', 'all blocks reinitialized, mean ± 2σ',
                                 REINIT_COLOR)):
@@ -303,9 +296,9 @@ def plot_permute(workdir: str, records: Sequence[Record], metric: str,
         vals = np.asarray(refs[mode])
         sd = vals.std(ddof=1) if len(vals) > 1 else 0.0
         ax.hlines(vals.mean(), x - 0.42, x + 0.42, colors=color)
-        _band(ax, vals.mean() - 2 * sd, vals.mean() + 2 * sd, x - 0.42, x + 0.42, color,
-              once(label))
-    per_p = by([(r, v) for r, v in sub if r['setting']['mode'] == 'permuted'],
+        lo, hi = np.clip([vals.mean() - 2 * sd, vals.mean() + 2 * sd], *lo_hi)
+        _band(ax, lo, hi, x - 0.42, x + 0.42, color, once(label))
+    per_p = plots.by([(r, v) for r, v in sub if r['setting']['mode'] == 'permuted'],
                lambda r: r['setting']['permutation_seed'])
     if not per_p:
       continue
@@ -313,11 +306,12 @@ def plot_permute(workdir: str, records: Sequence[Record], metric: str,
     jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(pts))
     ax.scatter(x - 0.15 + jitter, pts, s=18, color='tab:purple', alpha=0.7, zorder=3,
                label=once('one permutation (mean over seeds)'))
-    mean, lo, hi = plots.mean_ci(pts)
+    mean, lo, hi = plots.mean_ci(pts, lo_hi)
     ax.errorbar([x + 0.05], [mean], yerr=[[mean - lo], [hi - mean]], fmt='D', color='black',
                 capsize=4, zorder=4, label=once('permutations: mean, 95% CI'))
     if len(pts) > 2 and np.ptp(pts) > 0:
-      grid = np.linspace(pts.min() - 2 * pts.std(), pts.max() + 2 * pts.std(), 100)
+      grid = np.linspace(*np.clip([pts.min() - 2 * pts.std(), pts.max() + 2 * pts.std()],
+                                  *lo_hi), 100)
       dens = scipy.stats.gaussian_kde(pts)(grid)
       ax.fill_betweenx(grid, x + 0.15, x + 0.15 + 0.25 * dens / dens.max(), color='tab:purple',
                        alpha=0.25, lw=0, label=once('density of permutations'))
@@ -326,8 +320,9 @@ def plot_permute(workdir: str, records: Sequence[Record], metric: str,
   ax.set_xlim(-0.6, len(sizes) - 0.4)
   ax.set_xlabel('training set')
   ax.set_ylabel(plots.metric_label(metric))
-  ax.set_title(plots.title('Pretrained blocks in a permuted order', task, model), fontsize=10)
-  ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+  ax.set_title(plots.title('Pretrained blocks in a permuted order', task, model, info),
+               fontsize=10)
+  _finish(ax, metric, info, fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
   return [plots.save(fig, workdir, f'{prefix}permute')]
 
 

@@ -18,8 +18,10 @@ PLACEMENT_LABELS = {'auto': 'ν-selected head', 'fixed': 'given head block', 'to
 
 
 def plot_variability(workdir: str, curves: Mapping[str, Sequence[float]], task: str, model: str,
-                     head_block: int | None = None, name: str = 'variability') -> str:
-  """ν per block (x = -1 for the embedding output), one line per curve, log scale."""
+                     head_block: int | None = None, name: str = 'variability',
+                     info: plots.RunInfo | None = None) -> str:
+  """ν per block (x = -1 for the embedding output), one line per curve; a log axis only when the
+  values span more than a decade (with a label on every tick it has)."""
   fig, ax = plots.figure()
   for label, nu in curves.items():
     nu = np.asarray(nu, float)
@@ -30,17 +32,29 @@ def plot_variability(workdir: str, curves: Mapping[str, Sequence[float]], task: 
       ax.scatter([blocks[best]], [nu[best]], s=120, facecolors='none', edgecolors='k', zorder=3)
   if head_block is not None:
     ax.axvline(head_block, color='k', linestyle=':', label=f'head block {head_block}')
-  if all(np.all(np.asarray(v) > 0) for v in curves.values()):
-    ax.set_yscale('log')
+  _nu_axis(ax, np.concatenate([np.asarray(v, float) for v in curves.values()]))
   n = max(len(v) for v in curves.values())
   ax.set_xticks(range(-1, n - 1), ['emb'] + [str(i) for i in range(n - 1)])
   ax.set_xlabel('block (output of)')
   ax.set_ylabel('ν = tr(Σ_w Σ_b⁺) / |Y|  (lower: more class-specialized)')
   if len(curves) > 1 or head_block is not None:
     ax.legend()
-  ax.set_title(plots.title('Hidden-state variability (circle: lowest block)', task, model),
+  ax.set_title(plots.title('Hidden-state variability (circle: lowest block)', task, model, info),
                fontsize=10)
   return plots.save(fig, workdir, name)
+
+
+def _nu_axis(ax, values: np.ndarray) -> None:
+  """Linear within a decade; beyond, log with ticks at 1, 2 and 5 of each decade, all labelled
+  in plain numbers (a bare log axis over less than two decades shows one or two ticks)."""
+  from matplotlib import ticker
+  values = values[np.isfinite(values)]
+  if not len(values) or values.min() <= 0 or values.max() / values.min() <= 10:
+    return
+  ax.set_yscale('log')
+  ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+  ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f'{y:g}'))
+  ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _label(setting: dict) -> str:
@@ -51,7 +65,8 @@ def _label(setting: dict) -> str:
           f'm={setting["num_tuned_blocks"]}')
 
 
-def plot_select(workdir: str, records: Sequence[dict], task: str, model: str, metric: str) -> str:
+def plot_select(workdir: str, records: Sequence[dict], task: str, model: str, metric: str,
+                info: plots.RunInfo | None = None) -> str:
   """Dev metric (mean, 95% CI) against training FLOPs fraction and measured step time."""
   by = results.group_by_setting(records, metric)
   cost = results.group_by_setting(records, 'train_flops_fraction')
@@ -64,13 +79,15 @@ def plot_select(workdir: str, records: Sequence[dict], task: str, model: str, me
       setting = json.loads(key[1])
       if key not in xs:
         continue
-      mean, low, high = plots.mean_ci(values)
+      mean, low, high = plots.mean_ci(values, plots.bounds(metric))
       x = float(np.mean(xs[key]))
       p = setting.get('placement', 'auto')
       ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], capsize=3,
                   marker=PLACEMENT_MARKERS.get(p, 'o'), markersize=10 if p == 'full' else 7,
                   color=METHOD_COLORS.get(setting.get('method'), 'C2'), linestyle='none',
                   label=_label(setting))
+    plots.chance_line(ax, info, metric)
+    plots.limit_y(ax, metric)
     ax.set_xlabel(xlabel)
   axes[0].set_ylabel(plots.metric_label(metric))
   handles, labels = axes[0].get_legend_handles_labels()
@@ -79,7 +96,7 @@ def plot_select(workdir: str, records: Sequence[dict], task: str, model: str, me
   what = 'Classifier placement and tuned blocks'
   if len(sizes) == 1:
     what += f' ({plots.size_label(sizes[0])})'
-  fig.suptitle(plots.title(what, task, model), fontsize=10)
+  fig.suptitle(plots.title(what, task, model, info), fontsize=10)
   fig.tight_layout(rect=(0, 0.08 + 0.035 * ((len(labels) + 1) // 2), 1, 1))
   # Not plots.save: its tight_layout would drop the room kept for the shared legend.
   path = os.path.join(workdir, 'plots', 'select.png')

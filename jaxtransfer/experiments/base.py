@@ -10,12 +10,15 @@ from typing import Any, Sequence
 import numpy as np
 from absl import logging
 
+from jaxtransfer import config_history
 from jaxtransfer import data as data_lib
 from jaxtransfer import distributed as dist
 from jaxtransfer import engine as engine_lib
+from jaxtransfer import metrics as metrics_lib
 from jaxtransfer import program as program_lib
 from jaxtransfer import results
 from jaxtransfer import workdir as workdir_lib
+from jaxtransfer.analysis import plots
 from jaxtransfer.errors import UserError
 from jaxtransfer.models import convert
 from jaxtransfer.models import heads
@@ -30,6 +33,31 @@ class Context:
   pretrained: Pretrained
   task: data_lib.TaskSpec
   data: data_lib.TaskData | None
+  info: plots.RunInfo = plots.RunInfo()  # what the figures say: the data used, the chance line
+
+
+def majority_score(task: data_lib.TaskSpec, labels: np.ndarray) -> float | None:
+  """The task's metric for always predicting the most frequent dev label (None for regression)."""
+  labels = np.asarray(labels)
+  if task.is_regression or not len(labels):
+    return None
+  major = int(np.bincount(labels.astype(np.int64), minlength=task.num_labels).argmax())
+  preds = np.full(len(labels), major, np.int32)
+  return float(metrics_lib.compute_metrics(task, preds, labels)[task.primary_metric])
+
+
+def run_info(config, task_data: data_lib.TaskData, n_dev_total: int) -> plots.RunInfo:
+  """Which data the run used, in words ('demo sentiment set (342 train / 85 dev)', 'SST-2'), and
+  the majority-class score of the dev set it evaluated on."""
+  task, dev = task_data.task, task_data.dev['']
+  n_dev = len(dev)
+  dev_text = f'{n_dev} dev' if n_dev == n_dev_total else f'first {n_dev} of {n_dev_total} dev'
+  if str(config.data_dir).strip() == 'demo':
+    n_train = len(task_data.train) if task_data.train is not None else 0
+    data = f'demo sentiment set ({n_train} train / {dev_text})'
+  else:
+    data = task.dirname + ('' if n_dev == n_dev_total else f' ({dev_text} examples)')
+  return plots.RunInfo(data, task.primary_metric, majority_score(task, dev.labels))
 
 
 def require_classification(task: data_lib.TaskSpec, study: str) -> None:
@@ -92,6 +120,9 @@ class Experiment:
   """
   name = 'finetune'
   needs_train = True
+  # Config keys whose values each trial's setting records (besides seeds and train_sizes): a
+  # re-run that changes only these adds or drops trials, it does not change finished ones.
+  sweep_keys: tuple[str, ...] = ()
 
   def resolve(self, config) -> None:
     """Fills config values a study derives from others (before validation and config.json)."""
@@ -134,10 +165,12 @@ class Experiment:
     task_data = data_lib.load_task_data(config.task, config.data_dir, pre.tokenizer, pre.path,
                                         config.max_seq_length, splits=splits,
                                         cache_dir=config.cache_dir or None)
+    n_dev = len(task_data.dev[''])
     if config.eval_max_examples:
       task_data.dev = {k: v.take(np.arange(min(len(v), config.eval_max_examples)))
                        for k, v in task_data.dev.items()}
-    return Context(config, workdir, pre, task_data.task, task_data)
+    return Context(config, workdir, pre, task_data.task, task_data,
+                   run_info(config, task_data, n_dev))
 
   def engine_inputs(self, ctx: Context, trials) -> tuple[dict, dict, dict]:
     """(pretrained params, training data, {dev suffix: dev data}) the engine trains on."""
@@ -147,8 +180,9 @@ class Experiment:
 
   def run_spec(self, ctx: Context, trials) -> engine_lib.RunSpec:
     del trials
-    return engine_lib.RunSpec.from_config(ctx.config, ctx.task, ctx.workdir,
-                                          checkpoint_dir=workdir_lib.active(ctx.workdir).checkpoints)
+    return engine_lib.RunSpec.from_config(
+        ctx.config, ctx.task, ctx.workdir, checkpoint_dir=workdir_lib.active(ctx.workdir).checkpoints,
+        config_hash=config_history.config_hash(config_history.resolved(ctx.config)))
 
   def execute(self, ctx: Context, engine: engine_lib.Engine, trials) -> list[dict]:
     """Trains the trials; a study with phases (closeness) runs the same engine again."""
@@ -170,9 +204,7 @@ class Experiment:
     primary = ctx.task.primary_metric
     for r in rows:
       if r['metric'] == primary:
-        logging.info('%s n=%s %s: %s = %.4f (95%% CI %.4f..%.4f, %d trials)', r['task'],
-                     r['train_size'], r['setting'], primary, r['mean'], r['ci95_low'],
-                     r['ci95_high'], r['n'])
+        logging.info('%s', results.describe_row(r))
     os.makedirs(os.path.join(ctx.workdir, 'plots'), exist_ok=True)
     self.finalize(ctx, records)
 

@@ -52,6 +52,7 @@ def full_finetuning_ids(csv_path: str) -> set[str]:
 
 class Closeness(base.Experiment):
   name = 'closeness'
+  sweep_keys = ('critical_r', 'critical_orders')
 
   def validate(self, ctx):
     c, L = ctx.config, ctx.pretrained.config.num_layers
@@ -156,9 +157,10 @@ class Closeness(base.Experiment):
       groups.setdefault(f'full fine-tuning, {plots.size_label(r["train_size"])}',
                         []).append(r['trial_id'])
     if groups:
-      closeness.plot_per_block(ctx.workdir, rows, groups, ctx.task.name, ctx.config.model)
+      closeness.plot_per_block(ctx.workdir, rows, groups, ctx.task.name, ctx.config.model,
+                               info=ctx.info)
       closeness.plot_matrix_heatmap(ctx.workdir, rows, [r['trial_id'] for r in full],
-                                    ctx.task.name, ctx.config.model)
-    closeness.plot_critical(ctx.workdir, records, ctx.task, ctx.config.model)
+                                    ctx.task.name, ctx.config.model, info=ctx.info)
+    closeness.plot_critical(ctx.workdir, records, ctx.task, ctx.config.model, ctx.info)
 
 

@@ -1,5 +1,6 @@
 """Plain fine-tuning of every parameter: the reference point of all four studies."""
 
+from jaxtransfer.analysis import finetune as figures
 from jaxtransfer.experiments import base
 
 
@@ -11,4 +12,5 @@ class Finetune(base.Experiment):
     return [base.engine_lib.Trial(seed, size, setting, program)
             for size, seed, setting in base.grid(ctx.config)]
 
-
+  def finalize(self, ctx, records):
+    figures.plot_trials(ctx.workdir, records, ctx.task.primary_metric, ctx.info)

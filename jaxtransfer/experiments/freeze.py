@@ -14,7 +14,8 @@ from jaxtransfer.errors import UserError
 from jaxtransfer.experiments import base
 
 
-# PROTOCOLS §2: the learning rate Lee et al. picked per task for bert-base (best of {1..5}e-5).
+# docs/PROTOCOLS.md §2: the learning rate Lee et al. picked per task for bert-base (best of
+# {1..5}e-5).
 BERT_BASE_LR = {'cola': 4e-5, 'sst2': 2e-5, 'mrpc': 3e-5, 'stsb': 5e-5, 'qqp': 2e-5, 'mnli': 3e-5,
                 'qnli': 2e-5, 'rte': 3e-5}
 LARGE_BATCH_TASKS = ('qqp', 'mnli', 'qnli')
@@ -53,6 +54,7 @@ def freeze_program(ctx: base.Context, k: int):
 
 class Freeze(base.Experiment):
   name = 'freeze'
+  sweep_keys = ('trainable_blocks',)
 
   def resolve(self, config) -> None:
     paper_defaults(config)
@@ -84,6 +86,7 @@ class Freeze(base.Experiment):
             for size, seed, setting in base.grid(ctx.config, trainable_blocks=ks)]
 
   def finalize(self, ctx, records):
-    lee.write_all(ctx.workdir, records, {ctx.task.name: ctx.pretrained.config.num_layers})
+    lee.write_all(ctx.workdir, records, {ctx.task.name: ctx.pretrained.config.num_layers},
+                  ctx.info)
 
 

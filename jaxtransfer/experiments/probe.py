@@ -108,6 +108,7 @@ def frozen_features(pre, data: dict[str, np.ndarray], rows, *, pooling: str = 'c
 class Probe(base.Experiment):
   """One linear probe per (k, seed, train size), all k of a size trained in one group."""
   name = 'probe'
+  sweep_keys = ('ks', 'pooling', 'probe_pooler', 'small_size_seeds')
 
   def validate(self, ctx):
     L = ctx.pretrained.num_layers
@@ -130,9 +131,12 @@ class Probe(base.Experiment):
     program = self.program(ctx)
     # What the probe reads is part of the setting, so probes of different kinds plot apart.
     read = {'pooling': ctx.config.pooling, 'pooler': self.use_pooler(ctx)}
-    return [Trial(seed, int(size), {'k': k, **read}, program, arrays={'layer': np.int32(k)})
-            for size in ctx.config.train_sizes for k in reinit.expand(ctx.config.ks, 'ks', 0, L, L)
-            for seed in reinit.seeds_for(ctx.config, int(size))]
+    ks = reinit.expand(ctx.config.ks, 'ks', 0, L, L)
+    out = [Trial(seed, int(size), {'k': k, **read}, program, arrays={'layer': np.int32(k)})
+           for size in ctx.config.train_sizes for k in ks
+           for seed in reinit.seeds_for(ctx.config, int(size))]
+    reinit.log_trial_count(self.name, ctx.config, len(ks), len(out))
+    return out
 
   def run_spec(self, ctx, trials):
     # All probes of a size in one group: they are tiny, the engine's memory guess is for encoders.
@@ -159,6 +163,6 @@ class Probe(base.Experiment):
     return {}, feats(train, rows), dev
 
   def finalize(self, ctx, records):
-    tamkin.plot_probe(ctx.workdir, records, ctx.task.primary_metric)
+    tamkin.plot_probe(ctx.workdir, records, ctx.task.primary_metric, info=ctx.info)
 
 

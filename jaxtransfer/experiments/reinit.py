@@ -13,8 +13,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from jaxtransfer import interventions as iv
+from jaxtransfer.analysis import plots
 from jaxtransfer.analysis import tamkin
 from jaxtransfer.engine import Trial
 from jaxtransfer.errors import UserError
@@ -52,6 +54,20 @@ def expand(values, key: str, lo: int, hi: int, num_layers: int) -> list[int]:
   return list(dict.fromkeys(out))
 
 
+PAPER_SEEDS = (1, 2, 3)
+
+
+def resolve_seeds(config) -> None:
+  """reinit.py leaves `seeds` unset for the paper's protocol (PAPER_SEEDS, and small_size_seeds at
+  small sizes); explicit seeds are what runs, at every size."""
+  if config.seeds is None:
+    config.seeds = PAPER_SEEDS
+  elif config.get('small_size_seeds', 0):
+    logging.info('seeds=%s given: they run at every train size (small_size_seeds=%d is off).',
+                 list(config.seeds), config.small_size_seeds)
+    config.small_size_seeds = 0
+
+
 def seeds_for(config, train_size: int) -> list[int]:
   """The seeds of one training size: 1..small_size_seeds at small sizes (the paper's 50 trials at
   500 examples), else `seeds`."""
@@ -59,6 +75,18 @@ def seeds_for(config, train_size: int) -> list[int]:
   if n_small and 0 < train_size <= config.small_size:
     return list(range(1, n_small + 1))
   return [int(s) for s in config.seeds]
+
+
+def log_trial_count(study: str, config, n_settings: int, n_trials: int) -> None:
+  """The count before any training: settings x seeds per train size."""
+  per_size = '; '.join(f'{plots.size_label(int(s))}: {n_settings} settings x '
+                       f'{len(seeds_for(config, int(s)))} seeds' for s in config.train_sizes)
+  logging.info('%s: %d trials (%s).', study, n_trials, per_size)
+  n_small = config.get('small_size_seeds', 0)
+  if n_small and any(0 < int(s) <= config.small_size for s in config.train_sizes):
+    logging.info('small_size_seeds=%d: train sizes up to %d run seeds 1..%d instead of seeds=%s '
+                 '(an explicit --config.seeds, or small_size_seeds=0, turns this off).', n_small,
+                 config.small_size, n_small, list(config.seeds))
 
 
 # ----------------------------------------------------------------------------- the studies
@@ -100,6 +128,7 @@ class BlockStudy(base.Experiment):
         program = self.program(ctx, s.scheme)
         for seed in seeds_for(ctx.config, int(size)):
           out.append(Trial(seed, int(size), s.values, program, arrays=s.arrays))
+    log_trial_count(self.name, ctx.config, len(settings), len(out))
     return out
 
   def schemes(self, ctx) -> list[str]:
@@ -123,6 +152,10 @@ class BlockStudy(base.Experiment):
 class ProgressiveReinit(BlockStudy):
   """Blocks with index >= k reinitialized (k kept), for each k (Fig. 2)."""
   name = 'reinit'
+  sweep_keys = ('ks', 'reinit_scheme', 'reinit_lr_multiplier', 'small_size_seeds')
+
+  def resolve(self, config):
+    resolve_seeds(config)
 
   def settings(self, ctx):
     c, L = ctx.config, ctx.pretrained.num_layers
@@ -139,14 +172,35 @@ class ProgressiveReinit(BlockStudy):
   def finalize(self, ctx, records):
     probe = tamkin.read_workdir(ctx.config.probe_dir) if ctx.config.probe_dir else []
     tamkin.plot_reinit(ctx.workdir, records, probe, ctx.task.primary_metric,
-                       num_layers=ctx.pretrained.num_layers)
+                       num_layers=ctx.pretrained.num_layers, info=ctx.info)
     tamkin.plot_trials(ctx.workdir, records, ctx.task.primary_metric,
-                       num_layers=ctx.pretrained.num_layers)
+                       num_layers=ctx.pretrained.num_layers, info=ctx.info)
+
+
+def warn_same_masks(settings: list[Setting], num_layers: int) -> None:
+  """Settings with one reinit mask are one trial run twice (e.g. reinit 0-2 = preserve 3-5 on 6
+  blocks): both stay, as each is a point of its own curve, but the log says so."""
+  seen: dict[tuple, dict] = {}
+  for s in settings:
+    key = (s.scheme, tuple(np.asarray(s.arrays['reinit']).tolist()))
+    if key in seen:
+      logging.warning('%s and %s reinitialize the same blocks of %d: the same trial runs twice '
+                      '(change block_size or starts to avoid it).', _words(seen[key]),
+                      _words(s.values), num_layers)
+    seen.setdefault(key, s.values)
+
+
+def _words(values: dict) -> str:
+  mode = values['mode']
+  if 'start' not in values:
+    return {'full': 'the full model', 'all_reinit': 'every block reinitialized'}.get(mode, mode)
+  return f'{mode} {values["start"]}-{values["start"] + values["block_size"] - 1}'
 
 
 class BlockReinit(BlockStudy):
   """A window of `block_size` blocks reinitialized, or the only ones kept (Fig. 3)."""
   name = 'block_reinit'
+  sweep_keys = ('starts', 'block_size', 'mode', 'reinit_scheme', 'small_size_seeds')
 
   def settings(self, ctx):
     c, L = ctx.config, ctx.pretrained.num_layers
@@ -160,17 +214,19 @@ class BlockReinit(BlockStudy):
       out += [Setting({'mode': mode, 'start': s, 'block_size': size, 'reinit_scheme': scheme},
                       self.reinit_arrays(iv.block_reinit_mask(s, size, L, mode)), scheme)
               for mode in modes for s in starts]
+    warn_same_masks(out, L)
     return out
 
   def finalize(self, ctx, records):
     tamkin.plot_block_reinit(ctx.workdir, records, ctx.task.primary_metric,
-                             num_layers=ctx.pretrained.num_layers)
+                             num_layers=ctx.pretrained.num_layers, info=ctx.info)
 
 
 class Permutation(BlockStudy):
   """Pretrained blocks stacked in the order np.random.RandomState(p).permutation(L) (Fig. 4)."""
   name = 'permute'
   permutes = True
+  sweep_keys = ('permutation_seeds', 'reinit_scheme', 'small_size_seeds')
 
   def settings(self, ctx):
     c, L = ctx.config, ctx.pretrained.num_layers
@@ -191,4 +247,4 @@ class Permutation(BlockStudy):
     return out
 
   def finalize(self, ctx, records):
-    tamkin.plot_permute(ctx.workdir, records, ctx.task.primary_metric)
+    tamkin.plot_permute(ctx.workdir, records, ctx.task.primary_metric, info=ctx.info)

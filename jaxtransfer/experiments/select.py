@@ -66,6 +66,7 @@ def make_program(ctx: base.Context, head_block: int, num_tuned: int, method: str
 
 class Select(base.Experiment):
   name = 'select'
+  sweep_keys = ('num_tuned_blocks', 'method', 'baselines', 'head_block', 'auto_tolerance')
 
   def __init__(self):
     self._step_times: dict = {}
@@ -150,6 +151,6 @@ class Select(base.Experiment):
 
   def finalize(self, ctx: base.Context, records: list[dict]) -> None:
     xie.plot_select(ctx.workdir, records, ctx.task.name, ctx.config.model,
-                    ctx.task.primary_metric)
+                    ctx.task.primary_metric, ctx.info)
 
 

@@ -69,6 +69,7 @@ def mask_program(ctx: base.Context) -> program_lib.Program:
 
 class Sparsity(base.Experiment):
   name = 'sparsity'
+  sweep_keys = ('target_sparsity', 'mask_blocks', 'mask_learning_rate', 'baselines')
 
   def validate(self, ctx):
     check(ctx)
@@ -120,7 +121,8 @@ class Sparsity(base.Experiment):
 
   def finalize(self, ctx, records):
     closeness.write_random_init(ctx)
-    masks_lib.plot_accuracy_vs_sparsity(ctx.workdir, records, ctx.task, ctx.config.model)
+    masks_lib.plot_accuracy_vs_sparsity(ctx.workdir, records, ctx.task, ctx.config.model,
+                                        ctx.info)
     groups = {}
     for r in records:
       s = r['setting']
@@ -130,6 +132,7 @@ class Sparsity(base.Experiment):
         groups.setdefault(label, []).append(r['trial_id'])
     if groups:
       rows = closeness.read_rows(closeness.csv_path(ctx.workdir))
-      closeness.plot_per_block(ctx.workdir, rows, groups, ctx.task.name, ctx.config.model)
+      closeness.plot_per_block(ctx.workdir, rows, groups, ctx.task.name, ctx.config.model,
+                               info=ctx.info)
 
 

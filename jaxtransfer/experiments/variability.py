@@ -64,7 +64,8 @@ def load_or_compute(ctx: base.Context) -> np.ndarray:
   nu = compute(ctx)
   if dist.is_main():
     write_csv(path, ctx.task.name, ctx.config.model, nu)
-    xie.plot_variability(ctx.workdir, {ctx.task.name: nu}, ctx.task.name, ctx.config.model)
+    xie.plot_variability(ctx.workdir, {ctx.task.name: nu}, ctx.task.name, ctx.config.model,
+                         info=ctx.info)
   return nu
 
 
@@ -77,7 +78,8 @@ class Variability(base.Experiment):
     nu = compute(ctx)
     if dist.is_main():
       write_csv(os.path.join(workdir, CSV), ctx.task.name, config.model, nu)
-      xie.plot_variability(workdir, {ctx.task.name: nu}, ctx.task.name, config.model)
+      xie.plot_variability(workdir, {ctx.task.name: nu}, ctx.task.name, config.model,
+                           info=ctx.info)
       best = int(np.argmin(nu[1:]))
       logging.info('Lowest ν among blocks: block %d (ν = %.4f).', best, nu[1 + best])
     return []

@@ -265,8 +265,8 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
       except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
         raise UserError(
             f'Could not read the checkpoint {os.path.join(model_dir, f)}: {e}. The file is corrupt or '
-            'incomplete; re-download the model or point --config.model at a valid HF model '
-            'directory.') from None
+            'incomplete; re-download the model, or give a valid HF model directory as the model '
+            '(load_pretrained\'s argument, or --config.model).') from None
     return state
   bin_path = os.path.join(model_dir, 'pytorch_model.bin')
   if os.path.exists(bin_path):
@@ -285,8 +285,8 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
   raise UserError(
       f'No weights in model directory {model_dir}: expected model.safetensors or pytorch_model.bin '
-      'next to config.json. Point --config.model at a directory saved with save_pretrained, a hub '
-      'id, or minilm-l6.')
+      'next to config.json. Give as the model (load_pretrained\'s argument, or --config.model) a '
+      'directory saved with save_pretrained, a hub id, or minilm-l6.')
 
 
 def export_config(hf_config: dict[str, Any], config: bert.EncoderConfig, num_blocks: int,

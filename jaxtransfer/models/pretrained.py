@@ -66,8 +66,9 @@ def _hub_dir(name: str) -> str:
   except Exception as e:  # offline, DNS, proxy, timeouts: all mean the same thing to the user
     raise UserError(
         f'Could not reach the Hugging Face hub to download model={name!r} ({type(e).__name__}). '
-        'Pass a local HF model directory (config.json + model.safetensors + tokenizer files) with '
-        '--config.model=/path/to/dir, or use the packaged --config.model=minilm-l6.') from None
+        'Pass a local HF model directory (config.json + model.safetensors + tokenizer files) as '
+        'the model instead (load_pretrained("/path/to/dir"), on the command line '
+        '--config.model=/path/to/dir), or the packaged model "minilm-l6".') from None
 
 
 def resolve(name: str) -> str:
@@ -87,6 +88,9 @@ def load_tokenizer(path: str):
   names = ('tokenizer.json', 'vocab.txt', 'vocab.json', 'tokenizer_config.json')
   if not any(os.path.exists(os.path.join(path, n)) for n in names):
     return None
+  # Only tokenizers are used: transformers' import-time advice that PyTorch is missing (so its
+  # models are unavailable) is noise here. A user's own setting of the variable wins.
+  os.environ.setdefault('TRANSFORMERS_NO_ADVISORY_WARNINGS', '1')
   import transformers
   try:
     return transformers.AutoTokenizer.from_pretrained(path)
@@ -102,8 +106,9 @@ def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
   path = resolve(name)
   cfg_path = os.path.join(path, 'config.json')
   if not os.path.exists(cfg_path):
-    raise UserError(f'Model directory {path} has no config.json. Point --config.model at a '
-                    'directory written by save_pretrained, a hub id, or minilm-l6.')
+    raise UserError(f'Model directory {path} has no config.json. Give as the model (the argument '
+                    'of load_pretrained, or --config.model) a directory written by '
+                    'save_pretrained, a hub id, or minilm-l6.')
   try:
     with open(cfg_path) as f:
       hf_config = json.load(f)
@@ -122,8 +127,8 @@ def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
   try:
     params = convert.stack(state, config)
   except ValueError as e:
-    raise UserError(f'The checkpoint in {path} is not a {model_type} encoder: {e}. Check '
-                    '--config.model.') from None
+    raise UserError(f'The checkpoint in {path} is not a {model_type} encoder: {e}. Check the '
+                    f'model ({name!r}).') from None
   config = dataclasses.replace(config, has_pooler='pooler' in params)
   _check_shapes(config, params, path)
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)

@@ -1,0 +1,105 @@
+"""A workdir states how each result was made: config drift is refused, or recorded with allow_mixed."""
+
+import json
+
+import pytest
+
+from jaxtransfer import config_history
+from jaxtransfer import results
+from jaxtransfer.errors import UserError
+from test_cli import assert_bad_input, run_main
+
+
+def _tiny_run(model_dir, workdir, *extra):
+  return run_main('--config=configs/finetune.py:demo', f'--config.model={model_dir}',
+                  '--config.num_train_steps=2', '--config.eval_max_examples=16',
+                  f'--workdir={workdir}', *extra)
+
+
+def test_changed_config_is_refused_through_the_cli(tiny_model_dir, tmp_path):
+  wd = tmp_path / 'w'
+  first = _tiny_run(tiny_model_dir, wd, '--config.task=SST2')
+  assert first.returncode == 0, first.stderr[-3000:]
+  config_before = (wd / 'config.json').read_text()
+  records_before = (wd / 'trials.jsonl').read_text()
+  assert json.loads(config_before)['task'] == 'sst2'  # canonical, as in the records
+  assert (wd / 'plots' / 'finetune_trials.png').stat().st_size > 0  # finetune draws, too
+  records = results.read_records(wd / 'trials.jsonl')
+  history = config_history.read_history(str(wd))
+  assert [r['task'] for r in records] == ['sst2', 'sst2']
+  assert len(history) == 1 and {r['config_hash'] for r in records} == {history[0]['config_hash']}
+  assert history[0]['config'] == json.loads(config_before)
+
+  proc = _tiny_run(tiny_model_dir, wd, '--config.learning_rate=5e-5', '--config.max_seq_length=32')
+  assert_bad_input(proc, 'learning_rate: 0.0001 -> 5e-05', 'max_seq_length: 64 -> 32',
+                   '2 finished trial(s)', '--workdir', '--config.allow_mixed=True')
+  assert (wd / 'config.json').read_text() == config_before
+  assert (wd / 'trials.jsonl').read_text() == records_before
+  assert len(config_history.read_history(str(wd))) == 1
+
+
+def _config(**overrides):
+  from configs import finetune
+  c = finetune.get_config('demo')
+  c.update(overrides)
+  return c
+
+
+def _finish(workdir, config, seeds):
+  """Records as the engine writes them, stamped with the config's hash."""
+  h = config_history.record(config, str(workdir))
+  results.append_records(workdir / 'trials.jsonl', [
+      {'trial_id': f'nfull-s{s}', 'seed': s, 'train_size': 0, 'setting': {}, 'status': 'ok',
+       'metrics': {'accuracy': 0.5}, 'config_hash': h} for s in seeds])
+  return h
+
+
+def test_run_only_and_sweep_keys_are_not_drift(tmp_path):
+  h1 = _finish(tmp_path, _config(), (1, 2))
+  config_history.check(_config(log_every=3, checkpoint_every=7, eval_batch_size=8,
+                               trials_per_program=1, seeds=(1, 2, 3)), str(tmp_path))
+  assert config_history.config_hash(config_history.resolved(_config(log_every=3))) == h1
+  h2 = _finish(tmp_path, _config(seeds=(1, 2, 3)), (3,))
+  assert h2 != h1  # a new line, so seed 3's record leads back to its exact config
+  assert [e['config_hash'] for e in config_history.read_history(str(tmp_path))] == [h1, h2]
+  with pytest.raises(UserError, match='num_train_steps: 60 -> 61'):
+    config_history.check(_config(num_train_steps=61), str(tmp_path))
+
+
+def test_allow_mixed_records_both_configs(tmp_path):
+  h1 = _finish(tmp_path, _config(), (1, 2))
+  mixed = _config(learning_rate=5e-5, allow_mixed=True)
+  config_history.check(mixed, str(tmp_path))
+  h2 = _finish(tmp_path, mixed, (3,))
+  history = {e['config_hash']: e['config'] for e in config_history.read_history(str(tmp_path))}
+  assert history[h1]['learning_rate'] == 1e-4 and history[h2]['learning_rate'] == 5e-5
+  by_seed = {r['seed']: history[r['config_hash']]['learning_rate']
+             for r in results.read_records(tmp_path / 'trials.jsonl')}
+  assert by_seed == {1: 1e-4, 2: 1e-4, 3: 5e-5}
+  # Without allow_mixed, neither config may run there any more... but each one's own keys name it.
+  with pytest.raises(UserError, match='learning_rate'):
+    config_history.check(_config(), str(tmp_path))
+
+
+def test_a_workdir_from_before_hashes_keeps_its_config(tmp_path):
+  old = config_history.resolved(_config())
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  results.append_records(tmp_path / 'trials.jsonl', [
+      {'trial_id': 'nfull-s1', 'seed': 1, 'setting': {}, 'status': 'ok', 'metrics': {}}])
+  with pytest.raises(UserError, match='learning_rate: 0.0001 -> 0.001'):
+    config_history.check(_config(learning_rate=1e-3), str(tmp_path))
+  config_history.record(_config(learning_rate=1e-3, allow_mixed=True), str(tmp_path))
+  history = config_history.read_history(str(tmp_path))
+  assert history[0]['config'] == old and history[0]['before_hashes']
+  assert json.loads((tmp_path / 'config.json').read_text())['learning_rate'] == 1e-3
+  # The old records still belong to the old config, not to the new config.json.
+  with pytest.raises(UserError, match='learning_rate: 0.0001 -> 0.001'):
+    config_history.check(_config(learning_rate=1e-3), str(tmp_path))
+
+
+def test_checkpointed_group_in_flight_binds_the_config(tmp_path):
+  config_history.record(_config(), str(tmp_path))
+  config_history.check(_config(learning_rate=1e-3), str(tmp_path))  # nothing made yet
+  (tmp_path / 'checkpoints' / 'g123').mkdir(parents=True)
+  with pytest.raises(UserError, match='checkpointed group in flight'):
+    config_history.check(_config(learning_rate=1e-3), str(tmp_path))
