@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-import flax.linen as nn
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ import numpy as np
 from jaxtransfer import interventions as iv
 from jaxtransfer.models import bert
 from jaxtransfer.models import heads
+from jaxtransfer.models.heads import LinearHead, MlpHead
 
 Params = dict[str, Any]
 HEADS = ('pooler', 'mlp')
@@ -73,35 +73,6 @@ class ProgramLike(Protocol):
 
   def report(self, train: Params, frozen: Params, arrays) -> dict[str, jax.Array]:
     """Per-trial numbers the record's metrics carry besides the dev scores."""
-
-
-class MlpHead(nn.Module):
-  """dropout -> Linear(H,H) -> tanh -> dropout -> Linear(H,C): RoBERTa's classification head (and Xie's)."""
-  hidden: int
-  num_labels: int
-  dropout: float
-  init_std: float
-
-  @nn.compact
-  def __call__(self, x, deterministic: bool = True):
-    init = nn.initializers.normal(self.init_std)
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name='dense')(x))
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    return nn.Dense(self.num_labels, kernel_init=init, name='out_proj')(x)
-
-
-class LinearHead(nn.Module):
-  """dropout -> Linear(H,C): BertForSequenceClassification's classifier after the pooler."""
-  num_labels: int
-  dropout: float
-  init_std: float
-
-  @nn.compact
-  def __call__(self, x, deterministic: bool = True):
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    return nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(self.init_std),
-                    name='classifier')(x)
 
 
 def _unit_magnitude(kernel):
