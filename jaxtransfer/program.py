@@ -142,7 +142,7 @@ class Program:
     return self.head == 'pooler' or heads.has_own_head(self.encoder)
 
   @property
-  def _pretrained_pooler(self) -> bool:
+  def _pooler_from_checkpoint(self) -> bool:
     return self.pretrained_pooler and self.encoder.has_pooler
 
   @property
@@ -173,10 +173,10 @@ class Program:
     if group == 'blocks':
       if self.block_params == 'layernorm':
         return path[1] in bert.BLOCK_LAYER_NORMS
-      return self.block_params == 'all' or (self.block_params == 'bias' and not bias_only)
+      return self.block_params == 'all' or (self.block_params == 'bias' and path[-1] == 'bias')
     if group == 'pooler':
       # A fresh pooler (a checkpoint without one) is part of the new head and trains whole.
-      return self.train_pooler and not (bias_only and self._pretrained_pooler)
+      return self.train_pooler and not (bias_only and self._pooler_from_checkpoint)
     if group in ('head', 'adapters', 'lora', 'mask_scores'):
       return True
     raise ValueError(f'parameter group {group!r} (at {"/".join(path)}) is not one of '
