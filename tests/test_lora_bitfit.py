@@ -275,6 +275,31 @@ def test_lora_export_loads_in_transformers_with_the_trials_hidden_states(tiny_hf
                                                                      'pooler.dense.bias'}
 
 
+@pytest.mark.parametrize('name', ['distilbert', 'electra', 'deberta-v2', 'deberta-v3', 'modernbert'])
+def test_lora_export_of_every_family(name, tmp_path, tmp_path_factory):
+  """LoRA on all six matrices of every block, merged and exported: transformers' own model of
+  each family gives the trial's last hidden state (DeBERTa-v3's shared key and query projections
+  of the relative positions, ModernBERT's fused Wqkv and GeGLU Wi included)."""
+  import test_families
+  model_dir = test_families.family_dir(name, tmp_path_factory)
+  pre = pretrained_lib.load_pretrained(str(model_dir), with_tokenizer=False)
+  cfg = pre.config
+  program = program_lib.Program(encoder=cfg, num_labels=2, num_blocks=cfg.num_layers,
+                                train_embeddings=False, block_params='none',
+                                lora=base.lora_lib.Lora(4, 8.0, ALL))
+  train, frozen, arrays = _init(program, pre)
+  train = _random_factors(train)
+  ids, mask, types = test_families._batch(cfg, 2)
+  ours = _features(program, train, frozen, arrays,
+                   {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types})
+  base.export_trial(program, jax.device_get(train), jax.device_get(frozen), arrays, str(tmp_path),
+                    hf_config=pre.hf_config)
+  ref = test_families._torch_hidden(tmp_path, ids, mask, types)[-1]
+  assert test_families._max_error(ours[None], ref[None], mask).max() < 1e-4
+  assert test_families._max_error(ours[None], test_families._torch_hidden(
+      model_dir, ids, mask, types)[-1][None], mask).max() > 1e-2  # the update matters
+
+
 # ----------------------------------------------------------------------------- reported counts
 
 
@@ -353,6 +378,14 @@ def test_bad_lora_keys_are_user_errors(overrides, match):
   ctx = _ctx(pre, **{'method': ('lora',), 'head_block': '3', **overrides})
   with pytest.raises(UserError, match=match):
     select.Select().validate(ctx)
+
+
+def test_bitfit_on_blocks_without_biases_is_a_user_error(tmp_path_factory):
+  import test_families
+  path = test_families.family_dir('modernbert', tmp_path_factory)   # attention/mlp/norm bias off
+  pre = pretrained_lib.load_pretrained(str(path), with_tokenizer=False)
+  with pytest.raises(UserError, match='have none'):
+    select.Select().validate(_ctx(pre, method=('bitfit',), head_block='1'))
 
 
 # ----------------------------------------------------------------------------- end to end

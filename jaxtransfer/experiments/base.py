@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
 from jaxtransfer import config_history
 from jaxtransfer import data as data_lib
@@ -92,8 +93,14 @@ def lora_targets(config) -> tuple[str, ...]:
   return tuple(t.strip() for v in raw for t in str(v).split(',') if t.strip())
 
 
-def check_method_keys(config, methods) -> None:
-  """UserError for LoRA/adapter keys that cannot build the `methods` being run."""
+def check_method_keys(config, methods, pretrained: Pretrained | None = None) -> None:
+  """UserError for LoRA/adapter keys that cannot build the `methods` being run, and for BitFit on
+  a model whose blocks have no biases (ModernBERT by default)."""
+  if 'bitfit' in methods and pretrained is not None and not any(
+      path[-1] == 'bias' for path in traverse_util.flatten_dict(pretrained.params['blocks'])):
+    raise UserError(f'method=bitfit trains only bias terms, and the blocks of {config.model} have '
+                    'none (e.g. ModernBERT without attention_bias/mlp_bias), so only the head '
+                    'would train. Use another method (--config.method).')
   if 'adapter' in methods and config.adapter_size <= 0:
     raise UserError(f'adapter_size={config.adapter_size} must be positive for method=adapter '
                     '(--config.adapter_size).')

@@ -90,7 +90,7 @@ class Freeze(base.Experiment):
       raise UserError(f'trainable_blocks={ks} repeats a value; list each k once '
                       '(--config.trainable_blocks).')
     check_choices('method', method(ctx.config), METHODS)
-    base.check_method_keys(ctx.config, [method(ctx.config)])
+    base.check_method_keys(ctx.config, [method(ctx.config)], ctx.pretrained)
 
   def trials(self, ctx):
     ks = self.sweep(ctx)

@@ -83,7 +83,7 @@ class Select(base.Experiment):
     c, L = ctx.config, ctx.pretrained.num_layers
     parse_head_block(c.head_block, L)
     check_choices('method', c.method, METHODS, many=True)
-    base.check_method_keys(c, c.method)
+    base.check_method_keys(c, c.method, ctx.pretrained)
     for m in c.num_tuned_blocks:
       iv.check_block_index('num_tuned_blocks', int(m), 1, L, L)
     if c.auto_tolerance < 0:

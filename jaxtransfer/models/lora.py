@@ -20,7 +20,8 @@ class Lora:
 
   x·(W + scale·A·B) is computed as x·W + scale·(x·A)·B, so the frozen W is never differentiated
   and the low-rank path costs O(rank) per token. `dropout` applies to the input of A (loralib's
-  lora_dropout), one mask per input shared by the targets that read it.
+  lora_dropout), one mask per input shared by the targets that read it, drawn per token
+  (`TokenDropout`) so that a batch's padding width does not change it.
   """
   rank: int = 8
   alpha: float = 16.0
