@@ -62,6 +62,16 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
+def lora_bitfit(c: ml_collections.ConfigDict) -> None:
+  """LoRA and BitFit keys (select.py, freeze.py); the defaults and their sources: configs/select.py."""
+  c.lora_rank = 8
+  c.lora_alpha = 16.0               # scale alpha / rank
+  c.lora_targets = ('query', 'value')  # any of query key value attention_output intermediate output
+  c.lora_dropout = 0.0              # on the input of A
+  c.lora_learning_rate = 4e-4
+  c.bitfit_learning_rate = 1e-3
+
+
 def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Offline, minutes on a laptop CPU: the packaged MiniLM on the built-in sentiment set."""
   c.model = 'minilm-l6'

@@ -20,6 +20,11 @@ SST-2 92.69 / 92.06 / 90.84 / 91.33 / 85.03, RTE 67.55 / 68.71 / 62.32 / 57.87 /
 CoLA 58.26 / 53.27 / 47.49 / 42.10 / 29.59. Training the top quarter of the blocks keeps >= 90% of
 full fine-tuning's score on every task but CoLA. Our MiniLM reproduction: results/lee2019/README.md.
 The demo (~1-2 min) trains MiniLM on the built-in sentiment set for every k in [6, 3, 2, 1, 0].
+
+`method` (default `finetune`, the paper's) trains the top k blocks by LoRA factors (`lora`) or only
+their biases (`bitfit`) instead, at `lora_learning_rate` / `bitfit_learning_rate`; the lora_* and
+bitfit keys and their defaults are select.py's (see configs/select.py for the sources). Each
+trial reports `trainable_params_fraction`, `task_state_bytes` and `full_copy_bytes`.
 """
 
 from ml_collections.config_dict import config_dict
@@ -47,6 +52,8 @@ def get_config(arg=None):
   c = base.get_config()
   c.experiment = 'freeze'
   c.trainable_blocks = ()  # k values; () = the paper's sweep [L, L/2, ..., 1, 0]
+  c.method = 'finetune'    # how the top k blocks train: finetune, lora or bitfit
+  base.lora_bitfit(c)
   c.seeds = tuple(range(1, 11))
   c.max_seq_length = 128
   c.warmup_ratio = 0.0

@@ -1,4 +1,5 @@
-"""Variability-guided classifier placement + partial fine-tuning or adapters (Xie et al. 2022).
+"""Variability-guided classifier placement + partial fine-tuning, adapters, LoRA or BitFit (Xie et al.
+2022; Hu et al. 2021; Ben Zaken et al. 2022).
 
   python -m jaxtransfer.main --config=configs/select.py --workdir=results/select-sst2 \
       --config.model=roberta-large --config.task=sst2 --config.data_dir=/path/to/glue
@@ -7,16 +8,35 @@
 The head (dropout → Linear(H,H) → tanh → dropout → Linear(H,C) on the first token) reads block
 `head_block` (`auto`: the block of lowest ν, computed first with one frozen forward pass, or read
 from the workdir's variability.csv); blocks above it are never computed. The `num_tuned_blocks` m
-blocks ending there are tuned by `method`: `finetune` (all their weights) or `adapter` (Houlsby
-adapters of size `adapter_size` + their LayerNorms); embeddings and lower blocks are frozen and not
-differentiated. `baselines` adds, in the same sweep, the top m blocks with the head on top, full
-fine-tuning and full adapter-tuning. Each trial reports `train_flops_fraction` and `step_time_s`.
+blocks ending there are tuned by `method`: `finetune` (all their weights), `adapter` (Houlsby
+adapters of size `adapter_size` + their LayerNorms), `lora` (W + (lora_alpha / lora_rank)·A·B on
+the `lora_targets` matrices, A normal and B zero at init, `lora_dropout` on A's input; the blocks'
+own weights frozen) or `bitfit` (only the blocks' biases, LayerNorm biases included); embeddings
+and lower blocks are frozen and not differentiated. The pooler (its bias only, with BitFit) and
+the classifier train with every method. `baselines` adds, in the same sweep, the top m blocks with
+the head on top and every method on all blocks (full BitFit also trains the embeddings'
+LayerNorm bias). Each trial reports `train_flops_fraction`, `step_time_s`,
+`trainable_params_fraction` (trainable parameters / all of a full fine-tune, head included),
+`task_state_bytes` (its trainable parameters in float32) and `full_copy_bytes` (a fully
+fine-tuned copy). `export_model=True` writes LoRA trials with W + scale·A·B merged in.
 
 Defaults follow the authors' scripts (roberta-large: batch 8, 20 epochs, length 128, 6% warmup,
 adapters at lr 3e-4, bottleneck 256, first-token head). Their scripts also fine-tune at 3e-4; we
 default fine-tuning to the usual 2e-5 range instead, which is stable for full fine-tuning of a large
 model (see results/xie2022/README.md for the MiniLM choices). The authors keep the best dev epoch;
 set eval_every to the steps of one epoch and select_best=True for that.
+
+LoRA and BitFit defaults:
+- lora_rank 8, lora_alpha 16, lora_targets query,value, lora_learning_rate 4e-4: the LoRA authors'
+  GLUE script for roberta-large on SST-2 (microsoft/LoRA examples/NLU/roberta_large_sst2.sh:
+  --lora_r 8 --lora_alpha 16 --learning_rate 4e-4, warmup 0.06, weight decay 0.1). Their
+  roberta-base scripts, at the same r and alpha, use 5e-4 (MNLI) and 4e-4 (MRPC). A is drawn with
+  loralib's variance (kaiming-uniform, std 1/sqrt(3·in)), the init these rates were tuned with.
+  lora_dropout 0 (the GLUE scripts set none).
+- bitfit_learning_rate 1e-3: the top of Ben Zaken et al.'s grid {1e-4, 4e-4, 7e-4, 1e-3} for
+  BERT-base/large, and their code's default (benzakenelad/BitFit run_glue.py: --learning-rate
+  1e-3, batch 8, 16 epochs). What trains follows that code (bias terms 'all'): every bias of the
+  encoder, LayerNorm biases included, the pooler's bias (not its weight) and the classifier.
 
 results/xie2022 (MiniLM-L6, SST-2, 1,000 examples, 3 seeds): see its README for the numbers.
 """
@@ -44,7 +64,7 @@ def get_config(arg=None):
   c.head_block = 'auto'             # 'auto' (lowest-ν block) or a block index 0..L-1
   c.auto_tolerance = 0.0            # auto: lowest block with ν ≤ (1 + tol) × min ν (0 = argmin)
   c.num_tuned_blocks = (2,)         # m: blocks ending at the head block that are tuned
-  c.method = ('finetune', 'adapter')
+  c.method = ('finetune', 'adapter')  # any of finetune adapter lora bitfit
   c.adapter_size = 256
   c.baselines = True                # + top-m blocks, full fine-tuning, full adapter-tuning
   c.measure_step_time = True        # step_time_s per setting (one extra compile per setting)
@@ -54,5 +74,6 @@ def get_config(arg=None):
   c.warmup_ratio = 0.06
   c.learning_rate = 2e-5            # method=finetune
   c.adapter_learning_rate = 3e-4    # method=adapter (the authors' value)
+  base.lora_bitfit(c)               # method=lora, method=bitfit (sources above)
   base.apply_preset(c, arg, {'demo': demo})
   return c

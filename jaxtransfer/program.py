@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-import flax.linen as nn
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
@@ -25,10 +24,13 @@ import numpy as np
 from jaxtransfer import interventions as iv
 from jaxtransfer.models import bert
 from jaxtransfer.models import heads
+from jaxtransfer.models import lora as lora_lib
+from jaxtransfer.models.heads import LinearHead, MlpHead
 
 Params = dict[str, Any]
 HEADS = ('pooler', 'mlp')
 MASKABLE = bert.BLOCK_MATRICES
+BLOCK_PARAMS = ('all', 'layernorm', 'bias', 'none')
 
 # The parameter groups of a trial, declared once: what each top-level key holds.
 GROUPS = {
@@ -36,9 +38,12 @@ GROUPS = {
                   'the blocks: DeBERTa\'s relative positions, ModernBERT\'s final norm); trained '
                   'only with full fine-tuning (`train_embeddings` and no frozen blocks)',
     'blocks_frozen': 'blocks [0, f): frozen and computed without gradient (no backward pass)',
-    'blocks': "blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'), or fixed under "
-              "learned masks ('none')",
+    'blocks': "blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'), only their "
+              "biases ('bias': BitFit, which also limits the embeddings and a pretrained pooler to "
+              "their biases), or fixed ('none': under learned masks, or LoRA)",
     'adapters': 'Houlsby adapters of blocks [f, n) (always trained)',
+    'lora': 'LoRA factors A (in, r), B (r, out) of the target matrices of blocks [f, n) (always '
+            'trained)',
     'mask_scores': 'sparsity-mask scores of the masked matrices of blocks [f, n) (always trained)',
     'pooler': "BERT's pooler dense layer, or the dense part of the family's own head "
               "(models/heads.py; trained unless `train_pooler=False`)",
@@ -75,35 +80,6 @@ class ProgramLike(Protocol):
     """Per-trial numbers the record's metrics carry besides the dev scores."""
 
 
-class MlpHead(nn.Module):
-  """dropout -> Linear(H,H) -> tanh -> dropout -> Linear(H,C): RoBERTa's classification head (and Xie's)."""
-  hidden: int
-  num_labels: int
-  dropout: float
-  init_std: float
-
-  @nn.compact
-  def __call__(self, x, deterministic: bool = True):
-    init = nn.initializers.normal(self.init_std)
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name='dense')(x))
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    return nn.Dense(self.num_labels, kernel_init=init, name='out_proj')(x)
-
-
-class LinearHead(nn.Module):
-  """dropout -> Linear(H,C): BertForSequenceClassification's classifier after the pooler."""
-  num_labels: int
-  dropout: float
-  init_std: float
-
-  @nn.compact
-  def __call__(self, x, deterministic: bool = True):
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    return nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(self.init_std),
-                    name='classifier')(x)
-
-
 def _unit_magnitude(kernel):
   """|w| / mean|w| over each block's matrix (stacked kernels (n, in, out))."""
   mag = jnp.abs(kernel)
@@ -130,12 +106,14 @@ class Program:
   num_blocks: int                      # blocks computed; those above are never run
   frozen_blocks: int = 0               # blocks [0, f) frozen and not differentiated
   train_embeddings: bool = True        # only meaningful with frozen_blocks == 0
-  block_params: str = 'all'            # what trains in blocks [f, n): 'all' | 'layernorm' | 'none'
+  block_params: str = 'all'            # what trains in blocks [f, n): 'all' | 'layernorm' | 'bias'
+                                       # | 'none'
   head: str = 'pooler'                 # 'pooler' (BERT) | 'mlp' (RoBERTa / Xie et al.)
   pretrained_pooler: bool = True       # start BERT's pooler from the checkpoint when it has one
   train_pooler: bool = True
   pooling: str = 'cls'                 # 'cls' (first token) | 'mean' (real tokens)
   adapter_size: int = 0                # Houlsby adapters in blocks [f, n)
+  lora: lora_lib.Lora | None = None    # LoRA factors in blocks [f, n)
   masked: tuple[str, ...] = ()         # matrices of blocks [f, n) with learned binary masks
   interventions: tuple[Any, ...] = ()  # applied to the pretrained params, in order
   dtype: str = 'float32'               # compute dtype; params stay fp32
@@ -144,8 +122,9 @@ class Program:
 
   def __post_init__(self):
     assert 0 <= self.frozen_blocks <= self.num_blocks <= self.encoder.num_layers, self
-    assert self.head in HEADS and self.block_params in ('all', 'layernorm', 'none'), self
+    assert self.head in HEADS and self.block_params in BLOCK_PARAMS, self
     assert set(self.masked) <= set(MASKABLE), self.masked
+    assert self.lora is None or set(self.lora.targets) <= set(MASKABLE), self.lora
 
   # ------------------------------------------------------------------------- structure
 
@@ -161,6 +140,10 @@ class Program:
   def uses_pooler(self) -> bool:
     # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head is a pooler + linear (models/heads.py).
     return self.head == 'pooler' or heads.has_own_head(self.encoder)
+
+  @property
+  def _pooler_from_checkpoint(self) -> bool:
+    return self.pretrained_pooler and self.encoder.has_pooler
 
   @property
   def shares_frozen(self) -> bool:
@@ -181,17 +164,20 @@ class Program:
   def is_trainable(self, path: tuple[str, ...]) -> bool:
     """Whether the leaf at `path` trains, decided by its parameter group (see GROUPS)."""
     group = path[0]
+    # BitFit: of the pretrained parameters that train, only the biases do.
+    bias_only = self.block_params == 'bias' and path[-1] != 'bias'
     if group == 'embeddings':
-      return self.train_embeddings and self.frozen_blocks == 0
+      return self.train_embeddings and self.frozen_blocks == 0 and not bias_only
     if group == 'blocks_frozen':
       return False
     if group == 'blocks':
       if self.block_params == 'layernorm':
         return path[1] in bert.BLOCK_LAYER_NORMS
-      return self.block_params == 'all'
+      return self.block_params == 'all' or (self.block_params == 'bias' and path[-1] == 'bias')
     if group == 'pooler':
-      return self.train_pooler
-    if group in ('head', 'adapters', 'mask_scores'):
+      # A fresh pooler (a checkpoint without one) is part of the new head and trains whole.
+      return self.train_pooler and not (bias_only and self._pooler_from_checkpoint)
+    if group in ('head', 'adapters', 'lora', 'mask_scores'):
       return True
     raise ValueError(f'parameter group {group!r} (at {"/".join(path)}) is not one of '
                      f'{", ".join(GROUPS)}: declare it in program.GROUPS and decide whether it '
@@ -227,6 +213,10 @@ class Program:
     full['head'] = self._head_module().init(k_head, jnp.zeros((1, c.hidden_size)))['params']
     if self.adapter_size and n > f:
       full['adapters'] = bert.init_adapters(c, k_adapt, n - f, self.adapter_size)
+    if self.lora and n > f:
+      # A key of its own (folded, not split) leaves every other new parameter's init unchanged.
+      shapes = tuple((t, blocks[t]['kernel'].shape[1:]) for t in self.lora.targets)
+      full['lora'] = lora_lib.init(self.lora, shapes, jax.random.fold_in(rng, 5), n - f)
     if self.masked and n > f:
       # Scores start at |w| / mean|w| per block and matrix: the first mask is magnitude pruning at
       # the target sparsity, and on this unit scale one mask learning rate means the same relative
@@ -247,7 +237,7 @@ class Program:
 
     def mult(path, leaf):
       top = path[0].key
-      if top in ('blocks', 'adapters', 'mask_scores'):
+      if top in ('blocks', 'adapters', 'lora', 'mask_scores'):
         m = per_block.reshape((-1,) + (1,) * (leaf.ndim - 1))
         return m * arrays['mask_lr'] if top == 'mask_scores' else m
       return jnp.ones((), jnp.float32)
@@ -281,8 +271,10 @@ class Program:
                                 arrays['mask_blocks'][f:n])
       if self.adapter_size:
         blocks = {**blocks, **params['adapters']}
+      if self.lora:
+        blocks = {**blocks, 'lora': params['lora']}
       x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size,
-                            remat=self.remat, **kw)
+                            lora=self.lora, remat=self.remat, **kw)
     return bert.final_norm(c, params['embeddings'], x, dt)  # ModernBERT's; others: identity
 
   def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
@@ -345,21 +337,26 @@ class Program:
     L, f, n = self.encoder.num_layers, self.frozen_blocks, self.num_blocks
     full = 3.0 * L
     backward_blocks = n - f
-    # Mask scores need the same outer products as weight gradients; LayerNorm-only training does not.
+    # Mask scores need the same outer products as weight gradients; LayerNorm-only and bias-only
+    # training do not.
     weight_grads = backward_blocks if (self.block_params == 'all' or self.masked) else 0
     cost = n + backward_blocks + weight_grads
+    c = self.encoder
+    block = 4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size
+    # Adapters and LoRA factors of the tuned blocks, in block units by the parameters they multiply:
+    # forward, activation gradients and weight gradients (they always train).
     if self.adapter_size:
-      # Adapters of the tuned blocks, in block units by parameter count: forward, activation
-      # gradients and weight gradients (they always train).
-      c = self.encoder
-      block = 4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size
       cost += 3 * backward_blocks * (4 * c.hidden_size * self.adapter_size) / block
+    if self.lora:
+      lora = lora_lib.matmul_params(self.lora, bert.matrix_shapes(c))
+      cost += 3 * backward_blocks * lora / block
     return float(cost / full)
 
   # ------------------------------------------------------------------------- export
 
   def export_params(self, train: Params, frozen: Params, arrays) -> Params:
-    """The encoder as a plain stacked tree (n blocks, masks multiplied in) for convert.export."""
+    """The encoder as a plain stacked tree (n blocks, masks multiplied in, LoRA merged as
+    W + scale·A·B) for convert.export."""
     if self.adapter_size:
       raise ValueError('HF BERT/RoBERTa have no adapter layers: adapter-tuned trials cannot be '
                        'exported as transformers models.')
@@ -369,6 +366,8 @@ class Program:
       masks = self.masks(train, frozen, arrays)
       blocks = {**blocks, **{m: {**blocks[m], 'kernel': blocks[m]['kernel'] * np.asarray(masks[m])}
                              for m in self.masked}}
+    if self.lora and self.num_blocks > self.frozen_blocks:
+      blocks = lora_lib.merge(blocks, params['lora'], self.lora)
     if self.frozen_blocks:
       blocks = jax.tree.map(lambda a, b: np.concatenate([a, b]), params['blocks_frozen'], blocks)
     out = {'embeddings': params['embeddings'], 'blocks': jax.tree.map(np.asarray, blocks)}

@@ -64,7 +64,7 @@ def test_an_undeclared_parameter_group_is_an_error_not_silently_trained(setup):
   pre, _ = setup
   program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers)
   assert program.is_trainable(('head', 'classifier', 'kernel'))
-  with pytest.raises(ValueError, match="parameter group 'lora'"):
-    program.is_trainable(('lora', 'query', 'a'))
-  assert set(program_lib.GROUPS) >= {'embeddings', 'blocks_frozen', 'blocks', 'adapters',
+  with pytest.raises(ValueError, match="parameter group 'prefix'"):
+    program.is_trainable(('prefix', 'keys'))
+  assert set(program_lib.GROUPS) >= {'embeddings', 'blocks_frozen', 'blocks', 'adapters', 'lora',
                                      'mask_scores', 'pooler', 'head'}

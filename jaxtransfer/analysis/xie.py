@@ -11,7 +11,9 @@ import numpy as np
 from jaxtransfer import results
 from jaxtransfer.analysis import plots
 
-METHOD_COLORS = {'finetune': 'C0', 'adapter': 'C1'}
+METHOD_COLORS = {'finetune': 'C0', 'adapter': 'C1', 'lora': 'C2', 'bitfit': 'C3'}
+FULL_LABELS = {'finetune': 'full fine-tuning', 'adapter': 'full adapter-tuning',
+               'lora': 'full LoRA', 'bitfit': 'full BitFit'}
 PLACEMENT_MARKERS = {'auto': 'o', 'fixed': 'D', 'top': 's', 'full': '*'}
 PLACEMENT_LABELS = {'auto': 'ν-selected head', 'fixed': 'given head block', 'top': 'top blocks',
                     'full': 'full'}
@@ -60,7 +62,7 @@ def _nu_axis(ax, values: np.ndarray) -> None:
 def _label(setting: dict) -> str:
   p = setting.get('placement', '')
   if p == 'full':
-    return 'full fine-tuning' if setting['method'] == 'finetune' else 'full adapter-tuning'
+    return FULL_LABELS.get(setting['method'], f'full {setting["method"]}')
   return (f'{PLACEMENT_LABELS.get(p, p)}: {setting["method"]}, head {setting["head_block"]}, '
           f'm={setting["num_tuned_blocks"]}')
 
@@ -84,7 +86,7 @@ def plot_select(workdir: str, records: Sequence[dict], task: str, model: str, me
       p = setting.get('placement', 'auto')
       ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], capsize=3,
                   marker=PLACEMENT_MARKERS.get(p, 'o'), markersize=10 if p == 'full' else 7,
-                  color=METHOD_COLORS.get(setting.get('method'), 'C2'), linestyle='none',
+                  color=METHOD_COLORS.get(setting.get('method'), 'C4'), linestyle='none',
                   label=_label(setting))
     plots.chance_line(ax, info, metric)
     plots.limit_y(ax, metric)

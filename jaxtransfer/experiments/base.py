@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
 from jaxtransfer import config_history
 from jaxtransfer import data as data_lib
@@ -19,9 +20,10 @@ from jaxtransfer import program as program_lib
 from jaxtransfer import results
 from jaxtransfer import workdir as workdir_lib
 from jaxtransfer.analysis import plots
-from jaxtransfer.errors import UserError
+from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.models import convert
 from jaxtransfer.models import heads
+from jaxtransfer.models import lora as lora_lib
 from jaxtransfer.models.pretrained import Pretrained, load_pretrained
 
 
@@ -83,6 +85,56 @@ def make_program(ctx: Context, **overrides) -> program_lib.Program:
             pooling=c.pooling, dtype=c.dtype, remat=c.get('remat', 'none') == 'block')
   kw.update(overrides)
   return program_lib.Program(**kw)
+
+
+def lora_targets(config) -> tuple[str, ...]:
+  """`lora_targets` as matrix names: a tuple, or comma-separated names (`query,value`)."""
+  raw = [config.lora_targets] if isinstance(config.lora_targets, str) else config.lora_targets
+  return tuple(t.strip() for v in raw for t in str(v).split(',') if t.strip())
+
+
+def check_method_keys(config, methods, pretrained: Pretrained | None = None) -> None:
+  """UserError for LoRA/adapter keys that cannot build the `methods` being run, and for BitFit on
+  a model whose blocks have no biases (ModernBERT by default)."""
+  if 'bitfit' in methods and pretrained is not None and not any(
+      path[-1] == 'bias' for path in traverse_util.flatten_dict(pretrained.params['blocks'])):
+    raise UserError(f'method=bitfit trains only bias terms, and the blocks of {config.model} have '
+                    'none (e.g. ModernBERT without attention_bias/mlp_bias), so only the head '
+                    'would train. Use another method (--config.method).')
+  if 'adapter' in methods and config.adapter_size <= 0:
+    raise UserError(f'adapter_size={config.adapter_size} must be positive for method=adapter '
+                    '(--config.adapter_size).')
+  if 'lora' in methods:
+    if config.lora_rank <= 0 or config.lora_alpha <= 0:
+      raise UserError(f'lora_rank={config.lora_rank} and lora_alpha={config.lora_alpha} must be '
+                      'positive for method=lora (--config.lora_rank, --config.lora_alpha).')
+    if not 0 <= config.lora_dropout < 1:
+      raise UserError(f'lora_dropout={config.lora_dropout} must be in [0, 1) '
+                      '(--config.lora_dropout).')
+    check_choices('lora_targets', lora_targets(config), program_lib.MASKABLE, many=True)
+    if len(set(lora_targets(config))) != len(lora_targets(config)):
+      raise UserError(f'lora_targets={list(lora_targets(config))} repeats a matrix; list each once '
+                      '(--config.lora_targets).')
+
+
+def method_options(config, method: str) -> dict[str, Any]:
+  """Program options that make the tuned blocks train by `method`: all their weights
+  (`finetune`), Houlsby adapters + LayerNorms (`adapter`), LoRA factors of `lora_targets`
+  (`lora`), or their biases (`bitfit`)."""
+  if method == 'adapter':
+    return dict(block_params='layernorm', adapter_size=config.adapter_size)
+  if method == 'lora':
+    return dict(block_params='none', lora=lora_lib.Lora(
+        int(config.lora_rank), float(config.lora_alpha), lora_targets(config),
+        float(config.lora_dropout)))
+  if method == 'bitfit':
+    return dict(block_params='bias')
+  return {}
+
+
+def method_learning_rate(config, method: str) -> float:
+  """The peak learning rate of a tuning method: `<method>_learning_rate`, else `learning_rate`."""
+  return float(config.get(f'{method}_learning_rate') or config.learning_rate)
 
 
 def grid(config, **sweeps: Sequence[Any]):

@@ -2,7 +2,8 @@
 
 Each k is its own compiled group: the frozen prefix (embeddings + blocks 0..L-k-1) is a static
 part of the Program, passed to the step as a non-differentiated input, so XLA builds no backward
-pass for it and the optimizer allocates no state for it.
+pass for it and the optimizer allocates no state for it. `method` sets how the top k blocks train:
+all their weights (`finetune`, the paper), LoRA factors (`lora`) or their biases (`bitfit`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from absl import logging
 
 from jaxtransfer.analysis import lee
-from jaxtransfer.errors import UserError
+from jaxtransfer.analysis import storage
+from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.experiments import base
 
 
@@ -19,6 +21,7 @@ from jaxtransfer.experiments import base
 BERT_BASE_LR = {'cola': 4e-5, 'sst2': 2e-5, 'mrpc': 3e-5, 'stsb': 5e-5, 'qqp': 2e-5, 'mnli': 3e-5,
                 'qnli': 2e-5, 'rte': 3e-5}
 LARGE_BATCH_TASKS = ('qqp', 'mnli', 'qnli')
+METHODS = ('finetune', 'lora', 'bitfit')
 
 
 def paper_defaults(config) -> None:
@@ -39,22 +42,32 @@ def paper_sweep(num_layers: int) -> list[int]:
   return [num_layers, *range(num_layers // 2, 0, -1), 0]
 
 
+def method(config) -> str:
+  return config.get('method', 'finetune')
+
+
 def freeze_program(ctx: base.Context, k: int):
-  """Top k of L blocks trained; k = L also trains the embeddings (full fine-tuning). The pooler
-  (BERT) or the dense-tanh head (RoBERTa) and the classifier always train."""
+  """Top k of L blocks trained by `method`; k = L also trains the embeddings (full fine-tuning;
+  their biases with BitFit). The pooler (BERT; its bias with BitFit) or the dense-tanh head
+  (RoBERTa) and the classifier always train."""
   enc = ctx.pretrained.config
-  kw = {}
+  m = method(ctx.config)
+  kw = base.method_options(ctx.config, m)
   if ctx.config.head == 'auto' and enc.model_type == 'roberta':
     # RobertaForSequenceClassification's head reads <s> and never uses the pooler, even when the
     # checkpoint carries one (a RobertaModel saved with save_pretrained does).
     kw['head'] = 'mlp'
   return base.make_program(ctx, frozen_blocks=enc.num_layers - k,
-                           train_embeddings=k == enc.num_layers, report_flops=True, **kw)
+                           train_embeddings=k == enc.num_layers and m in ('finetune', 'bitfit'),
+                           report_flops=True, **kw)
 
 
 class Freeze(base.Experiment):
   name = 'freeze'
   sweep_keys = ('trainable_blocks',)
+
+  def __init__(self):
+    self._params: dict = {}
 
   def resolve(self, config) -> None:
     paper_defaults(config)
@@ -76,14 +89,27 @@ class Freeze(base.Experiment):
     if len(set(ks)) != len(ks):
       raise UserError(f'trainable_blocks={ks} repeats a value; list each k once '
                       '(--config.trainable_blocks).')
+    check_choices('method', method(ctx.config), METHODS)
+    base.check_method_keys(ctx.config, [method(ctx.config)], ctx.pretrained)
 
   def trials(self, ctx):
     ks = self.sweep(ctx)
     logging.info('Freezing sweep over trainable_blocks=%s of %d blocks.', ks,
                  ctx.pretrained.config.num_layers)
     programs = {k: freeze_program(ctx, k) for k in ks}
-    return [base.engine_lib.Trial(seed, size, setting, programs[setting['trainable_blocks']])
-            for size, seed, setting in base.grid(ctx.config, trainable_blocks=ks)]
+    m = method(ctx.config)
+    # The paper's method keeps its settings (and trial ids) as they were; the others name theirs.
+    extra = {} if m == 'finetune' else {'method': [m]}
+    lr = None if m == 'finetune' else base.method_learning_rate(ctx.config, m)
+    return [base.engine_lib.Trial(seed, size, setting, programs[setting['trainable_blocks']],
+                                  learning_rate=lr)
+            for size, seed, setting in base.grid(ctx.config, trainable_blocks=ks, **extra)]
+
+  def trial_metrics(self, ctx, trial, params):
+    """What the trial trains and stores (`storage.param_metrics`)."""
+    if trial.program not in self._params:
+      self._params[trial.program] = storage.param_metrics(trial.program, ctx.pretrained.params)
+    return dict(self._params[trial.program])
 
   def finalize(self, ctx, records):
     lee.write_all(ctx.workdir, records, {ctx.task.name: ctx.pretrained.config.num_layers},

@@ -1,9 +1,11 @@
-"""Variability-guided classifier placement with partial fine-tuning or adapters (Xie et al. 2022).
+"""Variability-guided classifier placement with partial fine-tuning, adapters, LoRA or BitFit
+(Xie et al. 2022; Hu et al. 2021; Ben Zaken et al. 2022).
 
 The head reads the output of block h (`head_block`, `auto` = the block of lowest ν); blocks above h
-are never computed. The m blocks ending at h are tuned (fine-tuned, or Houlsby adapters + their
-LayerNorms); embeddings and blocks below are frozen and not differentiated. Baselines in the same
-sweep: the top m blocks with the head on top, full fine-tuning and full adapter-tuning.
+are never computed. The m blocks ending at h are tuned (fine-tuned, Houlsby adapters + their
+LayerNorms, LoRA factors, or their biases); embeddings and blocks below are frozen and not
+differentiated. Baselines in the same sweep: the top m blocks with the head on top, and every
+method on all blocks. Every trial reports what it trains and stores (`analysis/storage.py`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from jaxtransfer import batching
 from jaxtransfer import engine as engine_lib
 from jaxtransfer import interventions as iv
 from jaxtransfer import optim
+from jaxtransfer.analysis import storage
 from jaxtransfer.analysis import timing
 from jaxtransfer.analysis import xie
 from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.experiments import base
 from jaxtransfer.experiments import variability
 
-METHODS = ('finetune', 'adapter')
+METHODS = ('finetune', 'adapter', 'lora', 'bitfit')
 
 
 def choose_head_block(nu: np.ndarray, tolerance: float = 0.0) -> int:
@@ -54,13 +57,12 @@ def make_program(ctx: base.Context, head_block: int, num_tuned: int, method: str
   """Head on block `head_block`, the `num_tuned` blocks ending there tuned by `method`.
 
   `full`: every block tuned (full fine-tuning also trains the embeddings, as plain fine-tuning
-  does; full adapter-tuning keeps them frozen).
+  does, and full BitFit their biases; full adapter- and LoRA-tuning keep them frozen).
   """
   n = head_block + 1
   kw = dict(num_blocks=n, frozen_blocks=0 if full else n - num_tuned, report_flops=True,
-            train_embeddings=full and method == 'finetune')
-  if method == 'adapter':
-    kw.update(block_params='layernorm', adapter_size=ctx.config.adapter_size)
+            train_embeddings=full and method in ('finetune', 'bitfit'))
+  kw.update(base.method_options(ctx.config, method))
   return base.make_program(ctx, **kw)
 
 
@@ -70,6 +72,7 @@ class Select(base.Experiment):
 
   def __init__(self):
     self._step_times: dict = {}
+    self._params: dict = {}
 
   def load(self, config, workdir: str) -> base.Context:
     # Before tokenizing anything.
@@ -80,9 +83,7 @@ class Select(base.Experiment):
     c, L = ctx.config, ctx.pretrained.num_layers
     parse_head_block(c.head_block, L)
     check_choices('method', c.method, METHODS, many=True)
-    if 'adapter' in c.method and c.adapter_size <= 0:
-      raise UserError(f'adapter_size={c.adapter_size} must be positive for method=adapter '
-                      '(--config.adapter_size).')
+    base.check_method_keys(c, c.method, ctx.pretrained)
     for m in c.num_tuned_blocks:
       iv.check_block_index('num_tuned_blocks', int(m), 1, L, L)
     if c.auto_tolerance < 0:
@@ -91,7 +92,7 @@ class Select(base.Experiment):
   def settings(self, ctx: base.Context, head: int, placement: str):
     """(setting, program, learning rate) for every swept and baseline setting."""
     c, L = ctx.config, ctx.pretrained.num_layers
-    lr = {'finetune': c.learning_rate, 'adapter': c.adapter_learning_rate}
+    lr = {m: base.method_learning_rate(c, m) for m in METHODS}
     out = []
     for m in map(int, c.num_tuned_blocks):
       if m > head + 1:
@@ -133,10 +134,18 @@ class Select(base.Experiment):
     return out
 
   def trial_metrics(self, ctx: base.Context, trial, params) -> dict[str, float]:
-    """`step_time_s`: one trial's measured train step on a real batch (once per setting)."""
-    if not ctx.config.measure_step_time:
-      return {}
+    """What the trial trains and stores (`storage.param_metrics`), and `step_time_s`: one trial's
+    measured train step on a real batch (once per setting)."""
     program = trial.program
+    if program not in self._params:
+      self._params[program] = storage.param_metrics(program, ctx.pretrained.params)
+    out = dict(self._params[program])
+    if ctx.config.measure_step_time:
+      out['step_time_s'] = self._step_time(ctx, program)
+    return out
+
+  def _step_time(self, ctx: base.Context, program) -> float:
+    """Seconds of one measured train step of `program`, cached per program and batch shape."""
     # The engine's batches: its width is the longest training example's (trim_padding).
     data = batching.trim_padding(ctx.data.train.as_dict())
     rows = np.arange(min(ctx.config.batch_size, len(data['labels'])))
@@ -147,7 +156,7 @@ class Select(base.Experiment):
           program, ctx.pretrained.params, batch, optim.OptimConfig.from_config(ctx.config))
       logging.info('Measured step time %.4f s (train_flops_fraction %.3f).',
                    self._step_times[key], program.train_flops_fraction())
-    return {'step_time_s': self._step_times[key]}
+    return self._step_times[key]
 
   def finalize(self, ctx: base.Context, records: list[dict]) -> None:
     xie.plot_select(ctx.workdir, records, ctx.task.name, ctx.config.model,

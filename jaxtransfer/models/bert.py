@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtransfer.models import lora as lora_lib
 from jaxtransfer.models import positions as pos_lib
 from jaxtransfer.models.dropout import TokenDropout, token_keep_mask  # noqa: F401
 from jaxtransfer.models.blocks import Adapter, Block, PreNormBlock, _dense, _layer_norm, block_module  # noqa: F401
@@ -49,6 +50,14 @@ Params = dict[str, Any]
 # The names every study addresses a block's parameters by (masks, closeness, LayerNorm-only tuning).
 BLOCK_MATRICES = ('query', 'key', 'value', 'attention_output', 'intermediate', 'output')
 BLOCK_LAYER_NORMS = ('attention_ln', 'output_ln')
+
+
+def matrix_shapes(config: EncoderConfig) -> dict[str, tuple[int, int]]:
+  """(in, out) of every block matrix (ModernBERT's intermediate is its fused GeGLU input, 2I)."""
+  h, a = config.hidden_size, config.num_heads * config.attention_head_dim
+  i = config.intermediate_size
+  return {'query': (h, a), 'key': (h, a), 'value': (h, a), 'attention_output': (a, h),
+          'intermediate': (h, (2 if config.glu else 1) * i), 'output': (i, h)}
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -141,14 +150,14 @@ def final_norm(config: EncoderConfig, embeddings: Params, x, dtype=jnp.float32):
 def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, first_index: int = 0,
                  deterministic: bool = True, rng=None, adapter_size: int = 0,
                  dtype=jnp.float32, collect: bool = False, remat: bool = False,
-                 embeddings: Params | None = None):
+                 embeddings: Params | None = None, lora: lora_lib.Lora | None = None):
   """Runs the stacked `blocks` (leading axis n) over x with one lax.scan.
 
   `first_index` is the global index of blocks[0]: dropout keys are folded from it, so a block draws
   the same dropout mask whether it runs in one scan or in a frozen-prefix/trainable-suffix split;
   per-position behaviour (ModernBERT's global/local layers) is selected by it too.
   `embeddings` are needed by families whose blocks read a shared table (DeBERTa-v2's relative
-  positions).
+  positions). `lora`: the blocks also hold `lora` factors, added to their target matrices.
   `remat` keeps only each block's input for the backward pass and recomputes the block there
   (one more forward pass, ~1/3 more compute, for activation memory of one (B, S, H) per block
   instead of ~16 plus the attention maps); the dropout masks are recomputed identically.
@@ -157,7 +166,7 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
   n = jax.tree.leaves(blocks)[0].shape[0]
   bias = attention_bias(attention_mask)
   rel = relative_embeddings(config, embeddings)
-  module = block_module(config)(config, adapter_size, dtype)
+  module = block_module(config)(config, adapter_size, dtype, lora)
 
   def body(h, xs):
     p, i = xs

@@ -3,12 +3,14 @@ ELECTRA, DeBERTa-v2 with its disentangled attention) and pre-norm (ModernBERT)."
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtransfer.models import lora as lora_lib
 from jaxtransfer.models import positions as pos_lib
 from jaxtransfer.models.dropout import TokenDropout
 from jaxtransfer.models.config import EncoderConfig
@@ -54,10 +56,10 @@ class _DenseParams(nn.Module):
     return kernel, bias
 
 
-def _qkv(c: EncoderConfig, x, dt):
+def _qkv(c: EncoderConfig, x, dt, low_rank):
   """Query, key and value as one (H, 3A) matmul: one pass over x, and one matmul (not three plus
-  two adds) for the gradient that flows back into x. Returns q, k, v (B, S, heads, d) and the
-  three (kernel, bias) pairs."""
+  two adds) for the gradient that flows back into x; LoRA targets among them add their low-rank
+  path to the fused output. Returns q, k, v (B, S, heads, d) and the three (kernel, bias) pairs."""
   b, s, _ = x.shape
   d = c.attention_head_dim
   layers = [_DenseParams(c.num_heads * d, c.initializer_range, c.attention_biases, name=n)(x.shape[-1])
@@ -66,7 +68,7 @@ def _qkv(c: EncoderConfig, x, dt):
   qkv = jnp.dot(x.astype(dt), kernel)
   if c.attention_biases:
     qkv = qkv + jnp.concatenate([b_ for _, b_ in layers]).astype(dt)
-  qkv = qkv.reshape(b, s, 3, c.num_heads, d)
+  qkv = low_rank(x, qkv, ('query', 'key', 'value')).reshape(b, s, 3, c.num_heads, d)
   return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], layers
 
 
@@ -76,6 +78,20 @@ def _attend(c: EncoderConfig, logits, v, attention_bias, deterministic, dt):
   probs = TokenDropout(c.attention_dropout, (2, 3))(probs, deterministic=deterministic)
   b, _, s, _ = probs.shape
   return jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(b, s, -1)
+
+
+def _low_rank_fn(module: nn.Module, deterministic: bool):
+  """`lora.low_rank` bound to a block's LoRA factors (read from its params, whatever the family's
+  shapes) and dropout; the identity on a block without LoRA."""
+  lora = module.lora
+  if lora is None:
+    return lambda x, y, names, drop=None: y
+  drop = None
+  if lora.dropout:
+    drop = functools.partial(TokenDropout(lora.dropout, name='lora_dropout'),
+                             deterministic=deterministic)
+  return functools.partial(lora_lib.low_rank, lora, module.get_variable('params', 'lora'),
+                           drop=drop, dtype=module.dtype)
 
 
 def _gather_rel(scores, index):
@@ -89,48 +105,56 @@ class Block(nn.Module):
   config: EncoderConfig
   adapter_size: int = 0
   dtype: Any = jnp.float32
+  lora: lora_lib.Lora | None = None  # low-rank updates of some matrices (factors under 'lora')
 
   @nn.compact
   def __call__(self, x, attention_bias, deterministic: bool = True, rel=None, index=None):
     del index
     c, dt = self.config, self.dtype
     d = c.attention_head_dim
-    q, k, v, proj = _qkv(c, x, dt)
+    low_rank = _low_rank_fn(self, deterministic)
+    q, k, v, proj = _qkv(c, x, dt, low_rank)
     if c.model_type == 'deberta-v2':
       scale = jnp.sqrt(jnp.float32(d * (1 + len(c.pos_att_type)))).astype(dt)
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / scale
       if c.relative_attention:
-        logits = logits + self._relative(q, k, proj, rel, deterministic) / scale
+        logits = logits + self._relative(q, k, proj, rel, deterministic, low_rank) / scale
     else:
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(d).astype(dt)
     ctx = _attend(c, logits, v, attention_bias, deterministic, dt)
-    a = _dense(c, c.hidden_size, 'attention_output', dt)(ctx)
+    a = low_rank(ctx, _dense(c, c.hidden_size, 'attention_output', dt)(ctx), ('attention_output',))
     a = TokenDropout(c.hidden_dropout)(a, deterministic=deterministic)
     if self.adapter_size:
       a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
     x = _layer_norm(c, 'attention_ln', dt)(a + x)
-    h = c.activation(_dense(c, c.intermediate_size, 'intermediate', dt)(x))
-    o = _dense(c, c.hidden_size, 'output', dt)(h)
+    h = c.activation(low_rank(x, _dense(c, c.intermediate_size, 'intermediate', dt)(x),
+                              ('intermediate',)))
+    o = low_rank(h, _dense(c, c.hidden_size, 'output', dt)(h), ('output',))
     o = TokenDropout(c.hidden_dropout)(o, deterministic=deterministic)
     if self.adapter_size:
       o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
     return _layer_norm(c, 'output_ln', dt)(o + x)
 
-  def _relative(self, q, k, proj, rel, deterministic):
-    """DeBERTa-v2's c2p + p2c attention scores (unscaled), (B, heads, S, S)."""
+  def _relative(self, q, k, proj, rel, deterministic, low_rank):
+    """DeBERTa-v2's c2p + p2c attention scores (unscaled), (B, heads, S, S). The shared key and
+    query projections of the positions carry their LoRA updates too, as the merged export's do."""
     c, dt = self.config, self.dtype
     s, d = q.shape[1], c.attention_head_dim
     rel = nn.Dropout(c.hidden_dropout)(rel.astype(dt), deterministic=deterministic)  # pos_dropout
-    project = lambda kb: (jnp.dot(rel, kb[0].astype(dt)) + kb[1].astype(dt)).reshape(-1, c.num_heads, d)
+
+    def project(kb, name):
+      y = low_rank(rel, jnp.dot(rel, kb[0].astype(dt)) + kb[1].astype(dt), (name,), drop=None)
+      return y.reshape(-1, c.num_heads, d)
+
     c2p_idx, p2c_idx = pos_lib.deberta_indices(s, c.position_buckets, c.max_relative_positions,
                                                c.relative_span)
     score = 0.0
     if 'c2p' in c.pos_att_type:
-      pos_k = (project(proj[1]) if c.share_att_key
+      pos_k = (project(proj[1], 'key') if c.share_att_key
                else _dense(c, c.num_heads * d, 'pos_key', dt)(rel).reshape(-1, c.num_heads, d))
       score = score + _gather_rel(jnp.einsum('bqhd,rhd->bhqr', q, pos_k), c2p_idx)
     if 'p2c' in c.pos_att_type:
-      pos_q = (project(proj[0]) if c.share_att_key
+      pos_q = (project(proj[0], 'query') if c.share_att_key
                else _dense(c, c.num_heads * d, 'pos_query', dt)(rel).reshape(-1, c.num_heads, d))
       p2c = _gather_rel(jnp.einsum('bkhd,rhd->bhkr', k, pos_q), p2c_idx)  # [.., key, query]
       score = score + jnp.swapaxes(p2c, -1, -2)
@@ -148,16 +172,18 @@ class PreNormBlock(nn.Module):
   config: EncoderConfig
   adapter_size: int = 0
   dtype: Any = jnp.float32
+  lora: lora_lib.Lora | None = None
 
   @nn.compact
   def __call__(self, x, attention_bias, deterministic: bool = True, rel=None, index=None):
     del rel
     c, dt = self.config, self.dtype
     s, d = x.shape[1], c.attention_head_dim
+    low_rank = _low_rank_fn(self, deterministic)
     index = jnp.asarray(0 if index is None else index)
     is_global = jnp.asarray(c.global_layers)[index]
     h = jnp.where(index == 0, x.astype(dt), _layer_norm(c, 'attention_ln', dt)(x))
-    q, k, v, _ = _qkv(c, h, dt)
+    q, k, v, _ = _qkv(c, h, dt, low_rank)
     cos_g, sin_g = pos_lib.rotary(s, d, c.rope_theta_global)
     cos_l, sin_l = pos_lib.rotary(s, d, c.rope_theta_local)
     cos = jnp.where(is_global, cos_g, cos_l)[None, :, None, :].astype(dt)
@@ -168,16 +194,18 @@ class PreNormBlock(nn.Module):
     window = pos_lib.sliding_window(s, c.local_window)[None, None]
     bias = jnp.where(is_global | window, attention_bias, jnp.finfo(jnp.float32).min)
     ctx = _attend(c, logits, v, bias, deterministic, dt)
-    a = _dense(c, c.hidden_size, 'attention_output', dt, c.attention_biases)(ctx)
+    a = low_rank(ctx, _dense(c, c.hidden_size, 'attention_output', dt, c.attention_biases)(ctx),
+                 ('attention_output',))
     a = TokenDropout(c.hidden_dropout)(a, deterministic=deterministic)
     if self.adapter_size:
       a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
     x = x + a
     m = _layer_norm(c, 'output_ln', dt)(x)
-    wi = _dense(c, 2 * c.intermediate_size, 'intermediate', dt, c.mlp_biases)(m)
+    wi = low_rank(m, _dense(c, 2 * c.intermediate_size, 'intermediate', dt, c.mlp_biases)(m),
+                  ('intermediate',))
     inp, gate = wi[..., :c.intermediate_size], wi[..., c.intermediate_size:]
     g = TokenDropout(c.mlp_dropout)(c.activation(inp) * gate, deterministic=deterministic)
-    o = _dense(c, c.hidden_size, 'output', dt, c.mlp_biases)(g)
+    o = low_rank(g, _dense(c, c.hidden_size, 'output', dt, c.mlp_biases)(g), ('output',))
     if self.adapter_size:
       o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
     return x + o

@@ -1,7 +1,7 @@
 """Each family's sequence-classification head, as HF's `...ForSequenceClassification` builds it.
 
 Every head is a pooler (the `pooler` entry of the params: dense + activation, ModernBERT adds a
-norm) followed by dropout and the linear classifier (`program.LinearHead`), so the pooler is what
+norm) followed by dropout and the linear classifier (`LinearHead`), so the pooler is what
 a study keeps, trains or freezes like BERT's:
 
   bert, roberta  pooler: tanh(dense(x[CLS]))                              (BertPooler)
@@ -11,7 +11,7 @@ a study keeps, trains or freezes like BERT's:
   modernbert     pooler: norm(act(dense(x))), then classifier_dropout      (ModernBertPredictionHead;
                  a ModernBertForMaskedLM checkpoint's `head` is this pretrained pooler, as in HF)
 
-RoBERTa's own head (dense-tanh-out_proj without a pretrained pooler) is `program.MlpHead`.
+RoBERTa's own head (dense-tanh-out_proj without a pretrained pooler) is `MlpHead`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,35 @@ from jaxtransfer.models import bert
 Params = dict[str, Any]
 # Families whose classifier is always their own pooler + linear ('pooler' and 'mlp' both mean it).
 OWN_HEAD = ('distilbert', 'electra', 'deberta-v2', 'modernbert')
+
+
+class MlpHead(nn.Module):
+  """dropout -> Linear(H,H) -> tanh -> dropout -> Linear(H,C): RoBERTa's classification head (and Xie's)."""
+  hidden: int
+  num_labels: int
+  dropout: float
+  init_std: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    init = nn.initializers.normal(self.init_std)
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name='dense')(x))
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    return nn.Dense(self.num_labels, kernel_init=init, name='out_proj')(x)
+
+
+class LinearHead(nn.Module):
+  """dropout -> Linear(H,C): BertForSequenceClassification's classifier after the pooler."""
+  num_labels: int
+  dropout: float
+  init_std: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    return nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(self.init_std),
+                    name='classifier')(x)
 
 
 def has_own_head(config: bert.EncoderConfig) -> bool:
