@@ -151,7 +151,9 @@ def main(argv):
     logging.flush()
     sys.stderr.write('Aborted by a second Ctrl-C. Finished trials are in trials.jsonl; the group in '
                      'flight resumes from its last periodic checkpoint, if it had one.\n')
-    sys.exit(130)
+    sys.stderr.flush()
+    # At once: a normal interpreter exit would tear down XLA while its threads still compute.
+    os._exit(130)
 
 
 def run():
