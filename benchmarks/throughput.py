@@ -221,8 +221,10 @@ def run_jax(args) -> dict:
     # Let the trials use (almost) all of the GPU: the default preallocates 75%.
     os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.92')
   sys.path.insert(0, str(ROOT))
+  from jaxtransfer import host_memory
   from jaxtransfer import xla_flags
   xla_flags.set_defaults()  # what `python -m jaxtransfer.main` runs with
+  host_memory.keep_freed_memory()
   import jax
   import numpy as np
   from absl import logging

@@ -134,8 +134,10 @@ def main(argv):
     _bad_input(f'The config file {_config_arg(sys.argv)!r} returned {type(config).__name__}, not '
                'an ml_collections.ConfigDict: its get_config() must return one, e.g. built on '
                'configs/base.py (`c = base.get_config()`).')
+  from jaxtransfer import host_memory
   from jaxtransfer import xla_flags
   xla_flags.set_defaults()  # before the first device is created
+  host_memory.keep_freed_memory()  # before JAX starts its threads
   from jaxtransfer import train  # heavy imports after flag parsing, so --help is fast
   from jaxtransfer.trials import Preempted
   try:
