@@ -14,6 +14,9 @@ bert-base learning rate of docs/PROTOCOLS.md §2 (CoLA 4e-5, SST-2 2e-5, MRPC 3e
 QQP 2e-5, MNLI 3e-5, QNLI 2e-5, RTE 3e-5; the authors tuned each model separately, we only know
 bert-base's choice), batch 32 for QQP/MNLI/QNLI else 16, 10 epochs for models whose name contains
 "roberta" else 3. Length 128, no warmup, weight decay 0, clip 1.0, seeds 1..10, whole training sets.
+Clipping: by default over the trained parameters only; `clip_frozen_grads=True` is the authors'
+code (the frozen parameters' gradients enlarge the norm and shrink the trained layers' updates;
+it costs a full backward pass).
 
 Paper (bert-base-uncased, dev ×100, Lee aggregation): Full / top 6 / top 3 / top 1 / None =
 SST-2 92.69 / 92.06 / 90.84 / 91.33 / 85.03, RTE 67.55 / 68.71 / 62.32 / 57.87 / 57.82,
@@ -59,6 +62,10 @@ def get_config(arg=None):
   c.warmup_ratio = 0.0
   c.weight_decay = 0.0
   c.max_grad_norm = 1.0
+  # True: clip the norm over every parameter, frozen ones included, as the authors' code
+  # (clip_grad_norm_(model.parameters())); this differentiates the frozen blocks too (a full
+  # backward pass). False: over the trained parameters only.
+  c.clip_frozen_grads = False
   _paper(c)
   base.apply_preset(c, arg, {'demo': demo})
   return c

@@ -8,7 +8,9 @@
 The head (dropout → Linear(H,H) → tanh → dropout → Linear(H,C) on the first token) reads block
 `head_block` (`auto`: the block of lowest ν, computed first with one frozen forward pass, or read
 from the workdir's variability.csv); blocks above it are never computed. The `num_tuned_blocks` m
-blocks ending there are tuned by `method`: `finetune` (all their weights), `adapter` (Houlsby
+blocks ending there (or the range `tuned_blocks`, e.g. '3-4', as the authors' scripts tune blocks
+16-17 under a head at 23; the blocks between are computed and back-propagated through, never
+updated; not with adapters) are tuned by `method`: `finetune` (all their weights), `adapter` (Houlsby
 adapters of size `adapter_size` + their LayerNorms), `lora` (W + (lora_alpha / lora_rank)·A·B on
 the `lora_targets` matrices, A normal and B zero at init, `lora_dropout` on A's input; the blocks'
 own weights frozen) or `bitfit` (only the blocks' biases, LayerNorm biases included); embeddings
@@ -64,6 +66,7 @@ def get_config(arg=None):
   c.head_block = 'auto'             # 'auto' (lowest-ν block) or a block index 0..L-1
   c.auto_tolerance = 0.0            # auto: lowest block with ν ≤ (1 + tol) × min ν (0 = argmin)
   c.num_tuned_blocks = (2,)         # m: blocks ending at the head block that are tuned
+  c.tuned_blocks = ''               # or a range 'a-b' tuned under a head at head_block >= b
   c.method = ('finetune', 'adapter')  # any of finetune adapter lora bitfit
   c.adapter_size = 256
   c.baselines = True                # + top-m blocks, full fine-tuning, full adapter-tuning

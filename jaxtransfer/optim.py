@@ -18,6 +18,7 @@ class OptimConfig:
   adam_b2: float = 0.999
   adam_eps: float = 1e-8
   max_grad_norm: float = 1.0  # 0 disables clipping
+  clip_frozen_grads: bool = False  # the clipping norm also counts the frozen params' gradients
   warmup_ratio: float = 0.0
   warmup_steps: int = 0
 
@@ -25,6 +26,7 @@ class OptimConfig:
   def from_config(cls, config) -> OptimConfig:
     return cls(weight_decay=config.weight_decay, adam_b1=config.adam_b1, adam_b2=config.adam_b2,
                adam_eps=config.adam_eps, max_grad_norm=config.max_grad_norm,
+               clip_frozen_grads=config.get('clip_frozen_grads', False),
                warmup_ratio=config.warmup_ratio, warmup_steps=config.warmup_steps)
 
   def warmup(self, total_steps: int) -> int:
@@ -54,10 +56,17 @@ def mask_grads(grads, multipliers):
   return jax.tree.map(lambda g, m: jnp.where(m != 0, g, 0).astype(g.dtype), grads, multipliers)
 
 
+def clip_by_norm(grads, norm, max_norm: float):
+  """torch.nn.utils.clip_grad_norm_ with `norm` computed by the caller (over more params than
+  `grads` when frozen params count): grads x min(1, max_norm / (norm + 1e-6))."""
+  scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+  return jax.tree.map(lambda g: (g * scale).astype(g.dtype), grads)
+
+
 def make_tx(cfg: OptimConfig, learning_rate, total_steps: int, decay_mask, multipliers):
   """Clip the global norm of the trainable gradients, `optax.adamw` (bias-corrected, eps outside the
   sqrt, decoupled weight decay only where `decay_mask` is True: HF's no-decay rule), then per-leaf
-  multipliers.
+  multipliers. With `clip_frozen_grads` the step clips (clip_by_norm) before this chain.
 
   `learning_rate` may be a traced per-trial scalar: the transform is rebuilt inside the vmapped
   step, and its state's structure does not depend on the value.
@@ -65,5 +74,6 @@ def make_tx(cfg: OptimConfig, learning_rate, total_steps: int, decay_mask, multi
   schedule = linear_schedule(learning_rate, total_steps, cfg.warmup(total_steps))
   adamw = optax.adamw(schedule, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
                       weight_decay=cfg.weight_decay, mask=decay_mask)
-  parts = [optax.clip_by_global_norm(cfg.max_grad_norm)] if cfg.max_grad_norm > 0 else []
+  clip = cfg.max_grad_norm > 0 and not cfg.clip_frozen_grads
+  parts = [optax.clip_by_global_norm(cfg.max_grad_norm)] if clip else []
   return optax.chain(*parts, adamw, scale_by_tree(multipliers))

@@ -119,6 +119,8 @@ class Program:
   dtype: str = 'float32'               # compute dtype; params stay fp32
   report_flops: bool = False           # add train_flops_fraction to the trial's metrics
   remat: bool = False                  # recompute each tuned block in the backward pass
+  grads_of_frozen: bool = False        # let the backward pass reach the frozen params too (their
+                                       # gradients count in the clipping norm: Lee et al.'s code)
 
   def __post_init__(self):
     assert 0 <= self.frozen_blocks <= self.num_blocks <= self.encoder.num_layers, self
@@ -262,7 +264,7 @@ class Program:
     if f:
       x = bert.apply_blocks(c, params['blocks_frozen'], x, mask, first_index=0, **kw)
     if n > f:
-      if f or not self.train_embeddings:
+      if (f or not self.train_embeddings) and not self.grads_of_frozen:
         # Nothing below is trained: make sure no backward pass reaches the frozen prefix.
         x = jax.lax.stop_gradient(x)
       blocks = params['blocks']
@@ -341,6 +343,8 @@ class Program:
     # training do not.
     weight_grads = backward_blocks if (self.block_params == 'all' or self.masked) else 0
     cost = n + backward_blocks + weight_grads
+    if self.grads_of_frozen:  # the frozen prefix is differentiated too (weights: for the norm)
+      cost += 2 * f
     c = self.encoder
     block = 4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size
     # Adapters and LoRA factors of the tuned blocks, in block units by the parameters they multiply:

@@ -71,15 +71,28 @@ def train_step(step: Step, state: State, frozen, batch, weights, arrays: Arrays,
   """One AdamW step on `batch` (weights 0 mark padding examples); `index` is the global step.
 
   Returns (state, {'loss', 'grad_norm'}). The gradient is taken of the trainable params only;
-  masked-out gradients are zeroed before clipping, as frozen parameters have none.
+  masked-out gradients are zeroed before clipping, as frozen parameters have none. With
+  `clip_frozen_grads` (Lee et al.'s code: clip_grad_norm_ over model.parameters()) the frozen
+  params are differentiated too, for the clipping norm only (the program must let the backward
+  pass reach them: `Program.grads_of_frozen`); `grad_norm` is then that norm.
   """
-  loss, grads = jax.value_and_grad(step.program.loss)(state['train'], frozen, batch, weights,
-                                                      arrays, dropout_rng(arrays, index))
+  rng = dropout_rng(arrays, index)
   tx, mult = optimizer(step, state['train'], arrays)
-  grads = optim.mask_grads(grads, mult)
+  if step.optim.clip_frozen_grads:
+    loss, (grads, frozen_grads) = jax.value_and_grad(step.program.loss, argnums=(0, 1))(
+        state['train'], frozen, batch, weights, arrays, rng)
+    grads = optim.mask_grads(grads, mult)
+    norm = jnp.sqrt(optax.tree.norm(grads) ** 2 + optax.tree.norm(frozen_grads) ** 2)
+    if step.optim.max_grad_norm > 0:
+      grads = optim.clip_by_norm(grads, norm, step.optim.max_grad_norm)
+  else:
+    loss, grads = jax.value_and_grad(step.program.loss)(state['train'], frozen, batch, weights,
+                                                        arrays, rng)
+    grads = optim.mask_grads(grads, mult)
+    norm = optax.tree.norm(grads)
   updates, opt = tx.update(grads, state['opt'], state['train'])
   new = {**state, 'train': optax.apply_updates(state['train'], updates), 'opt': opt}
-  return new, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+  return new, {'loss': loss, 'grad_norm': norm}
 
 
 def eval_logits(program: ProgramLike, state: State, frozen, batch, arrays: Arrays) -> jax.Array:

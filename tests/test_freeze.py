@@ -401,3 +401,41 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):
   merged = lee.combine([str(work)], str(tmp_path / 'merged'))
   table = md.split('\n\n', 1)[1]  # a merge of several workdirs has no single data line
   assert len(merged) == 3 and (tmp_path / 'merged' / 'table.md').read_text() == table
+
+
+def test_clip_frozen_grads_clips_by_the_norm_over_every_parameter(tiny):
+  """clip_frozen_grads (Lee et al.'s clip_grad_norm_(model.parameters())): the norm is the whole
+  model's gradient norm, taken from a fully trainable program on the same params, and the trained
+  params' first AdamW step uses gradients clipped by it."""
+  ctx = _ctx(tiny)
+  ctx.config.clip_frozen_grads = True
+  L = tiny.config.num_layers
+  program = freeze.freeze_program(ctx, 1)
+  full_program = freeze.freeze_program(ctx, L)  # the same head, everything trained
+  assert program.grads_of_frozen and program.frozen_blocks == L - 1
+  cfg = optim.OptimConfig(adam_eps=1e-3, max_grad_norm=0.05, clip_frozen_grads=True)
+  arrays = {**{k: jnp.asarray(v) for k, v in program.defaults().items()},
+            'seed': jnp.int32(5), 'lr': jnp.float32(1e-2)}
+  step = step_lib.Step(program, cfg, 10)
+  state, frozen = step_lib.init_state(step, tiny.params, arrays)
+  batch = {k: jnp.asarray(v) for k, v in _data(tiny, 8, 2).items()}
+  w = jnp.ones(8, jnp.float32)
+  new, metrics = jax.jit(lambda s: step_lib.train_step(step, s, frozen, batch, w, arrays, 0))(state)
+
+  # Reference: the gradient of every parameter, from the program that trains them all.
+  full_train, full_frozen = full_program.init(tiny.params, arrays, step_lib.init_rng(arrays))
+  assert not jax.tree.leaves(full_frozen)
+  full_grads = jax.grad(full_program.loss)(full_train, full_frozen, batch, w, arrays,
+                                           step_lib.dropout_rng(arrays, 0))
+  g = {k: v.astype(np.float64) for k, v in _flat(full_grads).items()}
+  norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
+  trained_norm = math.sqrt(sum(float((g[('blocks',) + p[1:]][L - 1:] ** 2).sum()) if p[0] == 'blocks'
+                               else float((g[p] ** 2).sum()) for p in _flat(state['train'])))
+  assert norm > 1.1 * trained_norm > cfg.max_grad_norm  # the test can fail
+  np.testing.assert_allclose(float(metrics['grad_norm']), norm, rtol=1e-4)
+  before, after = _flat(state['train']), _flat(new['train'])
+  for path, p in before.items():
+    gv = g[('blocks',) + path[1:]][L - 1:] if path[0] == 'blocks' else g[path]
+    gc = gv * min(1.0, cfg.max_grad_norm / (norm + 1e-6))
+    np.testing.assert_allclose(after[path] - p, -1e-2 * gc / (np.abs(gc) + cfg.adam_eps),
+                               rtol=1e-3, atol=2e-7, err_msg=str(path))  # float32 ulp at 1

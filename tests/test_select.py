@@ -199,6 +199,53 @@ def test_engine_trains_only_adapters_layernorms_and_head(tmp_path):
       assert np.array_equal(v, pre_blocks[k[1:]][f:head + 1]), k   # lr 0: still pretrained
 
 
+def test_tuned_block_range_under_a_higher_head(tmp_path):
+  """tuned_blocks=0-1 under a head at block 2 (the authors' scripts: head 23, tuned 16-17): blocks
+  0-1 train through the frozen block 2 (the gradient passes it), which stays bit-identical, as do
+  the embeddings; a top-2 baseline and full fine-tuning come with it."""
+  pre = _random_pre(num_layers=4)
+  ctx = _ctx(pre, tuned_blocks='0-1', method=['finetune'])
+  settings = select.Select().settings(ctx, 2, 'fixed')
+  assert [(s['placement'], s['num_tuned_blocks'], s.get('tuned_blocks')) for s, *_ in settings] == [
+      ('fixed', 2, '0-1'), ('top', 2, None), ('full', 4, None)]
+  setting, program, lr, arrays = settings[0]
+  assert (program.frozen_blocks, program.num_blocks) == (0, 3)
+  assert arrays['block_lr'].tolist() == [1, 1, 0, 0]
+  spec = engine_lib.RunSpec(experiment='select', model='random', task=ctx.task,
+                            workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
+                            num_train_steps=3, eval_batch_size=16, log_every=3)
+  hooks = conftest.CaptureHooks()
+  eng = engine_lib.Engine(spec, pre.params, _data(pre, 32, 0), {'': _data(pre, 16, 1)},
+                          hooks=hooks)
+  trial = engine_lib.Trial(1, 0, setting, program, learning_rate=lr, arrays=arrays)
+  assert [r['status'] for r in eng.run([trial])] == ['ok']
+  (_, got), = hooks.got.values()
+  trained, pre_blocks = _flat(got.train['blocks']), _flat(pre.params['blocks'])
+  for k, v in trained.items():
+    assert np.array_equal(v[2], pre_blocks[k][2]), k            # computed, never updated
+    if k != ('key', 'bias'):  # softmax ignores a key bias: its gradient is 0 (round-off only)
+      assert not np.allclose(v[:2], pre_blocks[k][:2]), k       # trained through block 2
+  for k, v in _flat(got.frozen['embeddings']).items():
+    assert np.array_equal(v, _flat(pre.params['embeddings'])[k]), k
+
+
+@pytest.mark.parametrize('value,err', [('3-1', 'block range'), ('x', 'block range'),
+                                       ('0-9', 'block range')])
+def test_bad_tuned_blocks(value, err):
+  with pytest.raises(UserError, match=err):
+    select.parse_tuned_blocks(value, 4)
+
+
+def test_tuned_blocks_above_the_head_or_with_adapters_is_a_user_error():
+  pre = _random_pre(num_layers=4)
+  with pytest.raises(UserError, match='above the head'):
+    select.Select().settings(_ctx(pre, tuned_blocks='1-3', method=['finetune']), 2, 'fixed')
+  ctx = _ctx(pre, tuned_blocks='0-1', method=['adapter'])
+  ctx.config.head_block = '2'
+  with pytest.raises(UserError, match='adapter'):
+    select.Select().validate(ctx)
+
+
 def test_train_flops_fraction_matches_the_differentiated_graph():
   """train_flops_fraction (adapters included) against the matmul FLOPs JAX actually runs."""
   pre = _random_pre(num_layers=4, hidden=64)

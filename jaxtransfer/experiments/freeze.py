@@ -59,7 +59,8 @@ def freeze_program(ctx: base.Context, k: int):
     kw['head'] = 'mlp'
   return base.make_program(ctx, frozen_blocks=enc.num_layers - k,
                            train_embeddings=k == enc.num_layers and m in ('finetune', 'bitfit'),
-                           report_flops=True, **kw)
+                           report_flops=True,
+                           grads_of_frozen=bool(ctx.config.get('clip_frozen_grads', False)), **kw)
 
 
 class Freeze(base.Experiment):

@@ -52,15 +52,41 @@ def parse_head_block(value, num_layers: int) -> int | None:
   return h
 
 
+def parse_tuned_blocks(value, num_layers: int) -> tuple[int, int] | None:
+  """None for '' (the m blocks ending at the head), else the inclusive range 'a-b' (or 'a')."""
+  text = str(value).strip()
+  if not text:
+    return None
+  parts = text.split('-')
+  try:
+    lo, hi = int(parts[0]), int(parts[-1])
+  except ValueError:
+    lo = hi = -1
+  if len(parts) > 2 or not 0 <= lo <= hi < num_layers:
+    raise UserError(f"tuned_blocks={value!r} must be a block range 'a-b' (or one block 'a') with "
+                    f'0 <= a <= b <= {num_layers - 1}, e.g. --config.tuned_blocks=3-4, or empty '
+                    'for the num_tuned_blocks blocks ending at the head.')
+  return lo, hi
+
+
+def range_arrays(num_layers: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+  """Per-trial lr multipliers that tune blocks lo..hi only: the blocks between hi and the head are
+  computed and differentiated (the gradient passes through them) but never updated."""
+  block_lr = np.zeros(num_layers, np.float32)
+  block_lr[lo:hi + 1] = 1.0
+  return {'block_lr': block_lr}
+
+
 def make_program(ctx: base.Context, head_block: int, num_tuned: int, method: str,
-                 full: bool = False):
+                 full: bool = False, first_tuned: int | None = None):
   """Head on block `head_block`, the `num_tuned` blocks ending there tuned by `method`.
 
   `full`: every block tuned (full fine-tuning also trains the embeddings, as plain fine-tuning
   does, and full BitFit their biases; full adapter- and LoRA-tuning keep them frozen).
   """
   n = head_block + 1
-  kw = dict(num_blocks=n, frozen_blocks=0 if full else n - num_tuned, report_flops=True,
+  first = n - num_tuned if first_tuned is None else first_tuned
+  kw = dict(num_blocks=n, frozen_blocks=0 if full else first, report_flops=True,
             train_embeddings=full and method in ('finetune', 'bitfit'))
   kw.update(base.method_options(ctx.config, method))
   return base.make_program(ctx, **kw)
@@ -68,7 +94,8 @@ def make_program(ctx: base.Context, head_block: int, num_tuned: int, method: str
 
 class Select(base.Experiment):
   name = 'select'
-  sweep_keys = ('num_tuned_blocks', 'method', 'baselines', 'head_block', 'auto_tolerance')
+  sweep_keys = ('num_tuned_blocks', 'method', 'baselines', 'head_block', 'auto_tolerance',
+                'tuned_blocks')
 
   def __init__(self):
     self._step_times: dict = {}
@@ -88,13 +115,20 @@ class Select(base.Experiment):
       iv.check_block_index('num_tuned_blocks', int(m), 1, L, L)
     if c.auto_tolerance < 0:
       raise UserError(f'auto_tolerance={c.auto_tolerance} must be ≥ 0 (--config.auto_tolerance).')
+    if parse_tuned_blocks(c.get('tuned_blocks', ''), L) and 'adapter' in c.method:
+      raise UserError('tuned_blocks with method=adapter: adapters would sit untrained in the blocks '
+                      'between the range and the head. Use method finetune, lora or bitfit with '
+                      '--config.tuned_blocks, or leave tuned_blocks empty.')
 
   def settings(self, ctx: base.Context, head: int, placement: str):
     """(setting, program, learning rate) for every swept and baseline setting."""
     c, L = ctx.config, ctx.pretrained.num_layers
     lr = {m: base.method_learning_rate(c, m) for m in METHODS}
     out = []
-    for m in map(int, c.num_tuned_blocks):
+    rng = parse_tuned_blocks(c.get('tuned_blocks', ''), L)
+    if rng:
+      out.extend(self._range_settings(ctx, head, placement, rng, lr))
+    for m in map(int, c.num_tuned_blocks) if not rng else ():
       if m > head + 1:
         raise UserError(f'num_tuned_blocks={m} is more than the {head + 1} blocks up to the head '
                         f'block {head}. Use at most {head + 1}, or place the head higher '
@@ -104,7 +138,7 @@ class Select(base.Experiment):
                      'method': method}, make_program(ctx, head, m, method), lr[method]))
     if c.baselines:
       if head != L - 1:
-        for m in map(int, c.num_tuned_blocks):
+        for m in [rng[1] - rng[0] + 1] if rng else map(int, c.num_tuned_blocks):
           for method in c.method:
             out.append(({'placement': 'top', 'head_block': L - 1, 'num_tuned_blocks': m,
                          'method': method}, make_program(ctx, L - 1, m, method), lr[method]))
@@ -115,6 +149,20 @@ class Select(base.Experiment):
                      'method': method}, make_program(ctx, L - 1, L, method, full=True),
                     lr[method]))
     return out
+
+  @staticmethod
+  def _range_settings(ctx, head: int, placement: str, rng: tuple[int, int], lr):
+    """tuned_blocks=a-b (the authors' scripts, e.g. head at 23 with blocks 16-17 tuned)."""
+    lo, hi = rng
+    if hi > head:
+      raise UserError(f'tuned_blocks={lo}-{hi} reaches above the head block {head}: the head reads '
+                      f'block {head} and nothing above it is computed. Use a range ending at or '
+                      'below the head (--config.tuned_blocks, --config.head_block).')
+    arrays = range_arrays(ctx.pretrained.num_layers, lo, hi)
+    return [({'placement': placement, 'head_block': head, 'num_tuned_blocks': hi - lo + 1,
+              'tuned_blocks': f'{lo}-{hi}', 'method': method},
+             make_program(ctx, head, hi - lo + 1, method, first_tuned=lo), lr[method], arrays)
+            for method in ctx.config.method]
 
   def trials(self, ctx: base.Context) -> list[engine_lib.Trial]:
     c, L = ctx.config, ctx.pretrained.num_layers
@@ -127,10 +175,11 @@ class Select(base.Experiment):
       logging.info('head_block=auto: block %d (ν = %.4f; lowest block ν %.4f, tolerance %g).',
                    head, nu[1 + head], np.min(nu[1:]), c.auto_tolerance)
     out = []
-    for setting, program, lr in self.settings(ctx, head, placement):
+    for setting, program, lr, *arrays in self.settings(ctx, head, placement):
       for size in c.train_sizes:
         for seed in c.seeds:
-          out.append(engine_lib.Trial(int(seed), int(size), setting, program, learning_rate=lr))
+          out.append(engine_lib.Trial(int(seed), int(size), setting, program, learning_rate=lr,
+                                      arrays=dict(*arrays)))
     return out
 
   def trial_metrics(self, ctx: base.Context, trial, params) -> dict[str, float]:
