@@ -54,6 +54,9 @@ def tamkin_defaults(c):
   c.small_size_seeds = 0
   c.small_size = 500
   c.reinit_scheme = 'bert'         # bert | tamkin2020 | family; 'bert,tamkin2020' runs both
+  # True: reinitialized blocks keep their pretrained LayerNorms (the authors' run_keep-ln.sh
+  # ablation, --keep_layer_norm); False: LayerNorms reset to 1/0 with the rest of the block.
+  c.keep_layer_norm = False
   return c
 
 
@@ -61,7 +64,7 @@ def demo_sizes(c):
   """:demo on the built-in sentiment set: a few short trials, seconds each."""
   base.demo(c)
   c.small_size_seeds = 0
-  c.num_train_steps = 40
+  c.num_train_steps = 30  # every :demo under 150 s on a 2-core laptop (benchmarks/RESULTS.md)
   c.max_seq_length = 32
   return c
 

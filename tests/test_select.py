@@ -339,6 +339,7 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path):
   config.adapter_size = 8          # the demo's 256 is larger than this model (H = 32)
   config.baselines = False         # their settings: test_settings_and_baselines
   config.method = ['adapter']       # one compiled program keeps the test short
+  config.measure_step_time = True  # off in the demo (a compile per setting); checked here
   work = tmp_path / 'work'
   records = train_lib.train_and_evaluate(config, str(work))
 
