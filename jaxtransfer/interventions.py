@@ -40,6 +40,11 @@ def permute_blocks(blocks: Params, perm) -> Params:
   return jax.tree.map(lambda p: jnp.take(p, perm, axis=0), blocks)
 
 
+def is_layer_norm(name: str) -> bool:
+  """Whether a block sub-module is a LayerNorm (`attention_ln`, `output_ln`, ...)."""
+  return name.endswith('_ln') or name == 'LayerNorm'
+
+
 def fresh_blocks(config: bert.EncoderConfig, rng, scheme: str, pretrained: Params) -> Params:
   """Freshly initialised blocks shaped like the stacked `pretrained` ones, in a named scheme.
 
@@ -64,7 +69,7 @@ def fresh_blocks(config: bert.EncoderConfig, rng, scheme: str, pretrained: Param
       new = family_init(config, names[-2], key, old.shape)
     elif names[-1] == 'kernel':
       new = scale * jax.random.truncated_normal(key, lower, upper, old.shape, jnp.float32)
-    elif names[-2].endswith('_ln') or names[-2] == 'LayerNorm':
+    elif is_layer_norm(names[-2]):
       new = jnp.ones_like(old) if names[-1] == 'scale' else jnp.zeros_like(old)
     else:  # Linear biases
       new = jnp.zeros_like(old) if scheme == 'bert' else old
@@ -134,8 +139,10 @@ class Permute:
 
 @dataclasses.dataclass(frozen=True)
 class Reinit:
-  """Reinitializes the blocks where `arrays['reinit']` (L bools) is true, in a named scheme."""
+  """Reinitializes the blocks where `arrays['reinit']` (L bools) is true, in a named scheme;
+  `keep_layer_norm` keeps their pretrained LayerNorms (Tamkin et al.'s --keep_layer_norm ablation)."""
   scheme: str = 'bert'
+  keep_layer_norm: bool = False
 
   def defaults(self, num_layers: int) -> dict[str, np.ndarray]:
     return {'reinit': np.zeros(num_layers, dtype=bool)}
@@ -143,6 +150,8 @@ class Reinit:
   def apply(self, config, params: Params, arrays, rng) -> Params:
     blocks = params['blocks']
     fresh = fresh_blocks(config, rng, self.scheme, blocks)
+    if self.keep_layer_norm:
+      fresh = {**fresh, **{name: blocks[name] for name in blocks if is_layer_norm(name)}}
     return {**params, 'blocks': select_blocks(arrays['reinit'], fresh, blocks)}
 
 

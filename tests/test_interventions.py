@@ -104,6 +104,20 @@ def test_reinit_touches_only_masked_blocks(pretrained, scheme):
       np.testing.assert_array_equal(a, b)
 
 
+def test_keep_layer_norm_keeps_only_the_reinitialized_blocks_layer_norms(pretrained):
+  """Tamkin et al.'s --keep_layer_norm ablation: the same fresh kernels and biases as a plain
+  reinit with the same key, the pretrained LayerNorms."""
+  mask = {'reinit': jnp.asarray(iv.reinit_from(2, L))}
+  plain = _leaves(iv.Reinit('bert').apply(CONFIG, pretrained, mask, jax.random.key(5))['blocks'])
+  kept = _leaves(iv.Reinit('bert', keep_layer_norm=True).apply(CONFIG, pretrained, mask,
+                                                                jax.random.key(5))['blocks'])
+  old = _leaves(pretrained['blocks'])
+  assert any("_ln'" in name for name in old)
+  for name in old:
+    want = old[name] if "_ln'" in name else plain[name]
+    np.testing.assert_array_equal(kept[name], want, err_msg=name)
+
+
 def _fresh_kernels(pretrained, scheme, seed=0):
   fresh = iv.fresh_blocks(CONFIG, jax.random.key(seed), scheme, pretrained['blocks'])
   return np.concatenate([np.asarray(v).ravel() for k, v in _leaves(fresh).items()

@@ -220,6 +220,39 @@ def test_figures_and_merged_summary(tmp_path):
       ('sst2', 'block_reinit'), ('sst2', 'permute')}
 
 
+def test_permutation_rank_correlations_across_tasks_and_sizes(tmp_path):
+  """permute_correlations.csv: per (task, size), each permutation's mean over seeds; Spearman and
+  Pearson between every two runs over the permutations both have (scipy on the same means)."""
+  import scipy.stats
+  from jaxtransfer.analysis import permutations
+  rs = np.random.RandomState(0)
+  base_score = rs.uniform(0.6, 0.9, 6)
+  runs = {('sst2', 500): base_score, ('sst2', 5000): base_score + rs.normal(0, 0.02, 6),
+          ('cola', 500): rs.uniform(0.1, 0.4, 6)}
+  records = [{'experiment': 'permute', 'status': 'ok', 'task': task, 'train_size': size,
+              'setting': {'mode': 'permuted', 'permutation_seed': p + 1},
+              'metrics': {'accuracy' if task == 'sst2' else 'mcc': float(v + 0.01 * seed)}}
+             for (task, size), scores in runs.items() for p, v in enumerate(scores)
+             for seed in (1, 2) if not (task == 'cola' and p == 5)]
+  records.append({'experiment': 'permute', 'status': 'ok', 'task': 'sst2', 'train_size': 500,
+                  'setting': {'mode': 'full'}, 'metrics': {'accuracy': 0.99}})  # not a permutation
+  metric_of = lambda task: 'accuracy' if task == 'sst2' else 'mcc'
+  rows = {(r['a'], r['b']): r for r in permutations.correlations(records, metric_of)}
+  assert set(rows) == {('cola/n500', 'sst2/n500'), ('cola/n500', 'sst2/n5000'),
+                       ('sst2/n500', 'sst2/n5000')}
+  for (a, b), row in rows.items():
+    (ta, na), (tb, nb) = [(x.split('/')[0], int(x.split('/n')[1])) for x in (a, b)]
+    n = 5 if 'cola' in (ta, tb) else 6
+    x, y = runs[(ta, na)][:n] + 0.015, runs[(tb, nb)][:n] + 0.015   # mean over seeds 1, 2
+    assert row['permutations'] == n
+    np.testing.assert_allclose(row['spearman'], scipy.stats.spearmanr(x, y)[0], atol=1e-12)
+    np.testing.assert_allclose(row['pearson'], scipy.stats.pearsonr(x, y)[0], atol=1e-9)
+  assert rows[('sst2/n500', 'sst2/n5000')]['pearson'] > 0.9
+  [path] = permutations.write_correlations(str(tmp_path), records, metric_of)
+  with open(path, newline='') as f:
+    assert len(list(csv.DictReader(f))) == 3
+
+
 class _Six:
   num_layers = 6
 

@@ -4,7 +4,9 @@
 
 merges reinit.py / block_reinit.py / permute.py / probe.py workdirs (any tasks) into `out`: one
 summary.csv, a merged trials.jsonl (trial ids prefixed with task/experiment, as ids repeat across
-tasks) and plots/<task>_*.png, with each task's probing curve drawn dashed in its reinit figure.
+tasks), plots/<task>_*.png, with each task's probing curve drawn dashed in its reinit figure, and
+permute_correlations.csv: Spearman / Pearson of the permutations' scores between every two
+(task, train size) permute runs (analysis/permutations.py).
 The same functions draw a single run's figures at the end of the run.
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 import scipy.stats
 
 from jaxtransfer import results
+from jaxtransfer.analysis import permutations
 from jaxtransfer.analysis import plots
 from jaxtransfer.errors import UserError
 
@@ -365,7 +368,9 @@ def combine(workdirs: Sequence[str], out: str) -> list[str]:
   results.write_summary_csv(os.path.join(out, 'summary.csv'), records)
   with open(os.path.join(out, 'config.json'), 'w', encoding='utf-8') as f:
     json.dump(configs, f, indent=2, sort_keys=True)
-  return plot_all(out, records)
+  from jaxtransfer import data as data_lib
+  metric_of = lambda task: data_lib.get_task(task).primary_metric
+  return permutations.write_correlations(out, records, metric_of) + plot_all(out, records)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

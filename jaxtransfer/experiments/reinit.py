@@ -16,6 +16,7 @@ import numpy as np
 from absl import logging
 
 from jaxtransfer import interventions as iv
+from jaxtransfer.analysis import permutations
 from jaxtransfer.analysis import plots
 from jaxtransfer.analysis import tamkin
 from jaxtransfer.engine import Trial
@@ -118,7 +119,8 @@ class BlockStudy(base.Experiment):
 
   def program(self, ctx, scheme: str):
     ivs = (iv.Permute(),) if self.permutes else ()
-    return base.make_program(ctx, interventions=ivs + (iv.Reinit(scheme),))
+    keep_ln = bool(ctx.config.get('keep_layer_norm', False))
+    return base.make_program(ctx, interventions=ivs + (iv.Reinit(scheme, keep_ln),))
 
   def trials(self, ctx):
     out = []
@@ -248,3 +250,5 @@ class Permutation(BlockStudy):
 
   def finalize(self, ctx, records):
     tamkin.plot_permute(ctx.workdir, records, ctx.task.primary_metric, info=ctx.info)
+    # Between train sizes of this task; across tasks: python -m jaxtransfer.analysis.tamkin.
+    permutations.write_correlations(ctx.workdir, records, lambda _: ctx.task.primary_metric)
