@@ -40,6 +40,10 @@ LoRA and BitFit defaults:
   1e-3, batch 8, 16 epochs). What trains follows that code (bias terms 'all'): every bias of the
   encoder, LayerNorm biases included, the pooler's bias (not its weight) and the classifier.
 
+`configs/select.py:authors` switches to the authors' optimizer (eps 1e-6, no clipping, fine-tuning at
+3e-4; see `authors` below). On a mean-pooling sentence encoder (the packaged MiniLM) pass
+`--config.pooling=mean`: a fresh head on its first token learns slowly (the run warns).
+
 results/xie2022 (MiniLM-L6, SST-2, 1,000 examples, 3 seeds): see its README for the numbers.
 """
 
@@ -56,6 +60,17 @@ def demo(c):
   c.adapter_learning_rate = 1e-3
   c.num_tuned_blocks = (2,)
   c.measure_step_time = False  # one extra compile per setting; train_flops_fraction still reported
+  return c
+
+
+def authors(c):
+  """The optimizer of the authors' code (shuox20/variability-efficient-tuning): transformers.AdamW
+  defaults (eps 1e-6), no gradient clipping, and 3e-4 for fine-tuning as for adapters. Their head
+  is a PyTorch module with its default init (kaiming-uniform, nonzero biases); ours keeps BERT's
+  normal(0.02) / zero-bias head init."""
+  c.adam_eps = 1e-6
+  c.max_grad_norm = 0.0
+  c.learning_rate = 3e-4
   return c
 
 
@@ -79,5 +94,5 @@ def get_config(arg=None):
   c.learning_rate = 2e-5            # method=finetune
   c.adapter_learning_rate = 3e-4    # method=adapter (the authors' value)
   base.lora_bitfit(c)               # method=lora, method=bitfit (sources above)
-  base.apply_preset(c, arg, {'demo': demo})
+  base.apply_preset(c, arg, {'demo': demo, 'authors': authors})
   return c

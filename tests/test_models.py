@@ -199,3 +199,18 @@ def test_hub_unreachable_is_a_user_error(monkeypatch, tmp_path):
   monkeypatch.setattr(huggingface_hub, 'snapshot_download', offline)
   with pytest.raises(UserError, match='minilm-l6'):
     pretrained.load_pretrained('bert-base-uncased')
+
+
+def test_sentence_transformers_pooling_is_read_from_the_checkpoint(minilm, tiny_hf_dir, caplog):
+  """The packaged all-MiniLM-L6-v2 says (1_Pooling/config.json) it is read through the token mean;
+  a plain HF checkpoint says nothing. Studies that train heads over frozen blocks warn on cls."""
+  import logging
+  from ml_collections import ConfigDict
+  from jaxtransfer.experiments import base
+  assert pretrained.sentence_pooling(minilm.path) == 'mean'
+  assert pretrained.sentence_pooling(str(tiny_hf_dir)) is None
+  with caplog.at_level(logging.WARNING):
+    base.warn_pooling(ConfigDict({'model': 'minilm-l6', 'pooling': 'mean'}), minilm)
+    assert not caplog.records
+    base.warn_pooling(ConfigDict({'model': 'minilm-l6', 'pooling': 'cls'}), minilm)
+  assert '--config.pooling=mean' in caplog.text

@@ -362,3 +362,20 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path):
   before = (work / 'variability.csv').stat().st_mtime_ns
   assert train_lib.train_and_evaluate(config, str(work)) == records
   assert (work / 'variability.csv').stat().st_mtime_ns == before
+
+
+def test_authors_preset_is_their_optimizer():
+  """configs/select.py:authors: transformers.AdamW's eps 1e-6, no clipping, 3e-4 (their scripts)."""
+  cfg = optim.OptimConfig.from_config(select_cfg.get_config('authors'))
+  assert (cfg.adam_eps, cfg.max_grad_norm) == (1e-6, 0.0)
+  assert select_cfg.get_config('authors').learning_rate == 3e-4
+  grads = {'w': jnp.full((3,), 1e3)}
+  tx = optim.make_tx(cfg, 1.0, 10, {'w': True}, {'w': jnp.ones(())})
+  clipped = optim.make_tx(optim.OptimConfig(), 1.0, 10, {'w': True}, {'w': jnp.ones(())})
+  # Without clipping the first moment holds the raw gradient; with the default clip it is scaled.
+  state = tx.update(grads, tx.init(grads), grads)[1]
+  state_clipped = clipped.update(grads, clipped.init(grads), grads)[1]
+  def moments(st):  # the largest entry of Adam's moment vectors (the (3,) leaves)
+    return max(float(jnp.max(x)) for x in jax.tree.leaves(st) if getattr(x, 'shape', ()) == (3,))
+
+  assert moments(state) > 10 * moments(state_clipped)

@@ -24,7 +24,7 @@ from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.models import convert
 from jaxtransfer.models import heads
 from jaxtransfer.models import lora as lora_lib
-from jaxtransfer.models.pretrained import Pretrained, load_pretrained
+from jaxtransfer.models.pretrained import Pretrained, load_pretrained, sentence_pooling
 
 
 @dataclasses.dataclass
@@ -75,6 +75,19 @@ def default_head(config, pre: Pretrained) -> str:
     return config.head
   # BERT classifies through its pretrained pooler; RoBERTa (no pooler) through a fresh dense-tanh.
   return 'pooler' if pre.config.has_pooler else 'mlp'
+
+
+def warn_pooling(config, pre: Pretrained) -> None:
+  """A sentence-transformers encoder whose frozen blocks are read through the first token learns
+  slowly: say so before training."""
+  trained = sentence_pooling(pre.path)
+  if trained == 'mean' and config.get('pooling', 'cls') == 'cls':
+    logging.warning(
+        'model %s is a sentence-transformers encoder trained to be read through the mean of its '
+        'token vectors, and this run reads its first token (pooling=cls): heads over its frozen '
+        'blocks learn slowly there (select.py with a fresh first-token head on all-MiniLM-L6-v2 stayed at '
+        '0.51-0.53 dev accuracy on SST-2 after 150 steps). Pass --config.pooling=mean to read it '
+        'as it was trained.', config.model)
 
 
 def make_program(ctx: Context, **overrides) -> program_lib.Program:
@@ -175,6 +188,8 @@ class Experiment:
   # Config keys whose values each trial's setting records (besides seeds and train_sizes): a
   # re-run that changes only these adds or drops trials, it does not change finished ones.
   sweep_keys: tuple[str, ...] = ()
+  # Some trials train a head over frozen blocks (select, freeze, probe): the pooling matters most.
+  trains_heads_on_frozen_blocks = False
 
   def resolve(self, config) -> None:
     """Fills config values a study derives from others (before validation and config.json)."""
@@ -209,6 +224,8 @@ class Experiment:
 
   def load(self, config, workdir: str) -> Context:
     pre = load_pretrained(config.model)
+    if self.trains_heads_on_frozen_blocks:
+      warn_pooling(config, pre)
     if pre.tokenizer is None:
       raise UserError(f'The model at {pre.path} has no tokenizer files (vocab.txt / tokenizer.json), '
                       'so the task cannot be tokenized. Save the tokenizer beside the weights '

@@ -65,6 +65,7 @@ def freeze_program(ctx: base.Context, k: int):
 
 class Freeze(base.Experiment):
   name = 'freeze'
+  trains_heads_on_frozen_blocks = True
   sweep_keys = ('trainable_blocks',)
 
   def __init__(self):

@@ -108,6 +108,7 @@ def frozen_features(pre, data: dict[str, np.ndarray], rows, *, pooling: str = 'c
 class Probe(base.Experiment):
   """One linear probe per (k, seed, train size), all k of a size trained in one group."""
   name = 'probe'
+  trains_heads_on_frozen_blocks = True
   sweep_keys = ('ks', 'pooling', 'probe_pooler', 'small_size_seeds')
 
   def validate(self, ctx):

@@ -94,6 +94,7 @@ def make_program(ctx: base.Context, head_block: int, num_tuned: int, method: str
 
 class Select(base.Experiment):
   name = 'select'
+  trains_heads_on_frozen_blocks = True
   sweep_keys = ('num_tuned_blocks', 'method', 'baselines', 'head_block', 'auto_tolerance',
                 'tuned_blocks')
 

@@ -83,6 +83,23 @@ def resolve(name: str) -> str:
   return _hub_dir(name)
 
 
+def sentence_pooling(path: str) -> str | None:
+  """How a sentence-transformers checkpoint was trained to be read ('mean', 'cls', 'max'), from
+  its modules.json and Pooling config; None for other checkpoints."""
+  try:
+    with open(os.path.join(path, 'modules.json'), encoding='utf-8') as f:
+      modules = json.load(f)
+    pooling = next(m for m in modules if m.get('type', '').endswith('models.Pooling'))
+    with open(os.path.join(path, pooling.get('path', ''), 'config.json'), encoding='utf-8') as f:
+      cfg = json.load(f)
+  except (OSError, ValueError, StopIteration, AttributeError):
+    return None
+  for mode in ('mean', 'cls', 'max'):
+    if cfg.get(f'pooling_mode_{mode}_tokens') or cfg.get(f'pooling_mode_{mode}_token'):
+      return mode
+  return None
+
+
 def load_tokenizer(path: str):
   """The tokenizer saved beside the weights, or None when the directory holds none."""
   names = ('tokenizer.json', 'vocab.txt', 'vocab.json', 'tokenizer_config.json')
