@@ -160,6 +160,17 @@ def test_adapter_placement_matches_hf_with_hooks(tiny_hf_dir):
   assert np.abs(np.where(mask, bare - ref, 0)).max() > 1e-2
 
 
+def _engine(pre, ctx, tmp_path):
+  """A 3-step engine on random data that captures every finished trial's params."""
+  spec = engine_lib.RunSpec(experiment='select', model='random', task=ctx.task,
+                            workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
+                            num_train_steps=3, eval_batch_size=16, log_every=3)
+  hooks = conftest.CaptureHooks()
+  eng = engine_lib.Engine(spec, pre.params, _data(pre, 32, 0), {'': _data(pre, 16, 1)},
+                          hooks=hooks)
+  return eng, hooks
+
+
 def test_engine_trains_only_adapters_layernorms_and_head(tmp_path):
   """Real engine steps in adapter mode, against a twin trial with learning rate 0 (same seed, so
   the same fresh adapters and head): embeddings, lower blocks and the tuned blocks' weights are
@@ -169,12 +180,7 @@ def test_engine_trains_only_adapters_layernorms_and_head(tmp_path):
   ctx = _ctx(pre)
   head, m = 2, 2
   program = select.make_program(ctx, head, m, 'adapter')
-  spec = engine_lib.RunSpec(experiment='select', model='random', task=ctx.task,
-                            workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
-                            num_train_steps=3, eval_batch_size=16, log_every=3)
-  hooks = conftest.CaptureHooks()
-  eng = engine_lib.Engine(spec, pre.params, _data(pre, 32, 0), {'': _data(pre, 16, 1)},
-                          hooks=hooks)
+  eng, hooks = _engine(pre, ctx, tmp_path)
   trials = [engine_lib.Trial(1, 0, {'lr': lr}, program, learning_rate=lr) for lr in (1e-2, 0.0)]
   assert [r['status'] for r in eng.run(trials)] == ['ok', 'ok']
   got = {t.setting['lr']: p for t, p in hooks.got.values()}
@@ -211,12 +217,7 @@ def test_tuned_block_range_under_a_higher_head(tmp_path):
   setting, program, lr, arrays = settings[0]
   assert (program.frozen_blocks, program.num_blocks) == (0, 3)
   assert arrays['block_lr'].tolist() == [1, 1, 0, 0]
-  spec = engine_lib.RunSpec(experiment='select', model='random', task=ctx.task,
-                            workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
-                            num_train_steps=3, eval_batch_size=16, log_every=3)
-  hooks = conftest.CaptureHooks()
-  eng = engine_lib.Engine(spec, pre.params, _data(pre, 32, 0), {'': _data(pre, 16, 1)},
-                          hooks=hooks)
+  eng, hooks = _engine(pre, ctx, tmp_path)
   trial = engine_lib.Trial(1, 0, setting, program, learning_rate=lr, arrays=arrays)
   assert [r['status'] for r in eng.run([trial])] == ['ok']
   (_, got), = hooks.got.values()
