@@ -11,7 +11,10 @@ mode, for the training and dev sets; the probe reads the [CLS] vector (or the me
 with `pooling=mean`) through the frozen pretrained pooler, as the authors did (`probe_pooler=False`,
 or a checkpoint without a pooler, reads the vector itself), then dropout and a linear layer.
 All (k x seeds) probes of a training size train together in one compiled, vmapped group. The
-setting records what the probe read (`pooling`, `pooler`) beside k.
+setting records what the probe read (`pooling`, `pooler`) beside k. Precomputed eval-mode features
+are a (fast) deviation from the authors' code, whose probe trains with the truncated BERT in
+train mode: `probe_dropout=True` does that (the frozen encoder runs with dropout on at every step;
+evaluation in eval mode), at the cost of an encoder forward pass per step and trial.
 
 Beware of sentence-embedding checkpoints: in the packaged all-MiniLM-L6-v2 (trained with mean
 pooling) the [CLS] vector is nearly the same for every input below the last blocks, so [CLS]
@@ -44,6 +47,10 @@ def get_config(arg=None):
   c.ks = (reinit.ALL,)            # probe the output of the first k blocks; (-1,) = 0..L
   c.probe_pooler = True            # through the frozen pretrained pooler (when the model has one)
   c.feature_batch_size = 256       # examples per forward pass when computing the frozen features
+  # False: features computed once with the frozen model in eval mode (fast). True: as the authors'
+  # code, the frozen layers run in train mode at every step, so dropout is on under the probe
+  # (a forward pass of the encoder per step).
+  c.probe_dropout = False
   # Probe steps are tiny and many (40 epochs of batch 8): log and checkpoint rarely.
   c.log_every = 2000
   c.checkpoint_every = 50000

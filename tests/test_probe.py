@@ -179,3 +179,39 @@ def test_probe_demo_reads_the_token_mean():
   from test_configs import _load
   demo = _load(f"{probe_cfg.__file__}:demo")
   assert demo.pooling == 'mean'
+
+
+def test_probe_dropout_reads_the_encoder_in_train_mode(tiny_model_dir, tmp_path):
+  """probe_dropout (the authors' probe): the same head gives the same logits as the precomputed-
+  features probe in eval mode; in train mode the frozen encoder's dropout changes the features
+  (and nothing reaches the encoder's params); a run trains every k."""
+  pre = jt.load_pretrained(str(tiny_model_dir))
+  ids, mask, types = random_batch(np.random.default_rng(0), 1000, 8, 24, pad_id=0)
+  batch = {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types}
+  c = pre.config
+  plain = probe.ProbeProgram(c.hidden_size, 2, c.hidden_dropout, c.initializer_range)
+  drop = probe.DropoutProbeProgram(c.hidden_size, 2, c.hidden_dropout, c.initializer_range,
+                                   encoder=c, pooling='mean', use_pooler=True)
+  arrays = {'layer': np.int32(2)}
+  train_p, frozen = drop.init(pre.params, arrays, jax.random.key(0))
+  assert set(frozen) == {'embeddings', 'blocks', 'pooler'}
+  feats = {'features': probe.frozen_features(pre, batch, np.arange(8), pooling='mean',
+                                             use_pooler=True, batch_size=8)}
+  np.testing.assert_allclose(drop.apply(train_p, frozen, batch, arrays),
+                             plain.apply(train_p, {}, feats, arrays), atol=1e-5)
+  a, b = (drop.apply(train_p, frozen, batch, arrays, deterministic=False, rng=jax.random.key(s))
+          for s in (1, 2))
+  assert not np.allclose(a, b, atol=1e-4)
+  grads = jax.grad(lambda f: drop.loss(train_p, f, {**batch, 'labels': np.zeros(8, np.int32)},
+                                       np.ones(8, np.float32), arrays, jax.random.key(1)))(frozen)
+  assert all(not np.asarray(g).any() for g in jax.tree.leaves(grads))
+
+  cfg = probe_cfg.get_config('demo')
+  cfg.model, cfg.cache_dir = str(tiny_model_dir), str(tmp_path / 'cache')
+  cfg.max_seq_length, cfg.num_train_steps, cfg.train_sizes, cfg.seeds = 32, 20, (100,), (1,)
+  cfg.probe_dropout = True
+  work = tmp_path / 'probe'
+  train.train_and_evaluate(cfg, str(work))
+  recs = results.read_records(work / 'trials.jsonl')
+  assert sorted(r['setting']['k'] for r in recs) == [0, 1, 2, 3]
+  assert all(r['status'] == 'ok' and 0 <= r['metrics']['accuracy'] <= 1 for r in recs)

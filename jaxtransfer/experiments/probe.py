@@ -68,6 +68,46 @@ class ProbeProgram:
     raise UserError('A probe has no encoder of its own to export: set --config.export_model=False.')
 
 
+def layer_vectors(c, params, pooler, ids, mask, types, *, pooling: str, deterministic=True,
+                  rng=None) -> jax.Array:
+  """(B, L+1, H): per hidden state the [CLS] vector or the mean over real tokens, through the
+  frozen pooler when given (dropout in the encoder when not `deterministic`)."""
+  hs = bert.hidden_states(c, params, ids, mask, types, deterministic=deterministic, rng=rng)
+  if pooling == 'mean':
+    m = mask[None, :, :, None].astype(hs.dtype)
+    v = (hs * m).sum(2) / jnp.maximum(m.sum(2), 1)
+  else:
+    v = hs[:, :, 0]
+  if pooler is not None:
+    flat = v.reshape(-1, 1, c.hidden_size)
+    v = bert.pool(c, pooler, flat).reshape(v.shape)
+  return jnp.swapaxes(v, 0, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DropoutProbeProgram(ProbeProgram):
+  """The probe as the authors' code trains it (`probe_dropout=True`): the frozen encoder runs on
+  the tokens at every step in train mode, so its dropout is on under the probe; evaluation reads
+  it in eval mode. Costs a forward pass of the encoder per step instead of precomputed features."""
+  encoder: bert.EncoderConfig | None = None
+  pooling: str = 'cls'
+  use_pooler: bool = True
+
+  def init(self, pretrained, arrays, rng):
+    frozen = {k: pretrained[k] for k in ('embeddings', 'blocks', 'pooler') if k in pretrained}
+    if not self.use_pooler:
+      frozen.pop('pooler', None)
+    return super().init(pretrained, arrays, rng)[0], frozen
+
+  def apply(self, train, frozen, batch, arrays, *, deterministic=True, rng=None):
+    v = layer_vectors(self.encoder, frozen, frozen.get('pooler'), batch['input_ids'],
+                      batch['attention_mask'], batch.get('token_type_ids'), pooling=self.pooling,
+                      deterministic=deterministic,
+                      rng=None if deterministic else jax.random.fold_in(rng, 1))
+    features = {'features': jax.lax.stop_gradient(v)}
+    return super().apply(train, frozen, features, arrays, deterministic=deterministic, rng=rng)
+
+
 def frozen_features(pre, data: dict[str, np.ndarray], rows, *, pooling: str = 'cls',
                     use_pooler: bool = True, batch_size: int = 256) -> np.ndarray:
   """(N, L+1, H) float32 features of the frozen model (rows not in `rows` stay zero).
@@ -85,16 +125,7 @@ def frozen_features(pre, data: dict[str, np.ndarray], rows, *, pooling: str = 'c
 
   @jax.jit
   def features(params, ids, mask, types):
-    hs = bert.hidden_states(c, params, ids, mask, types)  # (L+1, B, S, H)
-    if pooling == 'mean':
-      m = mask[None, :, :, None].astype(hs.dtype)
-      v = (hs * m).sum(2) / jnp.maximum(m.sum(2), 1)
-    else:
-      v = hs[:, :, 0]
-    if pooler is not None:
-      flat = v.reshape(-1, 1, c.hidden_size)
-      v = bert.pool(c, pooler, flat).reshape(v.shape)
-    return jnp.swapaxes(v, 0, 1)  # (B, L+1, H)
+    return layer_vectors(c, params, pooler, ids, mask, types, pooling=pooling)
 
   for idx, width in batching.by_length(data['attention_mask'], batch_size, rows):
     pad = np.concatenate([idx, np.repeat(idx[:1], batch_size - len(idx))])  # one batch shape
@@ -122,7 +153,11 @@ class Probe(base.Experiment):
 
   def program(self, ctx) -> ProbeProgram:
     c = ctx.pretrained.config
-    return ProbeProgram(c.hidden_size, ctx.task.num_labels, c.hidden_dropout, c.initializer_range)
+    args = (c.hidden_size, ctx.task.num_labels, c.hidden_dropout, c.initializer_range)
+    if ctx.config.get('probe_dropout', False):
+      return DropoutProbeProgram(*args, encoder=c, pooling=ctx.config.pooling,
+                                 use_pooler=self.use_pooler(ctx))
+    return ProbeProgram(*args)
 
   def use_pooler(self, ctx) -> bool:
     return bool(ctx.config.probe_pooler and ctx.pretrained.config.has_pooler)
@@ -140,13 +175,18 @@ class Probe(base.Experiment):
     return out
 
   def run_spec(self, ctx, trials):
-    # All probes of a size in one group: they are tiny, the engine's memory guess is for encoders.
     spec = super().run_spec(ctx, trials)
+    if ctx.config.get('probe_dropout', False):
+      return spec  # each probe runs the encoder: the engine's grouping for encoders
+    # All probes of a size in one group: they are tiny, the engine's memory guess is for encoders.
     return dataclasses.replace(spec, trials_per_program=spec.trials_per_program or len(trials))
 
   def engine_inputs(self, ctx, trials):
-    """The frozen model's features instead of token ids: {'features': (N, L+1, H), 'labels'}."""
+    """The frozen model's features instead of token ids: {'features': (N, L+1, H), 'labels'}
+    (with probe_dropout, the tokens and the pretrained params: features are made every step)."""
     c = ctx.config
+    if c.get('probe_dropout', False):
+      return super().engine_inputs(ctx, trials)
     train = ctx.data.train.as_dict()
     n = len(train['labels'])
     # Only the examples some trial trains on: each seed's subset (the engine's own draw).
