@@ -40,9 +40,10 @@ LoRA and BitFit defaults:
   1e-3, batch 8, 16 epochs). What trains follows that code (bias terms 'all'): every bias of the
   encoder, LayerNorm biases included, the pooler's bias (not its weight) and the classifier.
 
-`configs/select.py:authors` switches to the authors' optimizer (eps 1e-6, no clipping, fine-tuning at
-3e-4; see `authors` below). On a mean-pooling sentence encoder (the packaged MiniLM) pass
-`--config.pooling=mean`: a fresh head on its first token learns slowly (the run warns).
+`configs/select.py:authors` switches to the authors' optimizer and head init (eps 1e-6, no
+clipping, fine-tuning at 3e-4, `head_init=torch`; see `authors` below). On a mean-pooling sentence
+encoder (the packaged MiniLM) pass `--config.pooling=mean`: a fresh head on its first token learns
+slowly (the run warns).
 
 results/xie2022 (MiniLM-L6, SST-2, 1,000 examples, 3 seeds): see its README for the numbers.
 """
@@ -64,10 +65,10 @@ def demo(c):
 
 
 def authors(c):
-  """The optimizer of the authors' code (shuox20/variability-efficient-tuning): transformers.AdamW
-  defaults (eps 1e-6), no gradient clipping, and 3e-4 for fine-tuning as for adapters. Their head
-  is a PyTorch module with its default init (kaiming-uniform, nonzero biases); ours keeps BERT's
-  normal(0.02) / zero-bias head init."""
+  """The optimizer and head of the authors' code (shuox20/variability-efficient-tuning):
+  transformers.AdamW defaults (eps 1e-6), no gradient clipping, 3e-4 for fine-tuning as for
+  adapters, and their head's PyTorch default init (kaiming-uniform kernels, nonzero biases)."""
+  c.head_init = 'torch'
   c.adam_eps = 1e-6
   c.max_grad_norm = 0.0
   c.learning_rate = 3e-4
@@ -80,6 +81,7 @@ def get_config(arg=None):
   variability.add_keys(c)
   c.head = 'mlp'                    # Xie et al.'s head (RoBERTa's classification head)
   c.head_block = 'auto'             # 'auto' (lowest-ν block) or a block index 0..L-1
+  c.head_init = 'normal'            # normal (BERT's std 0.02, zero bias) or torch (nn.Linear's)
   c.auto_tolerance = 0.0            # auto: lowest block with ν ≤ (1 + tol) × min ν (0 = argmin)
   c.num_tuned_blocks = (2,)         # m: blocks ending at the head block that are tuned
   c.tuned_blocks = ''               # or a range 'a-b' tuned under a head at head_block >= b

@@ -119,6 +119,7 @@ class Program:
   dtype: str = 'float32'               # compute dtype; params stay fp32
   report_flops: bool = False           # add train_flops_fraction to the trial's metrics
   remat: bool = False                  # recompute each tuned block in the backward pass
+  head_init: str = 'normal'            # 'normal' (BERT's) | 'torch' (nn.Linear's default; mlp head)
   grads_of_frozen: bool = False        # let the backward pass reach the frozen params too (their
                                        # gradients count in the clipping norm: Lee et al.'s code)
 
@@ -251,7 +252,8 @@ class Program:
   def _head_module(self):
     c = self.encoder
     if not self.uses_pooler:
-      return MlpHead(c.hidden_size, self.num_labels, heads.classifier_dropout(c), c.initializer_range)
+      return MlpHead(c.hidden_size, self.num_labels, heads.classifier_dropout(c), c.initializer_range,
+                     torch_init=self.head_init == 'torch')
     return LinearHead(self.num_labels, heads.classifier_dropout(c), heads.classifier_std(c))
 
   def features(self, params: Params, batch, arrays, *, deterministic: bool, rng=None):

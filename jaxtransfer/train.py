@@ -54,6 +54,7 @@ def validate(config) -> None:
                       'training set (--config.train_sizes).')
   check_choices('dtype', config.dtype, ('float32', 'bfloat16'))
   check_choices('head', config.head, ('auto', 'pooler', 'mlp'))
+  check_choices('head_init', config.get('head_init', 'normal'), ('normal', 'torch'))
   check_choices('pooling', config.pooling, ('cls', 'mean'))
   check_choices('remat', config.get('remat', 'none'), ('none', 'block'))
 

@@ -370,6 +370,7 @@ def test_authors_preset_is_their_optimizer():
   cfg = optim.OptimConfig.from_config(select_cfg.get_config('authors'))
   assert (cfg.adam_eps, cfg.max_grad_norm) == (1e-6, 0.0)
   assert select_cfg.get_config('authors').learning_rate == 3e-4
+  assert select_cfg.get_config('authors').head_init == 'torch'
   grads = {'w': jnp.full((3,), 1e3)}
   tx = optim.make_tx(cfg, 1.0, 10, {'w': True}, {'w': jnp.ones(())})
   clipped = optim.make_tx(optim.OptimConfig(), 1.0, 10, {'w': True}, {'w': jnp.ones(())})
@@ -380,3 +381,24 @@ def test_authors_preset_is_their_optimizer():
     return max(float(jnp.max(x)) for x in jax.tree.leaves(st) if getattr(x, 'shape', ()) == (3,))
 
   assert moments(state) > 10 * moments(state_clipped)
+
+
+def test_torch_head_init_is_nn_linears_default():
+  """head_init=torch: kernels and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch.nn.Linear
+  (Kolmogorov-Smirnov against that uniform and against torch's own draws); normal: std 0.02, 0."""
+  import scipy.stats
+  from jaxtransfer.models import heads
+  H = 384
+  params = heads.MlpHead(H, 2, 0.1, 0.02, torch_init=True).init(
+      jax.random.key(0), jnp.zeros((1, H)))['params']
+  kernel, bias = np.asarray(params['dense']['kernel']).ravel(), np.asarray(params['dense']['bias'])
+  b = 1 / np.sqrt(H)
+  assert scipy.stats.kstest(kernel, scipy.stats.uniform(-b, 2 * b).cdf).pvalue > 1e-3
+  torch_w = torch.nn.Linear(H, H).weight.detach().numpy().ravel()
+  assert scipy.stats.ks_2samp(kernel, torch_w).pvalue > 1e-3
+  assert np.abs(bias).max() <= b and np.abs(bias).min() > 0 and bias.std() > 0.5 * b / np.sqrt(3)
+  out = np.asarray(params['out_proj']['kernel'])
+  assert np.abs(out).max() <= b and out.std() > 0.9 * b / np.sqrt(3)   # fan_in = H
+  normal = heads.MlpHead(H, 2, 0.1, 0.02).init(jax.random.key(0), jnp.zeros((1, H)))['params']
+  assert not np.asarray(normal['dense']['bias']).any()
+  np.testing.assert_allclose(np.asarray(normal['dense']['kernel']).std(), 0.02, rtol=0.02)

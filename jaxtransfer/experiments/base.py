@@ -95,7 +95,8 @@ def make_program(ctx: Context, **overrides) -> program_lib.Program:
   c = ctx.config
   kw = dict(encoder=ctx.pretrained.config, num_labels=ctx.task.num_labels,
             num_blocks=ctx.pretrained.config.num_layers, head=default_head(c, ctx.pretrained),
-            pooling=c.pooling, dtype=c.dtype, remat=c.get('remat', 'none') == 'block')
+            pooling=c.pooling, dtype=c.dtype, remat=c.get('remat', 'none') == 'block',
+            head_init=c.get('head_init', 'normal'))
   kw.update(overrides)
   return program_lib.Program(**kw)
 

@@ -31,20 +31,37 @@ Params = dict[str, Any]
 OWN_HEAD = ('distilbert', 'electra', 'deberta-v2', 'modernbert')
 
 
+def torch_linear_init(fan_in: int) -> dict:
+  """torch.nn.Linear's default init: kaiming_uniform(a=sqrt(5)) weights and uniform biases, both
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / np.sqrt(fan_in)
+  uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                     bound)
+  return {'kernel_init': uniform, 'bias_init': uniform}
+
+
 class MlpHead(nn.Module):
-  """dropout -> Linear(H,H) -> tanh -> dropout -> Linear(H,C): RoBERTa's classification head (and Xie's)."""
+  """dropout -> Linear(H,H) -> tanh -> dropout -> Linear(H,C): RoBERTa's classification head (and Xie's).
+
+  `torch_init`: PyTorch's default Linear init (Xie et al.'s head is a plain PyTorch module)
+  instead of BERT's normal(init_std) kernels and zero biases."""
   hidden: int
   num_labels: int
   dropout: float
   init_std: float
+  torch_init: bool = False
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
-    init = nn.initializers.normal(self.init_std)
+    def init(fan_in):
+      if self.torch_init:
+        return torch_linear_init(fan_in)
+      return {'kernel_init': nn.initializers.normal(self.init_std)}
+
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name='dense')(x))
+    x = jnp.tanh(nn.Dense(self.hidden, name='dense', **init(x.shape[-1]))(x))
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    return nn.Dense(self.num_labels, kernel_init=init, name='out_proj')(x)
+    return nn.Dense(self.num_labels, name='out_proj', **init(self.hidden))(x)
 
 
 class LinearHead(nn.Module):
