@@ -7,9 +7,25 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from jaxtransfer import distributed as dist
+
+
+def _without_empty(tree):
+  """Zero-size leaves (a program that trains no block still has stacked block arrays of length 0)
+  as None: orbax refuses to save them, and there is nothing in them to save."""
+  return jax.tree.map(lambda x: None if x.size == 0 else x, tree)
+
+
+def _with_empty(abstract, restored):
+  """`restored` with the zero-size leaves of `abstract` put back as empty arrays."""
+  leaves, treedef = jax.tree.flatten(abstract)
+  got = jax.tree.flatten(restored, is_leaf=lambda x: x is None)[0]
+  out = [jax.device_put(jnp.zeros(a.shape, a.dtype), a.sharding) if r is None else r
+         for a, r in zip(leaves, got)]
+  return jax.tree.unflatten(treedef, out)
 
 
 class GroupCheckpoints:
@@ -28,11 +44,11 @@ class GroupCheckpoints:
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                             abstract_state)
     restored = self.mngr.restore(self.mngr.latest_step(), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return restored['state'], restored['meta']
+        state=ocp.args.StandardRestore(_without_empty(abstract)), meta=ocp.args.JsonRestore()))
+    return _with_empty(abstract, restored['state']), restored['meta']
 
   def save(self, step: int, state, meta: dict) -> None:
-    self.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+    self.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_without_empty(state)),
                                                  meta=ocp.args.JsonSave(meta)))
     self.mngr.wait_until_finished()
 

@@ -288,3 +288,27 @@ def test_sharded_over_8_cpu_devices_matches_one_device(tiny_model_dir, tmp_path)
   assert out[8]['devices'] == 8
   for tid, acc in out[1]['acc'].items():
     assert abs(out[8]['acc'][tid] - acc) <= 1 / 85 + 1e-9
+
+
+def test_a_program_training_no_block_checkpoints_and_resumes(tiny_setup, tmp_path):
+  """Lee et al.'s "None" (head only): its stacked block state has length 0, which orbax refuses
+  to save. The checkpoint leaves those leaves out and restores them empty, and a run that
+  checkpoints every 4 steps ends where one that never checkpoints does."""
+  from jaxtransfer import checkpoints as ckpt_lib
+  pre, _ = tiny_setup
+  prog = _program(pre, frozen_blocks=pre.config.num_layers, train_embeddings=False)
+  want = _engine(tiny_setup, tmp_path / 'straight')[0].run([engine_lib.Trial(1, 50, {}, prog)])[0]
+  got = _engine(tiny_setup, tmp_path / 'periodic', checkpoint_every=4)[0].run(
+      [engine_lib.Trial(1, 50, {}, prog)])[0]
+  assert got['status'] == 'ok' and got['metrics'] == want['metrics']
+
+  state = {'blocks': {'mu': np.zeros((0, 8), np.float32)}, 'head': np.arange(6.0).reshape(2, 3),
+           'count': np.int32(7)}
+  ckpt = ckpt_lib.GroupCheckpoints(str(tmp_path / 'ckpt'), 'g1')
+  ckpt.save(4, jax.tree.map(jax.numpy.asarray, state), {'step': 4})
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  restored, meta = ckpt.restore(jax.eval_shape(lambda s: s, state), sharding)
+  ckpt.close()
+  assert meta['step'] == 4 and jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    assert a.shape == b.shape and np.array_equal(np.asarray(a), b)
