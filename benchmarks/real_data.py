@@ -145,7 +145,7 @@ def run_jaxtransfer(args) -> dict:
     if proc.returncode:
       raise SystemExit(f'jaxtransfer failed:\n{proc.stderr[-3000:]}')
     recs = [json.loads(line) for line in open(f'{tmp}/work/trials.jsonl')]
-  log = [l for l in proc.stderr.splitlines() if 'Length buckets' in l or 'Compiled' in l]
+  log = [l for l in proc.stderr.splitlines() if 'Length buckets' in l or 'Packing' in l or 'Compiled' in l]
   return {'process_s': wall, 'accuracy': [r['metrics']['accuracy'] for r in recs],
           'compile_s': sum({r['group']: r['compile_s'] for r in recs}.values()),
           'groups': len({r['group'] for r in recs}), 'log': log[:6]}

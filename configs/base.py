@@ -53,7 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.select_best = False            # report the best periodic evaluation (by the task's metric)
   # Running.
   c.trials_per_program = 0         # trials per compiled group; 0 = 1 on CPU, else as many as fit
-  c.pad_to_multiple_of = 16        # each step padded to its longest row, rounded up; 0 = full width
+  c.pack_sequences = True          # a step's examples end to end in rows as wide as the longest
+                                   # example (same outputs, ~2x fewer tokens computed on GLUE)
+  c.pad_to_multiple_of = 16        # row width (packed) or each step's width (not packed): the
+                                   # longest row, rounded up; 0 = full width
   c.group_by_length = False        # HF's length-grouped sampling (changes the data order)
   c.log_every = 20                 # steps between log lines / progress updates
   c.checkpoint_every = 500         # steps between checkpoints of the group in flight (and SIGTERM)

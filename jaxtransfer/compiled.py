@@ -2,8 +2,9 @@
 with explicit shardings (trials sharded over every device, shared data replicated) and donation.
 
 One `GroupFunctions` per (program, step count). Token batches are cut to a static width per call
-(length buckets, see batching.py): the training chunk is compiled ahead of time once per (trial
-count, width), so compile time is measured apart and `memory_analysis()` is available.
+(length buckets, see batching.py) or packed into a static `packing.Layout`: the training chunk is
+compiled ahead of time once per (trial count, width or layout), so compile time is measured apart
+and `memory_analysis()` is available.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtransfer import distributed as dist
+from jaxtransfer import packing
 from jaxtransfer import step as step_lib
 
 # Running sums the training loop keeps per trial between log lines.
@@ -43,16 +45,27 @@ def take_rows(data, idx, width: int | None):
   return {k: (a[idx][:, :width] if width and a.ndim == 2 else a[idx]) for k, a in data.items()}
 
 
+def step_batch(data, arrays, i, layout):
+  """Step i's batch of one trial: its rows of the training data, cut to a width, or packed by the
+  trial's plan (`pack_row`/`pack_col`) into `layout`."""
+  idx = arrays['batch_idx'][i]
+  if isinstance(layout, packing.Layout):
+    rows = take_rows(data, idx, layout.width)
+    return packing.pack(rows, arrays['pack_row'][i], arrays['pack_col'][i], layout.rows)
+  return take_rows(data, idx, layout)
+
+
 def train_chunk_trial(step: step_lib.Step, state, frozen_shared, arrays, data, start, stop, reset,
-                      width: int | None):
+                      layout):
   """Steps [start, stop) of one trial in a device-side loop; batches are gathered on device from
-  the replicated training data by the trial's `batch_idx`. The running sums start over when
-  `reset`; non-finite losses are recorded (the first bad step), not summed."""
+  the replicated training data by the trial's `batch_idx` (`layout`: see `step_batch`). The
+  running sums start over when `reset`; non-finite losses are recorded (the first bad step), not
+  summed."""
   frozen = _frozen(state, frozen_shared)
 
   def body(i, st):
-    idx, w = arrays['batch_idx'][i], arrays['batch_w'][i]
-    batch = take_rows(data, idx, width)
+    w = arrays['batch_w'][i]
+    batch = step_batch(data, arrays, i, layout)
     new, m = step_lib.train_step(step, st, frozen, batch, w, arrays, i)
     finite = jnp.isfinite(m['loss'])
     return {**new,
@@ -78,9 +91,9 @@ class GroupFunctions:
                         out_shardings=trial)
     self.shared_frozen = jax.jit(lambda p: step_lib.shared_frozen(program, p), out_shardings=rep)
 
-    def train(state, frozen_shared, arrays, data, start, stop, reset, width):
+    def train(state, frozen_shared, arrays, data, start, stop, reset, layout):
       one = lambda s, a: train_chunk_trial(step, s, frozen_shared, a, data, start, stop, reset,
-                                           width)
+                                           layout)
       return jax.vmap(one)(state, arrays)
 
     self.train = jax.jit(train, static_argnums=(7,), donate_argnums=(0,),
@@ -100,12 +113,13 @@ class GroupFunctions:
         in_shardings=(trial, rep, trial), out_shardings=trial)
     self._train_compiled: dict[tuple, Any] = {}
 
-  def compiled_train(self, state, frozen_shared, arrays, data, width: int | None):
-    """(executable, newly compiled?) of the training chunk for this trial count and width."""
-    key = (jax.tree.leaves(arrays)[0].shape[0], width)
+  def compiled_train(self, state, frozen_shared, arrays, data, layout):
+    """(executable, newly compiled?) of the training chunk for this trial count and layout (a
+    width, None for the data's, or a packing.Layout)."""
+    key = (jax.tree.leaves(arrays)[0].shape[0], layout)
     if key in self._train_compiled:
       return self._train_compiled[key], False
     exe = self.train.lower(state, frozen_shared, arrays, data, jnp.int32(0), jnp.int32(1),
-                           jnp.bool_(True), width).compile()
+                           jnp.bool_(True), layout).compile()
     self._train_compiled[key] = exe
     return exe, True

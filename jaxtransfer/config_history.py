@@ -29,6 +29,9 @@ RUN_ONLY = frozenset({'log_every', 'checkpoint_every', 'trials_per_program', 'ex
                       'eval_batch_size', 'feature_batch_size', 'cache_dir', 'probe_dir',
                       'allow_mixed'})
 SWEEP = frozenset({'seeds', 'train_sizes'})
+# Keys added since that change a trial's result, with the behaviour a config without them had:
+# an earlier config is compared as if it held these values.
+ADDED = {'pack_sequences': False}
 
 Config = dict[str, Any]
 
@@ -87,10 +90,17 @@ def _show(value) -> str:
   return text if len(text) <= 40 else text[:37] + '...'
 
 
+def with_added(before: Config, after: Config) -> Config:
+  """`before` with the ADDED keys it lacks (and `after` has) at the value its run had."""
+  return {**{k: v for k, v in ADDED.items() if k in after}, **before}
+
+
 def changed_keys(before: Config, after: Config, ignore: Iterable[str] = ()) -> list[str]:
   """Keys whose values differ. A key `before` lacks is a knob added to jaxtransfer since, so the
-  earlier run had its default: not a difference."""
+  earlier run had its default: not a difference (unless ADDED says the earlier behaviour was
+  another value)."""
   skip = RUN_ONLY | SWEEP | set(ignore)
+  before = with_added(before, after)
   return sorted(k for k in set(before) - skip if before[k] != after.get(k))
 
 
@@ -102,6 +112,7 @@ def check(config, workdir: str, sweep_keys: Iterable[str] = ()) -> None:
     return
   diffs = {}
   for values in bound_configs(workdir).values():
+    values = with_added(values, now)
     for k in changed_keys(values, now, sweep_keys):
       diffs.setdefault(k, (values.get(k), now.get(k)))
   if not diffs:

@@ -8,8 +8,10 @@ group, so a re-run of the same command skips them and resumes the group in fligh
 checkpoint. A study adds per-trial metrics and side files through `TrialHooks`.
 
 A group runs in four phases: restore-or-init, the training loop (progress, TensorBoard, periodic
-evals, checkpoints), the final evaluation, and the records. Each step's batch is padded only to the
-length bucket covering its longest row (batching.py), with one compiled step per width. The loop
+evals, checkpoints), the final evaluation, and the records. Each step's examples are packed end to
+end into a few rows (packing.py; `pack_sequences`), one compiled step per group; or, for programs
+that cannot read packed rows and with `pack_sequences=False`, each batch is padded only to the
+length bucket covering its longest row (batching.py), one compiled step per width. The loop
 runs in chunks of at most ~half a second (or one step, when a step takes longer), so SIGINT or
 SIGTERM checkpoints the group within one step and the run ends with `Preempted`.
 """
@@ -32,6 +34,7 @@ from jax.experimental import multihost_utils
 from jaxtransfer import batching
 from jaxtransfer import distributed as dist
 from jaxtransfer import outcomes
+from jaxtransfer import packing
 from jaxtransfer import results
 from jaxtransfer import step as step_lib
 from jaxtransfer import trials as trials_lib
@@ -66,6 +69,7 @@ class _GroupRun:
   compile_s: float = 0.0
   last_loss: np.ndarray | None = None
   widths: np.ndarray | None = None  # padded width of every step (None: no token data)
+  layout: packing.Layout | None = None  # the packed shape of every step (instead of widths)
   t0: float = 0.0
 
   @property
@@ -231,15 +235,16 @@ class Engine:
     """Restore the group's last checkpoint, or build every trial's state from the pretrained."""
     fns = self.functions(group)
     arrays_np = self.group_arrays(group)
+    layout = self._pack(group, arrays_np)  # adds the packing plan to arrays_np
     pretrained = self.on_device('pretrained', lambda: self.pretrained)
     run = _GroupRun(
         group, fns, arrays_np, dist.put(arrays_np, dist.trial_sharding(self.mesh)),
         fns.shared_frozen(pretrained) if group.program.shares_frozen else {},
         self._checkpoints(group),
         TrialWriters(os.path.join(self.spec.workdir, 'tensorboard'), group.trials)
-        if dist.is_main() else None, t0=time.time())
+        if dist.is_main() else None, layout=layout, t0=time.time())
     run.meta['wall_s'] = 0.0
-    if self._lengths is not None:
+    if self._lengths is not None and layout is None:
       n, width = len(group.trials), self.train_data['input_ids'].shape[1]
       run.widths, efficiency = batching.step_widths(
           self._lengths, arrays_np['batch_idx'][:n], arrays_np['batch_w'][:n],
@@ -256,6 +261,28 @@ class Engine:
       run.state = fns.init(pretrained, run.arrays)
     return run
 
+  def _pack(self, group: Group, arrays_np: Arrays) -> packing.Layout | None:
+    """The group's packed step shape, with each trial's plan added to `arrays_np` (`pack_row`,
+    `pack_col`); None when the data has no tokens, packing is off or the program cannot read
+    packed rows. Rows are as wide as the longest training example (rounded up to a multiple of
+    `pad_to_multiple_of`), and as many as the fullest step of any trial needs."""
+    if (self._lengths is None or not self.spec.pack_sequences
+        or not getattr(group.program, 'supports_packing', False)):
+      return None
+    full = self.train_data['input_ids'].shape[1]
+    width = batching.bucket_width(int(self._lengths.max()), self.spec.pad_to_multiple_of or full,
+                                  full)
+    row, col, rows = packing.plan(self._lengths, arrays_np['batch_idx'], arrays_np['batch_w'],
+                                  width)
+    arrays_np.update(pack_row=row, pack_col=col)
+    layout = packing.Layout(width, rows)
+    n = len(group.trials)
+    logging.info('Packing: %d rows x %d tokens per step (%.1f examples per row); %.0f%% of the '
+                 'computed tokens are real.', rows, width, self.spec.batch_size / rows,
+                 100 * packing.efficiency(self._lengths, arrays_np['batch_idx'],
+                                          arrays_np['batch_w'], layout, n))
+    return layout
+
   def _wall(self, run: _GroupRun) -> float:
     """Seconds this group has run, over every attempt (a resumed group adds its earlier ones)."""
     return run.meta.get('wall_s', 0.0) + time.time() - run.t0
@@ -267,8 +294,8 @@ class Engine:
     step, step_s, since_log = run.start, None, []
     while step < run.group.steps:
       stop = self._next_stop(run, step, step_s)
-      width = None if run.widths is None else int(run.widths[step])
-      exe = self._train_executable(run, data, width)
+      layout = run.layout or (None if run.widths is None else int(run.widths[step]))
+      exe = self._train_executable(run, data, layout)
       ts = time.time()
       run.state = exe(run.state, run.frozen_shared, run.arrays, data, jnp.int32(step),
                       jnp.int32(stop), jnp.bool_(not since_log))
@@ -285,9 +312,9 @@ class Engine:
       self._after_chunk(run, step)
     run.ckpt.close()
 
-  def _train_executable(self, run: _GroupRun, data, width: int | None):
+  def _train_executable(self, run: _GroupRun, data, layout):
     tc = time.time()
-    exe, fresh = run.fns.compiled_train(run.state, run.frozen_shared, run.arrays, data, width)
+    exe, fresh = run.fns.compiled_train(run.state, run.frozen_shared, run.arrays, data, layout)
     if fresh:
       first = not run.compile_s
       run.compile_s += time.time() - tc
@@ -295,7 +322,7 @@ class Engine:
         logging.info('Compiled the training step for %d trials in %.1f s.',
                      run.arrays_np['seed'].shape[0], time.time() - tc)
       else:
-        logging.info('Compiled width %s in %.1f s.', width, time.time() - tc)
+        logging.info('Compiled width %s in %.1f s.', layout, time.time() - tc)
     return exe
 
   def _after_chunk(self, run: _GroupRun, step: int) -> None:

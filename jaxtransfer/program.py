@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtransfer import interventions as iv
+from jaxtransfer import packing
 from jaxtransfer.models import bert
 from jaxtransfer.models import heads
 from jaxtransfer.models import lora as lora_lib
@@ -56,6 +57,7 @@ class ProgramLike(Protocol):
   """What the engine and `step.py` call on a program (static and hashable: one compiled group)."""
   shares_frozen: bool   # frozen params identical across trials (broadcast, not copied per trial)
   is_regression: bool
+  supports_packing: bool  # apply/loss take packed batches (packing.py) as well as padded ones
 
   def defaults(self) -> dict[str, np.ndarray]:
     """Per-trial arrays the program reads, with their neutral values."""
@@ -134,6 +136,9 @@ class Program:
   @property
   def is_regression(self) -> bool:
     return self.num_labels == 1
+
+  # Every op is per token except attention and pooling, which read packed batches' segments.
+  supports_packing = True
 
   @property
   def compute_dtype(self):
@@ -257,12 +262,14 @@ class Program:
     return LinearHead(self.num_labels, heads.classifier_dropout(c), heads.classifier_std(c))
 
   def features(self, params: Params, batch, arrays, *, deterministic: bool, rng=None):
-    """The encoder up to block n: last hidden state (B, S, H)."""
+    """The encoder up to block n: last hidden state (B, S, H) (packed: (rows, width, H))."""
     c, f, n, dt = self.encoder, self.frozen_blocks, self.num_blocks, self.compute_dtype
     ids, mask = batch['input_ids'], batch['attention_mask']
     kw = dict(deterministic=deterministic, rng=rng, dtype=dt)
-    x = bert.embed(c, params['embeddings'], ids, batch.get('token_type_ids'), **kw)
+    x = bert.embed(c, params['embeddings'], ids, batch.get('token_type_ids'),
+                   position_ids=batch.get('position_ids'), **kw)
     kw['embeddings'] = params['embeddings']  # DeBERTa's blocks read its relative position table
+    kw['segment_ids'] = batch.get('segment_ids')
     if f:
       x = bert.apply_blocks(c, params['blocks_frozen'], x, mask, first_index=0, **kw)
     if n > f:
@@ -286,7 +293,9 @@ class Program:
     """Logits (B, C), or regression values (B, 1)."""
     params = merge(train, frozen)
     x = self.features(params, batch, arrays, deterministic=deterministic, rng=rng)
-    if self.pooling == 'mean':
+    if packing.is_packed(batch):
+      pooled = packing.pool(x, batch, self.pooling, batch['labels'].shape[0])
+    elif self.pooling == 'mean':
       m = batch['attention_mask'][..., None].astype(x.dtype)
       pooled = (x * m).sum(1) / jnp.maximum(m.sum(1), 1)
     else:

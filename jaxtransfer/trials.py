@@ -48,13 +48,14 @@ class RunSpec:
   checkpoint_dir: str = ''      # '' = <workdir>/checkpoints (a remote workdir checkpoints remotely)
   pad_to_multiple_of: int = 16  # each step's batch padded to a multiple of this; 0 = the data's width
   group_by_length: bool = False  # HF's length-grouped sampling (batches of similar lengths)
+  pack_sequences: bool = True   # a step's examples packed end to end in rows (packing.py)
   config_hash: str = ''         # of the run's resolved config (config_history.jsonl), per record
 
   @classmethod
   def from_config(cls, config, task: TaskSpec, workdir: str, **overrides) -> RunSpec:
     keys = ('experiment', 'model', 'batch_size', 'learning_rate', 'num_epochs', 'num_train_steps',
             'eval_batch_size', 'eval_every', 'select_best', 'log_every', 'checkpoint_every',
-            'trials_per_program', 'pad_to_multiple_of', 'group_by_length')
+            'trials_per_program', 'pad_to_multiple_of', 'group_by_length', 'pack_sequences')
     kw = {k: config[k] for k in keys if k in config}
     kw.update(task=task, workdir=workdir, optim=optim.OptimConfig.from_config(config))
     kw.update(overrides)

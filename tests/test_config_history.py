@@ -103,3 +103,44 @@ def test_checkpointed_group_in_flight_binds_the_config(tmp_path):
   (tmp_path / 'checkpoints' / 'g123').mkdir(parents=True)
   with pytest.raises(UserError, match='checkpointed group in flight'):
     config_history.check(_config(learning_rate=1e-3), str(tmp_path))
+
+
+def test_a_workdir_from_before_packing_resumes_only_unpacked(tmp_path):
+  """Its trials trained padded: packing would change their dropout masks, so a packed re-run is
+  drift, and `pack_sequences=False` resumes it as it was made."""
+  old = config_history.resolved(_config())
+  del old['pack_sequences']
+  h = config_history.config_hash(old)
+  (tmp_path / config_history.HISTORY).write_text(json.dumps({'config_hash': h, 'config': old}) + '\n')
+  results.append_records(tmp_path / 'trials.jsonl', [
+      {'trial_id': 'nfull-s1', 'seed': 1, 'setting': {}, 'status': 'ok', 'metrics': {},
+       'config_hash': h}])
+  with pytest.raises(UserError, match='pack_sequences: false -> true'):
+    config_history.check(_config(), str(tmp_path))
+  config_history.check(_config(pack_sequences=False), str(tmp_path))
+
+
+def test_rerun_config_reproduces_a_finished_trial(tiny_model_dir, tmp_path):
+  """configs/rerun.py:<workdir> re-runs a trial from its config.json to the same record."""
+  first = _tiny_run(tiny_model_dir, tmp_path / 'a', '--config.seeds=(3,)')
+  assert first.returncode == 0, first.stderr[-3000:]
+  again = run_main(f'--config=configs/rerun.py:{tmp_path / "a"}', f'--workdir={tmp_path / "b"}')
+  assert again.returncode == 0, again.stderr[-3000:]
+  a, = results.read_records(tmp_path / 'a' / 'trials.jsonl')
+  b, = results.read_records(tmp_path / 'b' / 'trials.jsonl')
+  assert a['trial_id'] == b['trial_id'] and a['config_hash'] == b['config_hash']
+  assert a['metrics'] == b['metrics']
+  missing = run_main(f'--config=configs/rerun.py:{tmp_path / "nothing"}', f'--workdir={tmp_path / "c"}')
+  assert_bad_input(missing, 'config.json does not exist', 'configs/rerun.py:results/')
+
+
+def test_rerun_config_of_a_workdir_from_before_packing():
+  from configs import rerun
+  import tempfile
+  old = config_history.resolved(_config(seeds=(4, 5)))
+  del old['pack_sequences']
+  with tempfile.TemporaryDirectory() as d:
+    with open(f'{d}/config.json', 'w') as f:
+      json.dump(old, f)
+    c = rerun.get_config(d)
+  assert c.pack_sequences is False and c.seeds == (4, 5) and c.experiment == 'finetune'

@@ -9,8 +9,11 @@ import pytest
 import conftest
 import jaxtransfer as jt
 from jaxtransfer import data as data_lib
+from jaxtransfer import batching
+from jaxtransfer import compiled
 from jaxtransfer import engine as engine_lib
 from jaxtransfer import optim
+from jaxtransfer import packing
 from jaxtransfer import program as program_lib
 from jaxtransfer import step as step_lib
 from jaxtransfer import trials as trials_lib
@@ -25,7 +28,8 @@ def setup(tiny_model_dir, tmp_path_factory):
   return pre, task_data
 
 
-def test_engine_trial_equals_a_python_loop_over_train_step(setup, tmp_path):
+@pytest.mark.parametrize('pack', [True, False])
+def test_engine_trial_equals_a_python_loop_over_train_step(setup, tmp_path, pack):
   pre, task_data = setup
   program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers,
                                 frozen_blocks=1, train_embeddings=False)
@@ -33,7 +37,8 @@ def test_engine_trial_equals_a_python_loop_over_train_step(setup, tmp_path):
   steps, batch_size, lr = 7, 8, 2e-3
   spec = engine_lib.RunSpec(experiment='test', model='tiny', task=task_data.task,
                             workdir=str(tmp_path), batch_size=batch_size, learning_rate=lr,
-                            num_train_steps=steps, optim=cfg, log_every=3, checkpoint_every=0)
+                            num_train_steps=steps, optim=cfg, log_every=3, checkpoint_every=0,
+                            pack_sequences=pack)
   hooks = conftest.CaptureHooks()
   train = task_data.train.as_dict()
   eng = engine_lib.Engine(spec, pre.params, train, {k: v.as_dict() for k, v in task_data.dev.items()}, hooks=hooks)
@@ -48,8 +53,13 @@ def test_engine_trial_equals_a_python_loop_over_train_step(setup, tmp_path):
   step = step_lib.Step(program, cfg, steps)
   state, frozen = jax.jit(lambda p: step_lib.init_state(step, p, arrays))(pre.params)
   one = jax.jit(lambda st, b, w, i: step_lib.train_step(step, st, frozen, b, w, arrays, i))
+  lengths = train['attention_mask'].sum(1)
+  width = batching.bucket_width(int(lengths.max()), 16, data['input_ids'].shape[1])
+  row, col, rows = packing.plan(lengths, idx[None], w[None], width)
   for i in range(steps):
     batch = jax.tree.map(lambda a: a[idx[i]], data)
+    if pack:  # the examples end to end in rows, as the engine does by default
+      batch = packing.pack(compiled.take_rows(data, idx[i], width), row[0, i], col[0, i], rows)
     state, metrics = one(state, batch, jnp.asarray(w[i]), i)
     assert np.isfinite(float(metrics['loss']))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),

@@ -36,6 +36,7 @@ class ProbeProgram:
   init_std: float = 0.02
 
   shares_frozen = True
+  supports_packing = False  # its batches are feature vectors (or, with dropout, whole rows)
   is_regression = program_lib.Program.is_regression
   decays = staticmethod(program_lib.Program.decays)
   loss = program_lib.Program.loss  # CE (or MSE) of self.apply, weighted over the batch

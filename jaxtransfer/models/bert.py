@@ -75,7 +75,8 @@ class Embeddings(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, input_ids, token_type_ids, deterministic: bool = True, attention_mask=None):
+  def __call__(self, input_ids, token_type_ids, deterministic: bool = True, attention_mask=None,
+               position_ids=None):
     c = self.config
     init = nn.initializers.normal(c.initializer_range)
     width = c.embedding_width
@@ -83,7 +84,11 @@ class Embeddings(nn.Module):
                                               param_dtype=jnp.float32)
     x = embed(c.vocab_size, 'word_embeddings')(input_ids)
     if c.absolute_positions:
-      if c.model_type == 'roberta':
+      if position_ids is not None:
+        # Packed rows (packing.py): each example's positions restart at 0 (fairseq's after the
+        # padding index).
+        positions = position_ids + (c.pad_token_id + 1 if c.model_type == 'roberta' else 0)
+      elif c.model_type == 'roberta':
         # fairseq positions: count real tokens, starting after the padding index; padding keeps it.
         real = (input_ids != c.pad_token_id).astype(jnp.int32)
         positions = jnp.cumsum(real, axis=1) * real + c.pad_token_id
@@ -111,20 +116,25 @@ class Embeddings(nn.Module):
 SHARED_EMBEDDINGS = ('rel_embeddings', 'rel_embeddings_norm', 'final_norm')
 
 
-def attention_bias(attention_mask) -> jax.Array:
-  """Additive (B, 1, 1, S) bias: 0 for real tokens, a large negative number for padding."""
+def attention_bias(attention_mask, segment_ids=None) -> jax.Array:
+  """Additive (B, 1, 1, S) bias: 0 for real tokens, a large negative number for padding. With
+  `segment_ids` (packed rows, packing.py), (B, 1, S, S): a token sees only its own segment's."""
+  if segment_ids is not None:
+    same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, None, :] > 0)
+    return jnp.where(same[:, None], 0.0, jnp.finfo(jnp.float32).min)
   return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
 
 
 def embed(config: EncoderConfig, params: Params, input_ids, token_type_ids=None, *,
-          attention_mask=None, deterministic: bool = True, rng=None, dtype=jnp.float32) -> jax.Array:
+          attention_mask=None, position_ids=None, deterministic: bool = True, rng=None,
+          dtype=jnp.float32) -> jax.Array:
   if token_type_ids is None:
     token_type_ids = jnp.zeros_like(input_ids)
   # Blocks fold in their index (0..L-1); the embeddings take a key no block index can reach.
   rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, 2**31 - 1)}
   own = {k: v for k, v in params.items() if k not in SHARED_EMBEDDINGS}
   return Embeddings(config, dtype).apply({'params': own}, input_ids, token_type_ids,
-                                         deterministic, attention_mask, rngs=rngs)
+                                         deterministic, attention_mask, position_ids, rngs=rngs)
 
 
 def relative_embeddings(config: EncoderConfig, embeddings: Params | None):
@@ -150,7 +160,8 @@ def final_norm(config: EncoderConfig, embeddings: Params, x, dtype=jnp.float32):
 def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, first_index: int = 0,
                  deterministic: bool = True, rng=None, adapter_size: int = 0,
                  dtype=jnp.float32, collect: bool = False, remat: bool = False,
-                 embeddings: Params | None = None, lora: lora_lib.Lora | None = None):
+                 embeddings: Params | None = None, lora: lora_lib.Lora | None = None,
+                 segment_ids=None):
   """Runs the stacked `blocks` (leading axis n) over x with one lax.scan.
 
   `first_index` is the global index of blocks[0]: dropout keys are folded from it, so a block draws
@@ -158,13 +169,14 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
   per-position behaviour (ModernBERT's global/local layers) is selected by it too.
   `embeddings` are needed by families whose blocks read a shared table (DeBERTa-v2's relative
   positions). `lora`: the blocks also hold `lora` factors, added to their target matrices.
+  `segment_ids`: x holds packed rows (packing.py); attention stays within each segment.
   `remat` keeps only each block's input for the backward pass and recomputes the block there
   (one more forward pass, ~1/3 more compute, for activation memory of one (B, S, H) per block
   instead of ~16 plus the attention maps); the dropout masks are recomputed identically.
   Returns the final hidden state, and with `collect` also every block's output (n, B, S, H).
   """
   n = jax.tree.leaves(blocks)[0].shape[0]
-  bias = attention_bias(attention_mask)
+  bias = attention_bias(attention_mask, segment_ids)
   rel = relative_embeddings(config, embeddings)
   module = block_module(config)(config, adapter_size, dtype, lora)
 

@@ -1,0 +1,154 @@
+"""Sequence packing: the packed step computes what the padded one does, in every encoder family.
+
+The reference is the padded forward pass (itself tested against HF PyTorch in test_models.py and
+test_families.py): the same params, the same examples, dropout off, logits and gradients equal.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import transformers
+
+import conftest
+from jaxtransfer import compiled
+from jaxtransfer import engine as engine_lib
+from jaxtransfer import packing
+from jaxtransfer import program as program_lib
+from jaxtransfer.models import bert
+
+_BERTLIKE = dict(vocab_size=50, pad_token_id=1, max_position_embeddings=48, hidden_size=32,
+                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+FAMILIES = {
+    'bert': lambda: transformers.BertConfig(**_BERTLIKE),
+    'roberta': lambda: transformers.RobertaConfig(**_BERTLIKE, type_vocab_size=1),
+    'distilbert': lambda: transformers.DistilBertConfig(
+        vocab_size=50, pad_token_id=1, max_position_embeddings=48, dim=32, n_layers=2, n_heads=4,
+        hidden_dim=64),
+    'electra': lambda: transformers.ElectraConfig(**_BERTLIKE, embedding_size=16),
+    'deberta-v3': lambda: transformers.DebertaV2Config(
+        **_BERTLIKE, relative_attention=True, pos_att_type='p2c|c2p', position_buckets=8,
+        max_relative_positions=32, share_att_key=True, norm_rel_ebd='layer_norm',
+        position_biased_input=False, type_vocab_size=0),
+    'modernbert': lambda: transformers.ModernBertConfig(
+        **_BERTLIKE, local_attention=4, global_attn_every_n_layers=2, bos_token_id=2,
+        eos_token_id=3, cls_token_id=2, sep_token_id=3),
+}
+
+
+def test_plan_step_first_fit_decreasing():
+  lengths = np.array([5, 9, 3, 7, 2, 4])
+  weights = np.array([1, 1, 1, 1, 1, 0], np.float32)  # the last is an epoch's padding
+  row, col = packing.plan_step(lengths, weights, width=10)
+  assert row[5] == -1
+  # Decreasing: 9 -> row 0; 7 -> row 1; 5 -> row 2; 3 -> row 1 (7+3); 2 -> row 2 (5+2).
+  np.testing.assert_array_equal(row[:5], [2, 0, 1, 1, 2])
+  np.testing.assert_array_equal(col[:5], [0, 0, 7, 0, 5])
+  for r in range(3):  # every row holds its examples end to end, within the width
+    spans = sorted((col[b], col[b] + lengths[b]) for b in range(5) if row[b] == r)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1] <= 10
+
+
+def _batch(rng, n, seq, vocab, pad_id, types):
+  ids, mask, tt = conftest.random_batch(rng, vocab, n, seq, pad_id, first_id=4)
+  out = {'input_ids': ids, 'attention_mask': mask,
+         'labels': rng.integers(0, 3, n).astype(np.int32)}
+  if types:
+    out['token_type_ids'] = tt
+  return out
+
+
+def _packed(batch, width):
+  lengths = batch['attention_mask'].sum(1)
+  row, col = packing.plan_step(lengths, np.ones(len(lengths)), width)
+  rows = int(row.max()) + 1
+  assert rows < len(lengths)  # really packed
+  return packing.pack(jax.tree.map(jnp.asarray, batch), jnp.asarray(row), jnp.asarray(col), rows)
+
+
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+@pytest.mark.parametrize('pooling', ['cls', 'mean'])
+def test_packed_logits_and_gradients_equal_padded(family, pooling):
+  config = bert.EncoderConfig.from_hf(FAMILIES[family]().to_dict(), has_pooler=family == 'bert')
+  pretrained = bert.init_params(config, jax.random.key(0))
+  program = program_lib.Program(encoder=config, num_labels=3, num_blocks=config.num_layers,
+                                frozen_blocks=1 if family == 'electra' else 0, pooling=pooling,
+                                head='pooler' if family == 'bert' else 'mlp')
+  arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
+  train, frozen = program.init(pretrained, arrays, jax.random.key(1))
+  rng = np.random.default_rng(0)
+  batch = _batch(rng, 8, 24, 50, 1, config.type_vocab_size > 0)
+  packed = _packed(batch, 24)
+
+  def loss(tr, b):
+    logits = program.apply(tr, frozen, b, arrays, deterministic=True)
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), b['labels'][:, None], 1).mean(), logits
+
+  (l_pad, logits_pad), g_pad = jax.value_and_grad(loss, has_aux=True)(train, batch)
+  (l_pack, logits_pack), g_pack = jax.value_and_grad(loss, has_aux=True)(train, packed)
+  np.testing.assert_allclose(logits_pack, logits_pad, atol=2e-5, rtol=1e-4)
+  np.testing.assert_allclose(l_pack, l_pad, atol=1e-6, rtol=1e-5)
+  chex.assert_trees_all_close(g_pack, g_pad, atol=2e-5, rtol=1e-3)
+
+
+def test_pack_layout_and_padding_examples():
+  rng = np.random.default_rng(1)
+  batch = _batch(rng, 6, 12, 50, 1, True)
+  lengths = batch['attention_mask'].sum(1)
+  row, col = packing.plan_step(lengths, np.array([1, 1, 1, 1, 1, 0]), 12)
+  out = jax.tree.map(np.asarray, packing.pack(jax.tree.map(jnp.asarray, batch), jnp.asarray(row),
+                                               jnp.asarray(col), int(row.max()) + 1))
+  for b in range(5):
+    span = slice(col[b], col[b] + lengths[b])
+    np.testing.assert_array_equal(out['input_ids'][row[b], span], batch['input_ids'][b, :lengths[b]])
+    np.testing.assert_array_equal(out['token_type_ids'][row[b], span],
+                                  batch['token_type_ids'][b, :lengths[b]])
+    np.testing.assert_array_equal(out['position_ids'][row[b], span], np.arange(lengths[b]))
+    assert (out['segment_ids'][row[b], span] == b + 1).all()
+  assert not (out['segment_ids'] == 6).any()  # the padding example is nowhere
+  assert out['attention_mask'].sum() == lengths[:5].sum()
+  np.testing.assert_array_equal(out['labels'], batch['labels'])
+
+
+def test_engine_packs_by_default_and_trains_like_padding_without_dropout(tmp_path):
+  """With every dropout at 0 a packed run and a padded run of the same trial end at the same
+  params; packing computes fewer tokens (one compiled step per group)."""
+  import jaxtransfer as jt
+  from jaxtransfer import data as data_lib
+  model = conftest.make_tiny_model_dir(tmp_path / 'model', dropout=0.0)
+  pre = jt.load_pretrained(str(model))
+  task = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32,
+                                 cache_dir=str(tmp_path / 'cache'))
+  prog = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers,
+                             pooling='mean')
+  got = {}
+  for pack in (True, False):
+    spec = engine_lib.RunSpec(experiment='t', model='tiny', task=task.task,
+                              workdir=str(tmp_path / f'w{pack}'), batch_size=8, learning_rate=1e-3,
+                              num_train_steps=10, checkpoint_every=0, pack_sequences=pack)
+    hooks = conftest.CaptureHooks()
+    eng = engine_lib.Engine(spec, pre.params, task.train.as_dict(),
+                            {k: v.as_dict() for k, v in task.dev.items()}, hooks=hooks)
+    rec, = eng.run([engine_lib.Trial(1, 64, {}, prog)])
+    fns = next(iter(eng._functions.values()))
+    got[pack] = rec, hooks.got[rec['trial_id']][1].train, list(fns._train_compiled)
+  (r_pack, p_pack, k_pack), (r_pad, p_pad, k_pad) = got[True], got[False]
+  chex.assert_trees_all_close(p_pack, p_pad, atol=2e-5, rtol=1e-4)
+  assert r_pack['metrics']['accuracy'] == r_pad['metrics']['accuracy']
+  assert len(k_pack) == 1 and isinstance(k_pack[0][1], packing.Layout)
+  assert all(isinstance(k[1], int) for k in k_pad)
+  layout = k_pack[0][1]
+  assert layout.rows < 8  # 8 examples of the demo set in fewer rows
+
+
+def test_step_batch_cuts_or_packs():
+  data = {'input_ids': jnp.arange(24).reshape(4, 6), 'labels': jnp.arange(4),
+          'attention_mask': jnp.array([[1] * 3 + [0] * 3, [1] * 2 + [0] * 4, [1] * 6, [1] + [0] * 5])}
+  arrays = {'batch_idx': jnp.array([[0, 1, 3]]), 'pack_row': jnp.array([[0, 0, 0]]),
+            'pack_col': jnp.array([[0, 3, 5]])}
+  cut = compiled.step_batch(data, arrays, 0, 4)
+  assert cut['input_ids'].shape == (3, 4)
+  packed = compiled.step_batch(data, arrays, 0, packing.Layout(6, 1))
+  np.testing.assert_array_equal(packed['input_ids'], [[0, 1, 2, 6, 7, 18]])
+  np.testing.assert_array_equal(packed['segment_ids'], [[1, 1, 1, 2, 2, 3]])
