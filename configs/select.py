@@ -40,8 +40,13 @@ LoRA and BitFit defaults:
   1e-3, batch 8, 16 epochs). What trains follows that code (bias terms 'all'): every bias of the
   encoder, LayerNorm biases included, the pooler's bias (not its weight) and the classifier.
 
-`configs/select.py:authors` switches to the authors' optimizer and head init (eps 1e-6, no
-clipping, fine-tuning at 3e-4, `head_init=torch`; see `authors` below). On a mean-pooling sentence
+`adapter_style`: `houlsby` (default) puts each adapter after its sublayer's output dropout, with
+no dropout of its own; `xie` follows the authors' modeling_roberta.py: the attention adapter sits
+before the attention output's dropout, and each adapter drops its own output (p = the model's
+hidden dropout, 0.1) before its residual (where inside the adapter their dropout sits is our
+reading). `configs/select.py:authors` switches to the authors' optimizer, head init and adapters
+(eps 1e-6, no clipping, fine-tuning at 3e-4, `head_init=torch`, `adapter_style=xie`; see
+`authors` below). On a mean-pooling sentence
 encoder (the packaged MiniLM) pass `--config.pooling=mean`: a fresh head on its first token learns
 slowly (the run warns).
 
@@ -67,8 +72,10 @@ def demo(c):
 def authors(c):
   """The optimizer and head of the authors' code (shuox20/variability-efficient-tuning):
   transformers.AdamW defaults (eps 1e-6), no gradient clipping, 3e-4 for fine-tuning as for
-  adapters, and their head's PyTorch default init (kaiming-uniform kernels, nonzero biases)."""
+  adapters, their head's PyTorch default init (kaiming-uniform kernels, nonzero biases) and their
+  adapters' placement (`adapter_style=xie`)."""
   c.head_init = 'torch'
+  c.adapter_style = 'xie'
   c.adam_eps = 1e-6
   c.max_grad_norm = 0.0
   c.learning_rate = 3e-4
@@ -87,6 +94,7 @@ def get_config(arg=None):
   c.tuned_blocks = ''               # or a range 'a-b' tuned under a head at head_block >= b
   c.method = ('finetune', 'adapter')  # any of finetune adapter lora bitfit
   c.adapter_size = 256
+  c.adapter_style = 'houlsby'       # or xie: the authors' placement (see the docstring)
   c.baselines = True                # + top-m blocks, full fine-tuning, full adapter-tuning
   c.measure_step_time = True        # step_time_s per setting (one extra compile per setting)
   c.max_seq_length = 128

@@ -115,6 +115,8 @@ class Program:
   train_pooler: bool = True
   pooling: str = 'cls'                 # 'cls' (first token) | 'mean' (real tokens)
   adapter_size: int = 0                # Houlsby adapters in blocks [f, n)
+  adapter_style: str = 'houlsby'       # 'houlsby' | 'xie' (attention adapter before the dropout,
+                                       # each adapter with its own dropout: Xie et al.'s code)
   lora: lora_lib.Lora | None = None    # LoRA factors in blocks [f, n)
   masked: tuple[str, ...] = ()         # matrices of blocks [f, n) with learned binary masks
   interventions: tuple[Any, ...] = ()  # applied to the pretrained params, in order
@@ -285,7 +287,8 @@ class Program:
       if self.lora:
         blocks = {**blocks, 'lora': params['lora']}
       x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size,
-                            lora=self.lora, remat=self.remat, **kw)
+                            adapter_style=self.adapter_style, lora=self.lora, remat=self.remat,
+                            **kw)
     return bert.final_norm(c, params['embeddings'], x, dt)  # ModernBERT's; others: identity
 
   def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,

@@ -11,7 +11,7 @@ from ml_collections import config_flags
 from jaxtransfer import experiments
 
 CONFIGS = sorted(p for p in (pathlib.Path(__file__).resolve().parents[1] / 'configs').glob('*.py')
-                 if p.stem not in ('__init__', 'base'))
+                 if p.stem not in ('__init__', 'base', 'rerun'))  # rerun: a workdir's config
 
 
 def _load(path, *overrides):

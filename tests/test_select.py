@@ -160,6 +160,69 @@ def test_adapter_placement_matches_hf_with_hooks(tiny_hf_dir):
   assert np.abs(np.where(mask, bare - ref, 0)).max() > 1e-2
 
 
+def _block_outputs(style, adapters, deterministic):
+  """One post-norm block with adapters of `style` on a random (2, 5, 32) input, dropout 0.5."""
+  from jaxtransfer.models import blocks
+  config = bert.EncoderConfig.from_hf(dict(_tiny_bert_hf(), hidden_dropout_prob=0.5))
+  module = blocks.Block(config, adapter_size=4, adapter_style=style)
+  x = jax.random.normal(jax.random.key(0), (2, 5, config.hidden_size))
+  params = module.init(jax.random.key(1), x, jnp.zeros((2, 1, 1, 5)))['params']
+  params = {**params, **adapters(params)}
+  return module.apply({'params': params}, x, jnp.zeros((2, 1, 1, 5)), deterministic,
+                      rngs={'dropout': jax.random.key(2)})
+
+
+def _tiny_bert_hf():
+  return dict(model_type='bert', vocab_size=50, hidden_size=32, num_hidden_layers=2,
+              num_attention_heads=4, intermediate_size=64, max_position_embeddings=16)
+
+
+def test_xie_adapter_style_moves_the_attention_adapter_before_the_dropout():
+  """adapter_style=xie (the authors' modeling_roberta.py): the same function as Houlsby's placement
+  with dropout off; in training the attention output's dropout mask is the same one, drawn after
+  the adapter instead of before, and each adapter drops its own output."""
+  zero = lambda p: {n: jax.tree.map(jnp.zeros_like, p[n])
+                    for n in ('attention_adapter', 'output_adapter')}
+
+  def biased(p):  # adapters that add a constant: the placement decides what the dropout sees
+    out = zero(p)
+    for n in out:
+      out[n]['up']['bias'] = jnp.full_like(out[n]['up']['bias'], 0.7)
+    return out
+
+  random = lambda p: {n: jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(3),
+                                                                             a.shape), p[n])
+                      for n in ('attention_adapter', 'output_adapter')}
+  np.testing.assert_allclose(_block_outputs('xie', random, True),
+                             _block_outputs('houlsby', random, True), atol=1e-6)
+  # Identity adapters: the two styles draw and apply the very same sublayer dropout masks.
+  np.testing.assert_allclose(_block_outputs('xie', zero, False),
+                             _block_outputs('houlsby', zero, False), atol=1e-6)
+  assert np.abs(_block_outputs('xie', biased, False)
+                - _block_outputs('houlsby', biased, False)).max() > 1e-2
+
+
+def test_adapter_own_dropout_drops_its_output_only():
+  from jaxtransfer.models import blocks
+  config = bert.EncoderConfig.from_hf(_tiny_bert_hf())
+  adapter = blocks.Adapter(config, 4, dropout=0.5)
+  x = jax.random.normal(jax.random.key(0), (3, 7, config.hidden_size))
+  params = adapter.init(jax.random.key(1), x)['params']
+  h = adapter.apply({'params': params}, x, True) - x
+  dropped = adapter.apply({'params': params}, x, False, rngs={'dropout': jax.random.key(2)}) - x
+  kept = np.isclose(dropped, 2 * h, atol=1e-6)
+  assert np.all(kept | np.isclose(dropped, 0, atol=1e-7))
+  assert 0.35 < kept.mean() < 0.65
+
+
+def test_select_config_adapter_style_choices():
+  assert select_cfg.get_config().adapter_style == 'houlsby'
+  assert select_cfg.get_config('authors').adapter_style == 'xie'
+  pre = type('Pre', (), {'num_layers': 6, 'params': {'blocks': {'q': {'bias': 0}}}})()
+  with pytest.raises(UserError, match="adapter_style='before'.*--config.adapter_style"):
+    select.Select().validate(_ctx(pre, adapter_style='before'))
+
+
 def _engine(pre, ctx, tmp_path):
   """A 3-step engine on random data that captures every finished trial's params."""
   spec = engine_lib.RunSpec(experiment='select', model='random', task=ctx.task,

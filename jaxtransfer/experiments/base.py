@@ -136,7 +136,8 @@ def method_options(config, method: str) -> dict[str, Any]:
   (`finetune`), Houlsby adapters + LayerNorms (`adapter`), LoRA factors of `lora_targets`
   (`lora`), or their biases (`bitfit`)."""
   if method == 'adapter':
-    return dict(block_params='layernorm', adapter_size=config.adapter_size)
+    return dict(block_params='layernorm', adapter_size=config.adapter_size,
+                adapter_style=config.get('adapter_style', 'houlsby'))
   if method == 'lora':
     return dict(block_params='none', lora=lora_lib.Lora(
         int(config.lora_rank), float(config.lora_alpha), lora_targets(config),

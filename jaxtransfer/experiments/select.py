@@ -22,6 +22,7 @@ from jaxtransfer.analysis import storage
 from jaxtransfer.analysis import timing
 from jaxtransfer.analysis import xie
 from jaxtransfer.errors import UserError, check_choices
+from jaxtransfer.models.blocks import ADAPTER_STYLES
 from jaxtransfer.experiments import base
 from jaxtransfer.experiments import variability
 
@@ -111,6 +112,7 @@ class Select(base.Experiment):
     c, L = ctx.config, ctx.pretrained.num_layers
     parse_head_block(c.head_block, L)
     check_choices('method', c.method, METHODS, many=True)
+    check_choices('adapter_style', c.get('adapter_style', 'houlsby'), ADAPTER_STYLES)
     base.check_method_keys(c, c.method, ctx.pretrained)
     for m in c.num_tuned_blocks:
       iv.check_block_index('num_tuned_blocks', int(m), 1, L, L)

@@ -161,7 +161,7 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
                  deterministic: bool = True, rng=None, adapter_size: int = 0,
                  dtype=jnp.float32, collect: bool = False, remat: bool = False,
                  embeddings: Params | None = None, lora: lora_lib.Lora | None = None,
-                 segment_ids=None):
+                 segment_ids=None, adapter_style: str = 'houlsby'):
   """Runs the stacked `blocks` (leading axis n) over x with one lax.scan.
 
   `first_index` is the global index of blocks[0]: dropout keys are folded from it, so a block draws
@@ -170,6 +170,7 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
   `embeddings` are needed by families whose blocks read a shared table (DeBERTa-v2's relative
   positions). `lora`: the blocks also hold `lora` factors, added to their target matrices.
   `segment_ids`: x holds packed rows (packing.py); attention stays within each segment.
+  `adapter_style`: where the adapters sit (blocks.ADAPTER_STYLES).
   `remat` keeps only each block's input for the backward pass and recomputes the block there
   (one more forward pass, ~1/3 more compute, for activation memory of one (B, S, H) per block
   instead of ~16 plus the attention maps); the dropout masks are recomputed identically.
@@ -178,7 +179,7 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
   n = jax.tree.leaves(blocks)[0].shape[0]
   bias = attention_bias(attention_mask, segment_ids)
   rel = relative_embeddings(config, embeddings)
-  module = block_module(config)(config, adapter_size, dtype, lora)
+  module = block_module(config)(config, adapter_size, dtype, lora, adapter_style)
 
   def body(h, xs):
     p, i = xs

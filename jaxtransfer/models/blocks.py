@@ -28,16 +28,39 @@ def _layer_norm(config: EncoderConfig, name: str, dtype) -> nn.LayerNorm:
                       use_bias=config.norm_biases)
 
 
+ADAPTER_STYLES = ('houlsby', 'xie')
+
+
 class Adapter(nn.Module):
-  """Houlsby bottleneck adapter with its own residual: x + up(relu(down(x)))."""
+  """Houlsby bottleneck adapter with its own residual: x + dropout(up(relu(down(x)))), the dropout
+  only when `dropout` > 0 (Xie et al.'s adapters have one of their own; Houlsby's none)."""
   config: EncoderConfig
   size: int
   dtype: Any = jnp.float32
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, deterministic: bool = True):
     h = jax.nn.relu(_dense(self.config, self.size, 'down', self.dtype)(x))
-    return x + _dense(self.config, self.config.hidden_size, 'up', self.dtype)(h)
+    h = _dense(self.config, self.config.hidden_size, 'up', self.dtype)(h)
+    return x + TokenDropout(self.dropout)(h, deterministic=deterministic)
+
+
+def _adapt(module: nn.Module, name: str, x, deterministic: bool):
+  """The block's adapter `name` on x (the identity without adapters)."""
+  if not module.adapter_size:
+    return x
+  own = module.config.hidden_dropout if module.adapter_style == 'xie' else 0.0
+  return Adapter(module.config, module.adapter_size, module.dtype, own, name=name)(x, deterministic)
+
+
+def _attention_out(module: nn.Module, a, deterministic: bool):
+  """Dropout and the attention adapter on the attention output: Houlsby's adapter after the
+  dropout; Xie et al.'s (their modeling_roberta.py) before it."""
+  drop = TokenDropout(module.config.hidden_dropout)
+  if module.adapter_style == 'xie':
+    return drop(_adapt(module, 'attention_adapter', a, deterministic), deterministic=deterministic)
+  return _adapt(module, 'attention_adapter', drop(a, deterministic=deterministic), deterministic)
 
 
 class _DenseParams(nn.Module):
@@ -106,6 +129,7 @@ class Block(nn.Module):
   adapter_size: int = 0
   dtype: Any = jnp.float32
   lora: lora_lib.Lora | None = None  # low-rank updates of some matrices (factors under 'lora')
+  adapter_style: str = 'houlsby'     # where the adapters sit: ADAPTER_STYLES, see _attention_out
 
   @nn.compact
   def __call__(self, x, attention_bias, deterministic: bool = True, rel=None, index=None):
@@ -123,16 +147,13 @@ class Block(nn.Module):
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(d).astype(dt)
     ctx = _attend(c, logits, v, attention_bias, deterministic, dt)
     a = low_rank(ctx, _dense(c, c.hidden_size, 'attention_output', dt)(ctx), ('attention_output',))
-    a = TokenDropout(c.hidden_dropout)(a, deterministic=deterministic)
-    if self.adapter_size:
-      a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
+    a = _attention_out(self, a, deterministic)
     x = _layer_norm(c, 'attention_ln', dt)(a + x)
     h = c.activation(low_rank(x, _dense(c, c.intermediate_size, 'intermediate', dt)(x),
                               ('intermediate',)))
     o = low_rank(h, _dense(c, c.hidden_size, 'output', dt)(h), ('output',))
     o = TokenDropout(c.hidden_dropout)(o, deterministic=deterministic)
-    if self.adapter_size:
-      o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
+    o = _adapt(self, 'output_adapter', o, deterministic)
     return _layer_norm(c, 'output_ln', dt)(o + x)
 
   def _relative(self, q, k, proj, rel, deterministic, low_rank):
@@ -173,6 +194,7 @@ class PreNormBlock(nn.Module):
   adapter_size: int = 0
   dtype: Any = jnp.float32
   lora: lora_lib.Lora | None = None
+  adapter_style: str = 'houlsby'
 
   @nn.compact
   def __call__(self, x, attention_bias, deterministic: bool = True, rel=None, index=None):
@@ -196,9 +218,7 @@ class PreNormBlock(nn.Module):
     ctx = _attend(c, logits, v, bias, deterministic, dt)
     a = low_rank(ctx, _dense(c, c.hidden_size, 'attention_output', dt, c.attention_biases)(ctx),
                  ('attention_output',))
-    a = TokenDropout(c.hidden_dropout)(a, deterministic=deterministic)
-    if self.adapter_size:
-      a = Adapter(c, self.adapter_size, dt, name='attention_adapter')(a)
+    a = _attention_out(self, a, deterministic)
     x = x + a
     m = _layer_norm(c, 'output_ln', dt)(x)
     wi = low_rank(m, _dense(c, 2 * c.intermediate_size, 'intermediate', dt, c.mlp_biases)(m),
@@ -206,9 +226,7 @@ class PreNormBlock(nn.Module):
     inp, gate = wi[..., :c.intermediate_size], wi[..., c.intermediate_size:]
     g = TokenDropout(c.mlp_dropout)(c.activation(inp) * gate, deterministic=deterministic)
     o = low_rank(g, _dense(c, c.hidden_size, 'output', dt, c.mlp_biases)(g), ('output',))
-    if self.adapter_size:
-      o = Adapter(c, self.adapter_size, dt, name='output_adapter')(o)
-    return x + o
+    return x + _adapt(self, 'output_adapter', o, deterministic)
 
 
 def block_module(config: EncoderConfig):
