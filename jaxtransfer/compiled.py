@@ -51,7 +51,8 @@ def step_batch(data, arrays, i, layout):
   idx = arrays['batch_idx'][i]
   if isinstance(layout, packing.Layout):
     rows = take_rows(data, idx, layout.width)
-    return packing.pack(rows, arrays['pack_row'][i], arrays['pack_col'][i], layout.rows)
+    return packing.pack(rows, arrays['pack_row'][i], arrays['pack_col'][i], layout.rows,
+                        layout.width)
   return take_rows(data, idx, layout)
 
 

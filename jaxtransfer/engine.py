@@ -68,8 +68,17 @@ class _GroupRun:
   meta: dict = dataclasses.field(default_factory=lambda: {'step': 0, 'evals': []})
   compile_s: float = 0.0
   last_loss: np.ndarray | None = None
-  widths: np.ndarray | None = None  # padded width of every step (None: no token data)
-  layout: packing.Layout | None = None  # the packed shape of every step (instead of widths)
+  widths: np.ndarray | None = None  # padded width of every step (None: no token data); packed:
+                                    # its number of rows
+  pack_width: int | None = None     # packed: the rows' width
+
+  def layout(self, step: int):
+    """The static shape of step `step`: a width, None (no token data) or a packing.Layout."""
+    if self.widths is None:
+      return None
+    if self.pack_width:
+      return packing.Layout(self.pack_width, int(self.widths[step]))
+    return int(self.widths[step])
   t0: float = 0.0
 
   @property
@@ -104,6 +113,7 @@ class Engine:
     self._stop = False
     self._functions: dict[Any, GroupFunctions] = {}
     self._device_cache: dict[str, Any] = {}
+    self._pack_widths: dict[tuple, int] = {}  # packed row width per (hidden size, steps)
 
   # --------------------------------------------------------------------- public
 
@@ -235,16 +245,18 @@ class Engine:
     """Restore the group's last checkpoint, or build every trial's state from the pretrained."""
     fns = self.functions(group)
     arrays_np = self.group_arrays(group)
-    layout = self._pack(group, arrays_np)  # adds the packing plan to arrays_np
+    packed = self._pack(group, arrays_np)  # adds the packing plan to arrays_np
     pretrained = self.on_device('pretrained', lambda: self.pretrained)
     run = _GroupRun(
         group, fns, arrays_np, dist.put(arrays_np, dist.trial_sharding(self.mesh)),
         fns.shared_frozen(pretrained) if group.program.shares_frozen else {},
         self._checkpoints(group),
         TrialWriters(os.path.join(self.spec.workdir, 'tensorboard'), group.trials)
-        if dist.is_main() else None, layout=layout, t0=time.time())
+        if dist.is_main() else None, t0=time.time())
     run.meta['wall_s'] = 0.0
-    if self._lengths is not None and layout is None:
+    if packed is not None:
+      run.pack_width, run.widths = packed
+    elif self._lengths is not None:
       n, width = len(group.trials), self.train_data['input_ids'].shape[1]
       run.widths, efficiency = batching.step_widths(
           self._lengths, arrays_np['batch_idx'][:n], arrays_np['batch_w'][:n],
@@ -261,27 +273,39 @@ class Engine:
       run.state = fns.init(pretrained, run.arrays)
     return run
 
-  def _pack(self, group: Group, arrays_np: Arrays) -> packing.Layout | None:
-    """The group's packed step shape, with each trial's plan added to `arrays_np` (`pack_row`,
-    `pack_col`); None when the data has no tokens, packing is off or the program cannot read
-    packed rows. Rows are as wide as the longest training example (rounded up to a multiple of
-    `pad_to_multiple_of`), and as many as the fullest step of any trial needs."""
+  def _pack(self, group: Group, arrays_np: Arrays):
+    """(row width, rows of every step) of the group's packed steps, with each trial's plan added
+    to `arrays_np` (`pack_row`, `pack_col`); None when the data has no tokens, packing is off or
+    the program cannot read packed rows. The width depends on the data and the step count alone
+    (packing.choose_width), so a trial packs the same way whoever runs beside it; the rows per
+    step, the most any trial of the group needs, are rounded up to a few shapes
+    (packing.row_shapes)."""
     if (self._lengths is None or not self.spec.pack_sequences
         or not getattr(group.program, 'supports_packing', False)):
       return None
-    full = self.train_data['input_ids'].shape[1]
-    width = batching.bucket_width(int(self._lengths.max()), self.spec.pad_to_multiple_of or full,
-                                  full)
-    row, col, rows = packing.plan(self._lengths, arrays_np['batch_idx'], arrays_np['batch_w'],
-                                  width)
+    compile_steps = packing.COMPILE_STEPS[
+        'cpu' if jax.devices()[0].platform == 'cpu' else 'accelerator']
+    width = self._pack_width(group, compile_steps)
+    row, col, _ = packing.plan(self._lengths, arrays_np['batch_idx'], arrays_np['batch_w'], width)
     arrays_np.update(pack_row=row, pack_col=col)
-    layout = packing.Layout(width, rows)
+    rows = packing.row_shapes(row.max(axis=(0, 2)) + 1, compile_steps)
     n = len(group.trials)
-    logging.info('Packing: %d rows x %d tokens per step (%.1f examples per row); %.0f%% of the '
-                 'computed tokens are real.', rows, width, self.spec.batch_size / rows,
-                 100 * packing.efficiency(self._lengths, arrays_np['batch_idx'],
-                                          arrays_np['batch_w'], layout, n))
-    return layout
+    real = np.where(arrays_np['batch_w'][:n] > 0, self._lengths[arrays_np['batch_idx'][:n]], 0)
+    logging.info('Packing: rows of %d tokens, %s rows per step (%.1f examples per row on '
+                 'average); %.0f%% of the computed tokens are real.', width,
+                 '/'.join(map(str, sorted(set(rows.tolist())))),
+                 self.spec.batch_size / rows.mean(), 100 * real.sum() / (n * width * rows.sum()))
+    return width, rows
+
+  def _pack_width(self, group: Group, compile_steps: float) -> int:
+    full = self.train_data['input_ids'].shape[1]
+    hidden = getattr(getattr(group.program, 'encoder', None), 'hidden_size', 768)
+    key = (hidden, group.steps)
+    if key not in self._pack_widths:
+      self._pack_widths[key] = packing.choose_width(
+          self._lengths, self.spec.batch_size, self.spec.pad_to_multiple_of or full, hidden,
+          group.steps, compile_steps)
+    return self._pack_widths[key]
 
   def _wall(self, run: _GroupRun) -> float:
     """Seconds this group has run, over every attempt (a resumed group adds its earlier ones)."""
@@ -294,8 +318,7 @@ class Engine:
     step, step_s, since_log = run.start, None, []
     while step < run.group.steps:
       stop = self._next_stop(run, step, step_s)
-      layout = run.layout or (None if run.widths is None else int(run.widths[step]))
-      exe = self._train_executable(run, data, layout)
+      exe = self._train_executable(run, data, run.layout(step))
       ts = time.time()
       run.state = exe(run.state, run.frozen_shared, run.arrays, data, jnp.int32(step),
                       jnp.int32(stop), jnp.bool_(not since_log))

@@ -10,8 +10,9 @@ the dropout masks differ, as each is drawn per (row, position).
 
 The host plans each step from the example lengths (`plan`: a row and a start column per example);
 the device gathers the step's rows as usual and scatters them into the packed rows (`pack`).
-One group trains at one `Layout` (rows x width): one compiled step, where length buckets need one
-per width.
+The row width is chosen from the data alone (`choose_width`), so a trial's packing never depends
+on the trials beside it; the rows per step are rounded up to a few shapes (`row_shapes`), one
+compiled step each: padding rows change nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 TOKEN_KEYS = ('input_ids', 'token_type_ids')
+# What one more compiled shape costs, in training steps of the largest shape (a compile on CPU is
+# ~7 s, a MiniLM step ~0.25 s; on an accelerator compiles are longer and steps far shorter).
+COMPILE_STEPS = {'cpu': 30, 'accelerator': 300}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,29 +64,71 @@ def plan(lengths: np.ndarray, batch_idx: np.ndarray, batch_w: np.ndarray, width:
   return row, col, max(1, int(row.max()) + 1)
 
 
-def efficiency(lengths: np.ndarray, batch_idx: np.ndarray, batch_w: np.ndarray,
-               layout: Layout, n_trials: int) -> float:
-  """Real tokens / computed tokens of the first `n_trials` trials at `layout`."""
-  real = np.where(batch_w[:n_trials] > 0, lengths[batch_idx[:n_trials]], 0).sum()
-  computed = n_trials * batch_idx.shape[1] * layout.rows * layout.width
-  return float(real) / max(computed, 1)
+def token_cost(width: int, hidden: int) -> float:
+  """Relative cost of a token in a row of `width`: the projections and FFN (~12·H² per token)
+  plus attention over the row (~2·width·H)."""
+  return 1.0 + width / (6.0 * hidden)
 
 
-def pack(batch: dict, row, col, rows: int) -> dict:
-  """The step's gathered batch (token arrays (B, width)) packed into (rows, width) by the plan.
+def choose_width(lengths: np.ndarray, batch_size: int, multiple: int, hidden: int, steps: int,
+                 compile_steps: float, sample: int = 256, max_width: int = 512) -> int:
+  """The row width for `steps` steps on this data: the multiple of `multiple` from its longest
+  example up to 4x that which computes the least on sample batches of the whole data: the mean
+  rows they need when the run is long enough to compile a few row counts, their maximum when one
+  count is all it affords (`row_shapes`). Short rows leave gaps (long examples fill rows alone);
+  long rows attend more. A function of the data, batch size and step count only."""
+  longest = int(lengths.max())
+  first = -(-longest // multiple) * multiple
+  rng = np.random.default_rng(0)
+  n = min(batch_size, len(lengths))
+  batches = [rng.choice(len(lengths), n, replace=False) for _ in range(min(steps, sample))]
+  # A compile costs the same share of the sampled steps as of the real ones.
+  per_sample = compile_steps * len(batches) / steps
+
+  def cost(width):
+    rows = np.array([plan_step(lengths[b], np.ones(n), width)[0].max() + 1 for b in batches])
+    # The sample's maximum is noisy (rare long examples decide it): rows are costed by their mean
+    # unless the run affords a single compiled count.
+    several = len(set(row_shapes(rows, per_sample).tolist())) > 1
+    return (rows.mean() if several else rows.max()) * width * token_cost(width, hidden)
+
+  candidates = range(first, max(first, min(4 * longest, max_width)) + 1, multiple)
+  return min(candidates, key=cost)
+
+
+def row_shapes(needed: np.ndarray, compile_steps: float, max_shapes: int = 3) -> np.ndarray:
+  """The rows of every step: `needed` (the most any trial needs at that step) rounded up to one of
+  at most `max_shapes` counts. Starting from the largest, a smaller count is added while it saves
+  more row-steps than a compile costs (`compile_steps` steps of the largest shape)."""
+  shapes = [int(needed.max())]
+  while len(shapes) < max_shapes:
+    current = np.array([min(s for s in shapes if s >= n) for n in needed])
+    gains = {r: int(np.sum(np.where(needed <= r, current - r, 0)))
+             for r in np.unique(needed) if r not in shapes}
+    best = max(gains, key=gains.get, default=None)
+    if best is None or gains[best] <= compile_steps * shapes[0]:
+      break
+    shapes.append(int(best))
+  return np.array([min(s for s in shapes if s >= n) for n in needed], np.int32)
+
+
+def pack(batch: dict, row, col, rows: int, width: int | None = None) -> dict:
+  """The step's gathered batch (token arrays (B, S)) packed into (rows, width) by the plan (width
+  default S; rows may be wider than the data's rows).
 
   Adds `segment_ids` (example index + 1, 0 on padding) and `position_ids` (position within the
   example); per-example entries (labels) stay (B,). A row of -1 (a padding example) is dropped.
   """
   mask = batch['attention_mask']
-  n, width = mask.shape
-  t = jnp.arange(width)
+  n, s = mask.shape
+  width = width or s
+  t = jnp.arange(s)
   real = t[None, :] < mask.sum(1)[:, None]
   r = jnp.where(real & (row[:, None] >= 0), row[:, None], rows)  # out of range: dropped
   c = jnp.where(real, col[:, None] + t[None, :], 0)
 
   def scatter(values):
-    values = jnp.broadcast_to(values, (n, width))
+    values = jnp.broadcast_to(values, (n, s))
     return jnp.zeros((rows, width), values.dtype).at[r, c].set(values, mode='drop')
 
   segments = scatter(jnp.arange(1, n + 1, dtype=jnp.int32)[:, None])

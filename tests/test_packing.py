@@ -152,3 +152,40 @@ def test_step_batch_cuts_or_packs():
   packed = compiled.step_batch(data, arrays, 0, packing.Layout(6, 1))
   np.testing.assert_array_equal(packed['input_ids'], [[0, 1, 2, 6, 7, 18]])
   np.testing.assert_array_equal(packed['segment_ids'], [[1, 1, 1, 2, 2, 3]])
+
+
+def test_row_shapes_add_a_smaller_shape_only_when_it_pays_for_its_compile():
+  needed = np.array([5] * 10 + [3] * 100)
+  np.testing.assert_array_equal(packing.row_shapes(needed, compile_steps=30), [5] * 10 + [3] * 100)
+  np.testing.assert_array_equal(packing.row_shapes(needed, compile_steps=100), [5] * 110)
+  shapes = packing.row_shapes(np.array([2, 7, 3, 6, 4, 5] * 200), compile_steps=10, max_shapes=3)
+  assert len(set(shapes.tolist())) == 3 and (shapes >= [2, 7, 3, 6, 4, 5] * 200).all()
+
+
+def test_choose_width_from_the_data_alone():
+  """The chosen width computes within 10% of the best candidate's cost on fresh batches
+  of the same data (a long tail of 100-token pairs among 12-token sentences); uniform short
+  sentences get rows that hold several."""
+  rng = np.random.default_rng(0)
+  tail = np.where(rng.random(4000) < 0.02, 100, rng.integers(8, 16, 4000))
+  choose = lambda lengths, steps: packing.choose_width(lengths, 16, 16, 384, steps, 30)
+  width = choose(tail, 1000)
+  assert width % 16 == 0 and width >= 112
+  sample = [rng.choice(4000, 16, replace=False) for _ in range(1000)]
+
+  def cost(w):  # rows rounded to row_shapes x width x token cost, on the fresh batches
+    rows = np.array([packing.plan_step(tail[b], np.ones(16), w)[0].max() + 1 for b in sample])
+    return packing.row_shapes(rows, 30).sum() * w * packing.token_cost(w, 384)
+  assert cost(width) <= 1.1 * min(cost(w) for w in range(112, 401, 16))
+  assert choose(tail, 1000) == width  # deterministic
+  assert choose(np.full(100, 20), 60) > 32
+
+
+def test_rows_wider_than_the_data():
+  data = {'input_ids': jnp.arange(8).reshape(2, 4), 'labels': jnp.arange(2),
+          'attention_mask': jnp.array([[1, 1, 1, 1], [1, 1, 1, 0]])}
+  arrays = {'batch_idx': jnp.array([[0, 1]]), 'pack_row': jnp.array([[0, 0]]),
+            'pack_col': jnp.array([[0, 4]])}
+  packed = compiled.step_batch(data, arrays, 0, packing.Layout(8, 1))
+  np.testing.assert_array_equal(packed['input_ids'], [[0, 1, 2, 3, 4, 5, 6, 0]])
+  np.testing.assert_array_equal(packed['position_ids'], [[0, 1, 2, 3, 0, 1, 2, 0]])

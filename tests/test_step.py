@@ -9,7 +9,6 @@ import pytest
 import conftest
 import jaxtransfer as jt
 from jaxtransfer import data as data_lib
-from jaxtransfer import batching
 from jaxtransfer import compiled
 from jaxtransfer import engine as engine_lib
 from jaxtransfer import optim
@@ -54,12 +53,14 @@ def test_engine_trial_equals_a_python_loop_over_train_step(setup, tmp_path, pack
   state, frozen = jax.jit(lambda p: step_lib.init_state(step, p, arrays))(pre.params)
   one = jax.jit(lambda st, b, w, i: step_lib.train_step(step, st, frozen, b, w, arrays, i))
   lengths = train['attention_mask'].sum(1)
-  width = batching.bucket_width(int(lengths.max()), 16, data['input_ids'].shape[1])
+  width = packing.choose_width(lengths, batch_size, 16, pre.config.hidden_size, steps,
+                               packing.COMPILE_STEPS['cpu'])
   row, col, rows = packing.plan(lengths, idx[None], w[None], width)
   for i in range(steps):
     batch = jax.tree.map(lambda a: a[idx[i]], data)
     if pack:  # the examples end to end in rows, as the engine does by default
-      batch = packing.pack(compiled.take_rows(data, idx[i], width), row[0, i], col[0, i], rows)
+      batch = packing.pack(compiled.take_rows(data, idx[i], width), row[0, i], col[0, i], rows,
+                           width)
     state, metrics = one(state, batch, jnp.asarray(w[i]), i)
     assert np.isfinite(float(metrics['loss']))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
