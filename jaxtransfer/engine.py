@@ -8,12 +8,11 @@ group, so a re-run of the same command skips them and resumes the group in fligh
 checkpoint. A study adds per-trial metrics and side files through `TrialHooks`.
 
 A group runs in four phases: restore-or-init, the training loop (progress, TensorBoard, periodic
-evals, checkpoints), the final evaluation, and the records. Each step's examples are packed end to
-end into a few rows (packing.py; `pack_sequences`), one compiled step per group; or, for programs
-that cannot read packed rows and with `pack_sequences=False`, each batch is padded only to the
-length bucket covering its longest row (batching.py), one compiled step per width. The loop
-runs in chunks of at most ~half a second (or one step, when a step takes longer), so SIGINT or
-SIGTERM checkpoints the group within one step and the run ends with `Preempted`.
+evals, checkpoints), the final evaluation, and the records. Each step's examples are packed into a
+few rows (packing.py), or else padded to the length bucket of its longest row (batching.py); one
+compiled step per row count or width. The loop runs in chunks of at most ~half a second (or one
+step, when a step takes longer), so SIGINT or SIGTERM checkpoints the group within one step and
+the run ends with `Preempted`.
 """
 
 from __future__ import annotations
@@ -68,17 +67,14 @@ class _GroupRun:
   meta: dict = dataclasses.field(default_factory=lambda: {'step': 0, 'evals': []})
   compile_s: float = 0.0
   last_loss: np.ndarray | None = None
-  widths: np.ndarray | None = None  # padded width of every step (None: no token data); packed:
-                                    # its number of rows
+  widths: np.ndarray | None = None  # padded width (packed: rows) of every step; None: no tokens
   pack_width: int | None = None     # packed: the rows' width
 
   def layout(self, step: int):
-    """The static shape of step `step`: a width, None (no token data) or a packing.Layout."""
-    if self.widths is None:
-      return None
-    if self.pack_width:
-      return packing.Layout(self.pack_width, int(self.widths[step]))
-    return int(self.widths[step])
+    """Step `step`'s static shape: a width, None (no token data) or a packing.Layout."""
+    if self.widths is None or not self.pack_width:
+      return None if self.widths is None else int(self.widths[step])
+    return packing.Layout(self.pack_width, int(self.widths[step]))
   t0: float = 0.0
 
   @property
@@ -113,7 +109,9 @@ class Engine:
     self._stop = False
     self._functions: dict[Any, GroupFunctions] = {}
     self._device_cache: dict[str, Any] = {}
-    self._pack_widths: dict[tuple, int] = {}  # packed row width per (hidden size, steps)
+    self._planner = None if self._lengths is None else packing.Planner(  # 0: the longest example
+        self._lengths, spec.batch_size, spec.pad_to_multiple_of or int(self._lengths.max()),
+        jax.devices()[0].platform == 'cpu')
 
   # --------------------------------------------------------------------- public
 
@@ -274,38 +272,16 @@ class Engine:
     return run
 
   def _pack(self, group: Group, arrays_np: Arrays):
-    """(row width, rows of every step) of the group's packed steps, with each trial's plan added
-    to `arrays_np` (`pack_row`, `pack_col`); None when the data has no tokens, packing is off or
-    the program cannot read packed rows. The width depends on the data and the step count alone
-    (packing.choose_width), so a trial packs the same way whoever runs beside it; the rows per
-    step, the most any trial of the group needs, are rounded up to a few shapes
-    (packing.row_shapes)."""
-    if (self._lengths is None or not self.spec.pack_sequences
+    """(row width, rows of every step) of the group's packed steps (packing.Planner), each trial's
+    plan added to `arrays_np`; None without tokens, packing off, or a program without packing."""
+    if (self._planner is None or not self.spec.pack_sequences
         or not getattr(group.program, 'supports_packing', False)):
       return None
-    compile_steps = packing.COMPILE_STEPS[
-        'cpu' if jax.devices()[0].platform == 'cpu' else 'accelerator']
-    width = self._pack_width(group, compile_steps)
-    row, col, _ = packing.plan(self._lengths, arrays_np['batch_idx'], arrays_np['batch_w'], width)
-    arrays_np.update(pack_row=row, pack_col=col)
-    rows = packing.row_shapes(row.max(axis=(0, 2)) + 1, compile_steps)
-    n = len(group.trials)
-    real = np.where(arrays_np['batch_w'][:n] > 0, self._lengths[arrays_np['batch_idx'][:n]], 0)
-    logging.info('Packing: rows of %d tokens, %s rows per step (%.1f examples per row on '
-                 'average); %.0f%% of the computed tokens are real.', width,
-                 '/'.join(map(str, sorted(set(rows.tolist())))),
-                 self.spec.batch_size / rows.mean(), 100 * real.sum() / (n * width * rows.sum()))
-    return width, rows
-
-  def _pack_width(self, group: Group, compile_steps: float) -> int:
-    full = self.train_data['input_ids'].shape[1]
     hidden = getattr(getattr(group.program, 'encoder', None), 'hidden_size', 768)
-    key = (hidden, group.steps)
-    if key not in self._pack_widths:
-      self._pack_widths[key] = packing.choose_width(
-          self._lengths, self.spec.batch_size, self.spec.pad_to_multiple_of or full, hidden,
-          group.steps, compile_steps)
-    return self._pack_widths[key]
+    width, rows, row, col = self._planner.group(hidden, group.steps, arrays_np['batch_idx'],
+                                                arrays_np['batch_w'], len(group.trials))
+    arrays_np.update(pack_row=row, pack_col=col)
+    return width, rows
 
   def _wall(self, run: _GroupRun) -> float:
     """Seconds this group has run, over every attempt (a resumed group adds its earlier ones)."""

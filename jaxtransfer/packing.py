@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,6 +111,36 @@ def row_shapes(needed: np.ndarray, compile_steps: float, max_shapes: int = 3) ->
       break
     shapes.append(int(best))
   return np.array([min(s for s in shapes if s >= n) for n in needed], np.int32)
+
+
+class Planner:
+  """Packs one run's groups: the row width per (hidden size, step count) is chosen once from the
+  data (`choose_width`), so a trial packs the same way whoever runs beside it; each trial's rows
+  follow from its own batches (`plan`), and a group's rows per step, the most any of its trials
+  needs, are rounded to a few counts (`row_shapes`)."""
+
+  def __init__(self, lengths: np.ndarray, batch_size: int, multiple: int, on_cpu: bool):
+    self.lengths, self.batch_size, self.multiple = lengths, batch_size, multiple
+    self.compile_steps = COMPILE_STEPS['cpu' if on_cpu else 'accelerator']
+    self._widths: dict[tuple[int, int], int] = {}
+
+  def width(self, hidden: int, steps: int) -> int:
+    if (hidden, steps) not in self._widths:
+      self._widths[hidden, steps] = choose_width(self.lengths, self.batch_size, self.multiple,
+                                                 hidden, steps, self.compile_steps)
+    return self._widths[hidden, steps]
+
+  def group(self, hidden: int, steps: int, batch_idx, batch_w, n_real: int):
+    """(width, rows per step, row, col) of a group's (T, steps, B) batches; logs the packing."""
+    width = self.width(hidden, steps)
+    row, col, _ = plan(self.lengths, batch_idx, batch_w, width)
+    rows = row_shapes(row.max(axis=(0, 2)) + 1, self.compile_steps)
+    real = np.where(batch_w[:n_real] > 0, self.lengths[batch_idx[:n_real]], 0).sum()
+    logging.info('Packing: rows of %d tokens, %s rows per step (%.1f examples per row on '
+                 'average); %.0f%% of the computed tokens are real.', width,
+                 '/'.join(map(str, sorted(set(rows.tolist())))), self.batch_size / rows.mean(),
+                 100 * real / (n_real * width * rows.sum()))
+    return width, rows, row, col
 
 
 def pack(batch: dict, row, col, rows: int, width: int | None = None) -> dict:
