@@ -8,8 +8,9 @@ Writes variability.csv (task,model,block,nu; block -1 = the embedding output) an
 plots/variability.png. ν = trace(Σ_w Σ_b⁺)/|Y| over per-example means of the real tokens, from the
 whole training split (docs/PROTOCOLS.md §3). Classification tasks only.
 
-MiniLM-L6 (max_seq_length 128, whole training split; results/xie2022/): ν falls from the embeddings
-to the top blocks; see results/xie2022/README.md for the per-block values on SST-2, CoLA, MRPC, RTE.
+MiniLM-L6 (max_seq_length 128, whole training split; results/xie2022/): where ν is lowest depends
+on the task: the top block on SST-2 (block 3 a close second) and RTE, block 2 on CoLA, block 0 on
+MRPC (where ν rises towards the top). Per-block values: results/xie2022/README.md.
 """
 
 from configs import base
