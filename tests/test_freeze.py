@@ -352,6 +352,13 @@ def test_lee_table_aggregation_and_relative_scores(tmp_path):
   assert '| Task | Full | 4–5 |' in md
   rel = (100 * 0.39 / 0.49 + 100 * 0.885 / 0.91) / 2
   assert f'| Rel. % | 100.00 | {rel:.2f} |' in md
+  assert '(CoLA MCC, SST-2 acc)' in md
+  # A task missing a column leaves every Rel. % column: each averages the same task set.
+  partial = [r for r in table.values() if (r['task'], r['trainable_blocks']) != ('cola', 2)]
+  md = lee.markdown(partial)
+  assert f'| Rel. % | 100.00 | {100 * 0.885 / 0.91:.2f} |' in md and '(SST-2 acc)' in md
+  md = lee.markdown([r for r in partial if (r['task'], r['trainable_blocks']) != ('sst2', 6)])
+  assert '| Rel. % | – | – |' in md and 'no task has every column' in md
   paths = lee.plot_relative(str(tmp_path), records, list(table.values()), {'cola': 6, 'sst2': 6})
   assert len(paths) == 2
 

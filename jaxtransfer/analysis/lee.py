@@ -142,14 +142,19 @@ def markdown(table: Sequence[Mapping[str, Any]]) -> str:
            'runs dropped)\n', header]
   for key in keys:
     lines.append(f'| {name(key)} | ' + ' | '.join(_fmt(get(key, k, 'lee')) for k in ks) + ' |\n')
-  rel = {k: np.nanmean([get(key, k, 'relative_lee') for key in keys]) if keys else math.nan
-         for k in ks}
-  lines.append('| Rel. % | ' + ' | '.join(_fmt(rel[k]) for k in ks) + ' |\n')
+  # Every column of a Rel. % row averages the same tasks: those with a score in every column.
+  complete = [key for key in keys if all((*key, k) in cell for k in ks)]
+  relative = lambda field: ' | '.join(
+      _fmt(np.mean([get(key, k, field) for key in complete]) if complete else math.nan)
+      for k in ks)
+  lines.append(f'| Rel. % | {relative("relative_lee")} |\n')
   lines.append('| train FLOPs / full | ' + ' | '.join(
       _fmt(np.nanmean([get(key, k, 'train_flops_fraction') for key in keys])) for k in ks) + ' |\n')
+  over = ', '.join(name(key) for key in complete) or 'none: no task has every column'
   lines.append('\n"Rel. %" is the mean over tasks of each task\'s score as % of its full '
-               'fine-tuning score. Columns name the blocks trained (0-based); embeddings train '
-               'only under Full; pooler and classifier always train.\n\n')
+               f'fine-tuning score, over the tasks with a score in every column ({over}). '
+               'Columns name the blocks trained (0-based); embeddings train only under Full; '
+               'pooler and classifier always train.\n\n')
   lines += ['## Plain mean ± 95% CI half-width (dev ×100; n runs)\n', header]
   for key in keys:
     cells = []
@@ -161,8 +166,7 @@ def markdown(table: Sequence[Mapping[str, Any]]) -> str:
       half = (r['ci95_high'] - r['ci95_low']) / 2
       cells.append(f'{_fmt(r["mean"])} ± {_fmt(half)} ({r["n"]})')
     lines.append(f'| {name(key)} | ' + ' | '.join(cells) + ' |\n')
-  rel = {k: np.nanmean([get(key, k, 'relative_mean') for key in keys]) for k in ks}
-  lines.append('| Rel. % | ' + ' | '.join(_fmt(rel[k]) for k in ks) + ' |\n')
+  lines.append(f'| Rel. % | {relative("relative_mean")} |\n')
   return ''.join(lines)
 
 
