@@ -1,7 +1,7 @@
 """A finished run's config again, read from its workdir's config.json: re-runs its trials.
 
   python -m jaxtransfer.main --config=configs/rerun.py:results/lee2019/cola --workdir=/tmp/check \
-      --config.seeds='(1,)' --config.freeze_top='(6,)'
+      --config.seeds='(1,)' --config.trainable_blocks='(6,)'
 
 The engine is deterministic on one machine, so a re-run trial's record equals the committed one
 (`--config.key=value` narrows it to some seeds or settings, as above). Keys the config.json

@@ -1,8 +1,9 @@
 """Sequence packing: a training step's examples laid end to end in a few rows of one width.
 
 A batch of 16 SST-2 sentences holds ~210 real tokens; padded to its longest row it computes ~670
-(~530 with HF's per-batch padding). Packed first-fit into rows of the data's longest example, the
-same batch is 3-4 rows of 80. Nothing about an example changes: it attends only within its own
+(~530 with HF's per-batch padding). Packed first-fit decreasing into a few rows of a width chosen
+from the data (`choose_width`: at least its longest example), it computes little more than its
+real tokens. Nothing about an example changes: it attends only within its own
 segment (a block-diagonal attention bias), its positions restart at 0 (absolute position tables;
 relative and rotary attention depend only on offsets within the segment), and it is pooled from
 its own tokens. Outputs equal the unpacked ones up to float rounding (tests/test_packing.py); only
