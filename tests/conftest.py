@@ -1,6 +1,5 @@
 """Shared fixtures: the real GLUE files in ../shared, the packaged MiniLM, tiny random HF models."""
 
-import os
 import pathlib
 
 import numpy as np
@@ -58,6 +57,31 @@ def random_batch(rng: np.random.Generator, vocab: int, batch: int, seq: int, pad
   ids = np.where(mask > 0, ids, pad_id).astype(np.int32)
   types = ((np.arange(seq)[None] >= lengths[:, None] // 2) * mask).astype(np.int32)
   return ids, mask, types
+
+
+def labelled_batch(pre, n: int, seed: int, seq: int = 12) -> dict:
+  """A random batch for `pre` (a Pretrained) with labels a model can learn (token 1's parity)."""
+  ids, mask, types = random_batch(np.random.default_rng(seed), pre.config.vocab_size, n, seq,
+                                  pre.config.pad_token_id)
+  if pre.config.type_vocab_size == 1:
+    types = np.zeros_like(types)
+  if pre.config.model_type == 'roberta':  # no token may equal the padding index inside a sentence
+    ids = np.where(mask > 0, np.maximum(ids, pre.config.pad_token_id + 2), pre.config.pad_token_id)
+  return {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types,
+          'labels': (ids[:, 1] % 2).astype(np.int32)}
+
+
+def flat_params(tree) -> dict:
+  """A pytree's leaves as numpy arrays keyed by their dict-key path, to compare leaf by leaf."""
+  import jax  # pylint: disable=g-import-not-at-top  (conftest loads before tests set XLA_FLAGS)
+  return {tuple(k.key for k in p): np.asarray(v)
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def same_bits(a, b) -> bool:
+  """Equal float32 bit patterns (stricter than ==: tells -0.0 from 0.0, matches NaNs)."""
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
 def make_tiny_model_dir(path: pathlib.Path, model_type: str = 'bert', num_layers: int = 3,

@@ -37,24 +37,14 @@ def _ctx(pre, task='sst2'):
   return base.Context(freeze_cfg.get_config(), '', pre, data_lib.get_task(task), None)
 
 
-def _flat(tree):
-  return {tuple(k.key for k in p): np.asarray(v)
-          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+_flat = conftest.flat_params
 
 
-def _same_bits(a, b) -> bool:
-  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-  return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+_same_bits = conftest.same_bits
 
 
 def _data(pre, n, seed, seq=16):
-  rng = np.random.default_rng(seed)
-  ids, mask, types = conftest.random_batch(rng, pre.config.vocab_size, n, seq,
-                                           pre.config.pad_token_id)
-  if pre.config.type_vocab_size == 1:
-    types = np.zeros_like(types)
-  return {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types,
-          'labels': (ids[:, 1] % 2).astype(np.int32)}
+  return conftest.labelled_batch(pre, n, seed, seq)
 
 
 def _tx(program, train, arrays, cfg, lr, steps):

@@ -33,14 +33,10 @@ from test_freeze import _matmul_flops  # dot_general FLOPs of a jaxpr (scan bodi
 ALL = ('query', 'key', 'value', 'attention_output', 'intermediate', 'output')
 
 
-def _flat(tree):
-  return {tuple(k.key for k in p): np.asarray(v)
-          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+_flat = conftest.flat_params
 
 
-def _same_bits(a, b) -> bool:
-  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-  return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+_same_bits = conftest.same_bits
 
 
 def _random_pre(num_layers=4, hidden=32, intermediate=64, seed=0):
@@ -61,14 +57,7 @@ def _ctx(pre, cfg=select_cfg, **overrides):
 
 
 def _data(pre, n, seed, seq=12):
-  ids, mask, types = conftest.random_batch(np.random.default_rng(seed), pre.config.vocab_size, n,
-                                           seq, pre.config.pad_token_id)
-  if pre.config.type_vocab_size == 1:
-    types = np.zeros_like(types)
-  if pre.config.model_type == 'roberta':  # no token may equal the padding index inside a sentence
-    ids = np.where(mask > 0, np.maximum(ids, pre.config.pad_token_id + 2), pre.config.pad_token_id)
-  return {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types,
-          'labels': (ids[:, 1] % 2).astype(np.int32)}
+  return conftest.labelled_batch(pre, n, seed, seq)
 
 
 def _init(program, pre, seed=1):

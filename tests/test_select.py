@@ -26,9 +26,7 @@ from jaxtransfer.models import pretrained as pretrained_lib
 from test_freeze import _matmul_flops  # dot_general FLOPs of a jaxpr (scan bodies × length)
 
 
-def _flat(tree):
-  return {tuple(k.key for k in p): np.asarray(v)
-          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+_flat = conftest.flat_params
 
 
 def _random_pre(num_layers=4, hidden=32):
@@ -47,12 +45,7 @@ def _ctx(pre, **overrides):
 
 
 def _data(pre, n, seed, seq=12):
-  ids, mask, types = conftest.random_batch(np.random.default_rng(seed), pre.config.vocab_size, n,
-                                           seq, pre.config.pad_token_id)
-  if pre.config.type_vocab_size == 1:
-    types = np.zeros_like(types)
-  return {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types,
-          'labels': (ids[:, 1] % 2).astype(np.int32)}
+  return conftest.labelled_batch(pre, n, seed, seq)
 
 
 def _init(program, pre, seed=1):
