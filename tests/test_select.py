@@ -20,6 +20,7 @@ from jaxtransfer import results
 from jaxtransfer import train as train_lib
 from jaxtransfer.errors import UserError
 from jaxtransfer.experiments import base
+from jaxtransfer.analysis import timing
 from jaxtransfer.experiments import select
 from jaxtransfer.models import bert
 from jaxtransfer.models import pretrained as pretrained_lib
@@ -373,6 +374,21 @@ def test_settings_and_baselines():
   full_ad = select.make_program(ctx, 3, 4, 'adapter', full=True)
   assert (full_ad.frozen_blocks, full_ad.train_embeddings, full_ad.block_params,
           full_ad.adapter_size) == (0, False, 'layernorm', 8)
+
+
+def test_step_times_measured_side_by_side_follow_compute():
+  """Every setting timed in the same rounds: the cheapest (head on block 0, 1 block tuned) and
+  the dearest (all 4 blocks and the embeddings) come out in the order of their FLOPs."""
+  pre = _random_pre(num_layers=4, hidden=128)
+  ctx = _ctx(pre)
+  cheap = select.make_program(ctx, 0, 1, 'finetune')
+  full = select.make_program(ctx, 3, 4, 'finetune', full=True)
+  batch = _data(pre, 16, 0, seq=48)
+  cfg = optim.OptimConfig.from_config(ctx.config)
+  t_cheap, t_full, t_again = timing.step_times([cheap, full, cheap], pre.params, batch, cfg,
+                                               rounds=2, repeats=3)
+  assert min(t_cheap, t_full, t_again) > 0
+  assert t_full > 1.5 * max(t_cheap, t_again)
 
 
 # ----------------------------------------------------------------------------- end to end

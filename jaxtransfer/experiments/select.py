@@ -102,6 +102,7 @@ class Select(base.Experiment):
   def __init__(self):
     self._step_times: dict = {}
     self._params: dict = {}
+    self._settings: list = []
 
   def load(self, config, workdir: str) -> base.Context:
     # Before tokenizing anything.
@@ -178,7 +179,8 @@ class Select(base.Experiment):
       logging.info('head_block=auto: block %d (ν = %.4f; lowest block ν %.4f, tolerance %g).',
                    head, nu[1 + head], np.min(nu[1:]), c.auto_tolerance)
     out = []
-    for setting, program, lr, *arrays in self.settings(ctx, head, placement):
+    self._settings = self.settings(ctx, head, placement)
+    for setting, program, lr, *arrays in self._settings:
       for size in c.train_sizes:
         for seed in c.seeds:
           out.append(engine_lib.Trial(int(seed), int(size), setting, program, learning_rate=lr,
@@ -187,28 +189,32 @@ class Select(base.Experiment):
 
   def trial_metrics(self, ctx: base.Context, trial, params) -> dict[str, float]:
     """What the trial trains and stores (`storage.param_metrics`), and `step_time_s`: one trial's
-    measured train step on a real batch (once per setting)."""
+    measured train step on a real batch (every setting of the run measured side by side, when
+    its first trial finishes)."""
     program = trial.program
     if program not in self._params:
       self._params[program] = storage.param_metrics(program, ctx.pretrained.params)
     out = dict(self._params[program])
     if ctx.config.measure_step_time:
-      out['step_time_s'] = self._step_time(ctx, program)
+      if not self._step_times:
+        self._measure_step_times(ctx)
+      out['step_time_s'] = self._step_times[program]
     return out
 
-  def _step_time(self, ctx: base.Context, program) -> float:
-    """Seconds of one measured train step of `program`, cached per program and batch shape."""
-    # The engine's batches: its width is the longest training example's (trim_padding).
+  def _measure_step_times(self, ctx: base.Context) -> None:
+    """Seconds of one train step of every program of the run, on the same real batch."""
+    # One batch of the longest training example's width, padded: the same for every setting, so
+    # the times compare what the settings compute (the engine's packed steps scale them alike).
     data = batching.trim_padding(ctx.data.train.as_dict())
     rows = np.arange(min(ctx.config.batch_size, len(data['labels'])))
     batch = {k: v[rows] for k, v in data.items()}
-    key = (program, batch['input_ids'].shape)
-    if key not in self._step_times:
-      self._step_times[key] = timing.step_time(
-          program, ctx.pretrained.params, batch, optim.OptimConfig.from_config(ctx.config))
-      logging.info('Measured step time %.4f s (train_flops_fraction %.3f).',
-                   self._step_times[key], program.train_flops_fraction())
-    return self._step_times[key]
+    programs = list(dict.fromkeys(program for _, program, *_ in self._settings))
+    times = timing.step_times(programs, ctx.pretrained.params, batch,
+                              optim.OptimConfig.from_config(ctx.config))
+    for program, t in zip(programs, times):
+      self._step_times[program] = t
+      logging.info('Measured step time %.4f s (train_flops_fraction %.3f).', t,
+                   program.train_flops_fraction())
 
   def finalize(self, ctx: base.Context, records: list[dict]) -> None:
     xie.plot_select(ctx.workdir, records, ctx.task.name, ctx.config.model,
