@@ -186,6 +186,8 @@ def test_rank_from_another_run_uses_its_full_finetuning_trials(tmp_path):
       {'trial_id': 'mask', 'setting': {'method': 'mask', 'target_sparsity': 0.1}, 'status': 'ok',
        'metrics': {}}])
   assert closeness_exp.full_finetuning_ids(str(tmp_path / 'closeness.csv')) == {'ft'}
+  assert [r['trial_id'] for r in closeness_exp.full_finetuning_records(
+      str(tmp_path / 'closeness.csv'))] == ['ft']
   assert closeness.rank_blocks(rows, {'ft'}) == [1, 2, 0]
   assert closeness_exp.chosen_blocks('most_changed', 2, [1, 2, 0], 3) == [1, 2]
   assert closeness_exp.chosen_blocks('least_changed', 1, [1, 2, 0], 3) == [0]

@@ -9,6 +9,7 @@ import scipy.stats
 import sklearn.metrics
 
 from jaxtransfer import data as data_lib
+from jaxtransfer import results as results_lib
 from jaxtransfer.analysis import closeness
 from jaxtransfer.analysis import finetune as finetune_figs
 from jaxtransfer.analysis import masks
@@ -117,6 +118,36 @@ def test_critical_blocks_reference_spans_the_axis(tmp_path, figures):
   assert full.get_ydata()[0] == pytest.approx(0.81)
   for line in ax.get_lines():
     assert line.get_label() in _legend_texts(ax) or line.get_label().startswith('_')
+
+
+def test_critical_orders_picking_the_same_blocks_both_show(tmp_path, figures):
+  """most_changed = top when the top blocks move most: same scores, drawn side by side with their
+  95% CI as error bars (a band over one r has no width)."""
+  recs = [_record({'r': 2, 'tuned': t, 'blocks': [4, 5]}, s, v)
+          for t in ('most_changed', 'top') for s, v in ((1, 0.7), (2, 0.75), (3, 0.8))]
+  closeness.plot_critical(str(tmp_path), recs, data_lib.get_task('sst2'), 'minilm-l6', INFO)
+  ax = figures[0].axes[0]
+  bars = {c.get_label(): c for c in ax.containers}
+  assert set(bars) == {'most changed, full training set', 'top, full training set'}
+  xs = [bars[k].lines[0].get_xdata()[0] for k in sorted(bars)]
+  assert xs[0] != xs[1] and all(abs(x - 2) < 0.5 for x in xs)
+  mean, _, low, high = results_lib.t_ci([0.7, 0.75, 0.8])
+  segment = bars['top, full training set'].lines[2][0].get_segments()[0]
+  assert segment[:, 1] == pytest.approx([low, high])
+  assert bars['top, full training set'].lines[0].get_ydata()[0] == pytest.approx(mean)
+
+
+def test_sparsity_baselines_have_their_own_colors(tmp_path, figures):
+  recs = [_record({'method': 'mask', 'target_sparsity': sp}, s, 0.7, sparsity=sp)
+          for sp in (0.1, 0.5) for s in (1, 2)]
+  recs += [_record({'method': m}, s, v) for m, v in (('finetune', 0.8), ('head_only', 0.6))
+           for s in (1, 2)]
+  masks.plot_accuracy_vs_sparsity(str(tmp_path), recs, data_lib.get_task('sst2'), 'm', INFO)
+  lines = {l.get_label(): l for l in figures[0].axes[0].get_lines()}
+  ft, head = (lines[k] for k in ('full fine-tuning, full training set',
+                                 'frozen encoder, head only, full training set'))
+  assert ft.get_color() != head.get_color() and ft.get_linestyle() != head.get_linestyle()
+  assert ft.get_ydata()[0] == pytest.approx(0.8) and head.get_ydata()[0] == pytest.approx(0.6)
 
 
 def test_sparsity_title_names_only_the_baselines_run(tmp_path, figures):

@@ -224,17 +224,24 @@ def plot_critical(workdir: str, records: list[dict], task, model: str,
     return None
   fig, ax = plots.figure()
   lim = plots.bounds(metric)
-  for label, by_r in lines.items():
+  for i, (label, by_r) in enumerate(lines.items()):
     rs = sorted(by_r)
-    plots.line_with_ci(ax, rs, [by_r[r] for r in rs], label, bounds=lim)
+    # Side by side with error bars: two orders that pick the same blocks (most changed = top when
+    # the top blocks move most) score the same and would hide each other; a band over one r
+    # would have no width.
+    stats = np.array([plots.mean_ci(by_r[r], lim) for r in rs])
+    err = np.nan_to_num(np.abs(stats[:, 1:] - stats[:, :1]).T)
+    ax.errorbar(np.asarray(rs) + 0.12 * (i - (len(lines) - 1) / 2), stats[:, 0], yerr=err,
+                marker='o', capsize=3, label=label)
   xs = sorted({r for by_r in lines.values() for r in by_r})
   for size, values in full.items():
     # Across the whole axis: with one r, a line from xs[0] to xs[-1] would have no length.
-    plots.reference(ax, values, f'full fine-tuning, {plots.size_label(size)}', bounds=lim)
+    plots.reference(ax, values, f'full fine-tuning, {plots.size_label(size)}', color='C7',
+                    bounds=lim)
   plots.chance_line(ax, info, metric)
   ax.set_xticks(xs)
   ax.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)
-  ax.set_xlabel('blocks fine-tuned (r; embeddings frozen)')
+  ax.set_xlabel('blocks fine-tuned (r; embeddings frozen); bars: 95% CI of the mean')
   ax.set_ylabel(plots.metric_label(metric))
   ax.set_title(plots.title('Fine-tuning only r blocks', task.name, model, info), fontsize=10)
   plots.legend(ax, fontsize=8)

@@ -116,9 +116,12 @@ def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: st
     plots.line_with_ci(ax, [p[0] for p in points], [p[1] for p in points], f'masks, {label}',
                        bounds=lim)
   names = {'finetune': 'full fine-tuning', 'head_only': 'frozen encoder, head only'}
+  # Fixed colors: axhline does not advance the color cycle, so the baselines would share one.
+  styles = {'finetune': ('C2', '--'), 'head_only': ('C1', ':')}
   for (method, size), values in baselines.items():
+    color, linestyle = styles.get(method, ('C4', '-.'))
     plots.reference(ax, values, f'{names.get(method, method)}, {plots.size_label(size)}',
-                    bounds=lim)
+                    color=color, linestyle=linestyle, bounds=lim)
   plots.chance_line(ax, info, metric)
   ax.set_xlabel('achieved sparsity (fraction of masked-matrix entries zeroed)')
   ax.set_ylabel(plots.metric_label(metric))

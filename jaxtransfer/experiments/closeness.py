@@ -40,14 +40,18 @@ def chosen_blocks(order: str, r: int, ranking: list[int], num_layers: int) -> li
   raise ValueError(order)
 
 
-def full_finetuning_ids(csv_path: str) -> set[str]:
-  """The full fine-tuning trials of the run that wrote `csv_path` (closeness.py's `tuned=all`,
-  sparsity.py's `method=finetune`), from the trials.jsonl beside it; empty when there is none."""
+def full_finetuning_records(csv_path: str) -> list[dict]:
+  """The finished full fine-tuning trials of the run that wrote `csv_path` (closeness.py's
+  `tuned=all`, sparsity.py's `method=finetune`), from the trials.jsonl beside it; [] if none."""
   path = os.path.join(os.path.dirname(os.path.abspath(csv_path)), 'trials.jsonl')
   if not os.path.exists(path):
-    return set()
-  return {r['trial_id'] for r in results.read_records(path) if r['status'] == 'ok'
-          and r['setting'] in ({'tuned': FULL}, {'method': 'finetune'})}
+    return []
+  return [r for r in results.read_records(path) if r['status'] == 'ok'
+          and r['setting'] in ({'tuned': FULL}, {'method': 'finetune'})]
+
+
+def full_finetuning_ids(csv_path: str) -> set[str]:
+  return {r['trial_id'] for r in full_finetuning_records(csv_path)}
 
 
 class Closeness(base.Experiment):
@@ -161,6 +165,10 @@ class Closeness(base.Experiment):
                                info=ctx.info)
       closeness.plot_matrix_heatmap(ctx.workdir, rows, [r['trial_id'] for r in full],
                                     ctx.task.name, ctx.config.model, info=ctx.info)
-    closeness.plot_critical(ctx.workdir, records, ctx.task, ctx.config.model, ctx.info)
+    # Ranked from another run: its full fine-tuning trials are the reference line.
+    source = full_finetuning_records(ctx.config.rank_from) if ctx.config.rank_from else []
+    reference = [{**r, 'setting': {'tuned': FULL}} for r in source]
+    closeness.plot_critical(ctx.workdir, records + reference, ctx.task, ctx.config.model,
+                            ctx.info)
 
 
