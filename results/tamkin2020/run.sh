@@ -11,8 +11,11 @@ GLUE=${GLUE:-../shared/glue}
 # results/lee2019; the paper: batch 8, 2e-5 for BERT-base) and the token mean through the pretrained
 # pooler (this sentence encoder's [CLS] vector is weak below its top block).
 run() { python -m jaxtransfer.main "$@" --config.model=minilm-l6 --config.data_dir=$GLUE \
-            --config.pooling=mean --config.checkpoint_every=200; }
-train=(--config.batch_size=16 --config.learning_rate=1e-4 --config.num_epochs=3)
+            --config.pooling=mean; }
+# Fine-tuning checkpoints every 200 steps (a group in flight resumes from there); the probes keep
+# probe.py's rare checkpoints (their steps are tiny and many).
+train=(--config.batch_size=16 --config.learning_rate=1e-4 --config.num_epochs=3
+       --config.checkpoint_every=200)
 for task in sst2 cola; do
   # Linear probes of every k: the full training set, 40 epochs of batch 8 as in the paper, lr 1e-3
   # (2e-5 barely moves a linear probe in that budget), eval-mode features.
