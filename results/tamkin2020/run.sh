@@ -33,8 +33,9 @@ run --config=configs/block_reinit.py --workdir=$OUT/sst2/block_reinit --config.t
 # in permute_correlations.csv), seeds 1-3, with the full and all-reinit references.
 run --config=configs/permute.py --workdir=$OUT/sst2/permute --config.task=sst2 "${train[@]}" \
     --config.train_sizes='(500,2000)' --config.seeds='(1,2,3)' --config.permutation_seeds='(1,2,3,4,5)'
-# CoLA, the whole training set, every k, seeds 1-3.
+# CoLA, the whole training set (1,603 steps a trial, ~20 CPU-minutes), k = 0, 2, 4, 6, seeds 1-3.
 run --config=configs/reinit.py --workdir=$OUT/cola/reinit --config.task=cola "${train[@]}" \
-    --config.train_sizes='(0,)' --config.seeds='(1,2,3)' --config.probe_dir=$OUT/cola/probe
+    --config.train_sizes='(0,)' --config.seeds='(1,2,3)' --config.ks='(0,2,4,6)' \
+    --config.probe_dir=$OUT/cola/probe
 python -m jaxtransfer.analysis.tamkin --out=$OUT $OUT/sst2/* $OUT/cola/*
 rm -rf $OUT/*/*/tensorboard $OUT/*/*/checkpoints
