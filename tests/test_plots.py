@@ -78,6 +78,12 @@ def test_majority_score_matches_sklearn(task, labels):
   assert base.majority_score(data_lib.get_task('stsb'), np.array([0.5, 1.0])) is None
 
 
+def test_titles_spell_glue_tasks_as_glue_does():
+  assert plots.title('What', 'cola', 'minilm-l6') == 'What — CoLA, minilm-l6'
+  assert 'SST-2' in plots.title('What', 'sst-2', '/models/minilm-l6/')
+  assert 'my_task' in plots.title('What', 'my_task', 'm')
+
+
 def test_demo_figures_name_the_demo_data(minilm, tmp_path):
   data = data_lib.load_task_data('sst2', 'demo', minilm.tokenizer, minilm.path, 32,
                                  cache_dir=str(tmp_path))

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from jaxtransfer import data as data_lib  # noqa: E402
 from jaxtransfer import results  # noqa: E402
 
 METRIC_LABELS = {
@@ -75,9 +76,15 @@ def size_label(train_size: int) -> str:
 
 def title(what: str, task: str, model: str, info: RunInfo | None = None) -> str:
   """'<what> — <data>, <model>', on two lines when one would not fit a figure."""
-  data = info.data if info is not None and info.data else str(task).upper()
+  data = info.data if info is not None and info.data else task_name(task)
   where = f'{data}, {os.path.basename(str(model).rstrip("/"))}'
   return f'{what} — {where}' if len(what) + len(where) < 70 else f'{what}\n{where}'
+
+
+def task_name(task: str) -> str:
+  """GLUE's spelling of a task key ('cola' -> 'CoLA'); other names as given."""
+  spec = data_lib.TASKS.get(str(task).strip().lower().replace('-', ''))
+  return spec.dirname if spec else str(task)
 
 
 def figure(width: float = 6.4, height: float = 4.2):
