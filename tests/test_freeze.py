@@ -353,6 +353,30 @@ def test_lee_table_aggregation_and_relative_scores(tmp_path):
   assert len(paths) == 2
 
 
+def test_lee_figure_draws_the_tables_plain_mean_relative_scores():
+  # CoLA's full runs include a 0 that Lee's aggregate drops: relative to that aggregate, Full
+  # would sit at 100 * 0.32 / 0.49 = 65%; relative to the plain mean it is 100 by definition.
+  runs = {('cola', 6): [0.50, 0.48, 0.0, 0.30], ('cola', 2): [0.40, 0.20, 0.38],
+          ('sst2', 6): [0.90, 0.92, 0.91], ('sst2', 2): [0.89, 0.88, 0.60]}
+  records = [_record(t, k, s, v) for (t, k), vals in runs.items() for s, v in enumerate(vals)]
+  layers = {'cola': 6, 'sst2': 6}
+  table = lee.rows(records, layers)
+  curves = {c[0]: c for c in lee.relative_curves(records, table, layers)}
+  for (task, k), vals in runs.items():
+    _, _, _, _, ks, samples, _, _ = curves[task]
+    got = samples[ks.index(k)]
+    assert got == pytest.approx(100 * np.asarray(vals) / np.mean(runs[task, 6]))
+    row = next(r for r in table if r['task'] == task and r['trainable_blocks'] == k)
+    assert np.mean(got) == pytest.approx(row['relative_mean'])
+  assert np.mean(curves['cola'][5][-1]) == pytest.approx(100)
+  # Our Rel. % line is the table's plain-mean Rel. % row, by fraction of blocks trained.
+  md = lee.markdown(table)
+  row = md.split('Plain mean')[1].split('| Rel. % | ')[1].split(' |\n')[0].split(' | ')
+  assert lee.mean_relative(table, layers) == pytest.approx(
+      {1.0: float(row[0]), 2 / 6: float(row[1])}, abs=5e-3)
+  assert lee.mean_relative([r for r in table if r['task'] == 'cola'], layers) == {}
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
