@@ -42,9 +42,10 @@ def main():
   from absl import logging
   from scipy import stats
   import jaxtransfer as jt
-  from jaxtransfer import data as data_lib
-  from jaxtransfer import engine as engine_lib
-  from jaxtransfer import program as program_lib
+  from jaxtransfer.data import glue as data_lib
+  from jaxtransfer.engine import engine as engine_lib
+  from jaxtransfer.engine import trials as trials_lib
+  from jaxtransfer.core import program as program_lib
 
   logging.set_verbosity(logging.WARNING)
   if not GLUE.is_dir():
@@ -57,10 +58,10 @@ def main():
   for dtype in dtypes:
     program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.num_layers,
                                   head='pooler' if pre.config.has_pooler else 'mlp', dtype=dtype)
-    trials += [engine_lib.Trial(seed, args.train_size, {'dtype': dtype}, program) for seed in seeds]
+    trials += [trials_lib.Trial(seed, args.train_size, {'dtype': dtype}, program) for seed in seeds]
   with tempfile.TemporaryDirectory() as tmp:
     workdir = args.workdir or tmp
-    spec = engine_lib.RunSpec(experiment='bf16_accuracy', model=args.model, task=data.task,
+    spec = trials_lib.RunSpec(experiment='bf16_accuracy', model=args.model, task=data.task,
                               workdir=workdir, batch_size=args.batch, learning_rate=args.lr,
                               num_train_steps=args.steps, checkpoint_every=0,
                               trials_per_program=len(seeds))

@@ -27,10 +27,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxtransfer as jt  # noqa: E402
-from jaxtransfer import data as data_lib  # noqa: E402
-from jaxtransfer import optim  # noqa: E402
-from jaxtransfer import program as program_lib  # noqa: E402
-from jaxtransfer import step as step_lib  # noqa: E402
+from jaxtransfer.data import glue as data_lib  # noqa: E402
+from jaxtransfer.core import optim  # noqa: E402
+from jaxtransfer.core import program as program_lib  # noqa: E402
+from jaxtransfer.core import step as step_lib  # noqa: E402
 
 GLUE = ROOT.parent / 'shared' / 'glue'
 

@@ -37,15 +37,17 @@ def setup(args):
   sys.path.insert(0, str(ROOT))
   import jax
   from absl import logging
-  from jaxtransfer import data as data_lib
-  from jaxtransfer import engine as engine_lib
+  from jaxtransfer.data import glue as data_lib
+  from jaxtransfer.engine import engine as engine_lib
+  from jaxtransfer.engine import trials as trials_lib
+  from jaxtransfer.models import config as model_config
   from jaxtransfer.models import bert
   from jaxtransfer.models import pretrained as pretrained_lib
 
   logging.set_verbosity(logging.WARNING)
   enc, path = throughput.hf_config(args)
   if path is None:
-    config = bert.EncoderConfig.from_hf(enc)
+    config = model_config.EncoderConfig.from_hf(enc)
     # Shapes are all that matter here: abstract params, never materialized.
     params = jax.eval_shape(lambda k: bert.init_params(config, k), jax.random.key(0))
   else:
@@ -53,13 +55,13 @@ def setup(args):
     config, params = pre.config, pre.params
   train, dev = throughput.make_data(args, enc, path)
   program = throughput.make_program(args, config)
-  spec = engine_lib.RunSpec(experiment='max_trials', model=args.model,
+  spec = trials_lib.RunSpec(experiment='max_trials', model=args.model,
                             task=data_lib.get_task('sst2'), workdir='/tmp/unused',
                             batch_size=args.batch, learning_rate=args.lr,
                             num_train_steps=args.steps, eval_batch_size=args.eval_batch)
   eng = engine_lib.Engine(spec, params, train, {'': dev})
   size = throughput.trial_train_size(args, len(train['labels']))
-  make_trials = lambda t: [engine_lib.Trial(seed=s, train_size=size, setting={}, program=program)
+  make_trials = lambda t: [trials_lib.Trial(seed=s, train_size=size, setting={}, program=program)
                            for s in range(1, t + 1)]
   return eng, program, make_trials
 
@@ -69,8 +71,8 @@ def program_bytes(eng, program, trials, steps: int) -> dict[str, int]:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from jaxtransfer import distributed as dist
-  from jaxtransfer import trials as trials_lib
+  from jaxtransfer.runtime import distributed as dist
+  from jaxtransfer.engine import trials as trials_lib
 
   group = trials_lib.Group(program, steps, trials)
   fns = eng.functions(group)
@@ -97,7 +99,7 @@ def program_bytes(eng, program, trials, steps: int) -> dict[str, int]:
 
 def device_limit() -> int:
   import jax
-  from jaxtransfer import trials as trials_lib
+  from jaxtransfer.engine import trials as trials_lib
   stats = jax.local_devices()[0].memory_stats() or {}
   return int(stats.get('bytes_limit') or trials_lib.device_memory_bytes())
 
@@ -141,8 +143,8 @@ def verify(eng, program, make_trials, t: int, args, log) -> int:
   """Runs two real training steps at T trials, stepping down by 1/8 on out-of-memory."""
   import jax
   import jax.numpy as jnp
-  from jaxtransfer import distributed as dist
-  from jaxtransfer import trials as trials_lib
+  from jaxtransfer.runtime import distributed as dist
+  from jaxtransfer.engine import trials as trials_lib
   if any(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(eng.pretrained)):
     from jaxtransfer.models import bert
     eng.pretrained = jax.device_get(jax.jit(bert.init_params, static_argnums=0)(

@@ -16,7 +16,7 @@ timed from start to exit (imports, model load, tokenization, compile, training, 
 The HF loop is what a careful user writes: the data tokenized once up front, a manual loop
 (no Trainer), `torch.optim.AdamW` with HF's no-decay groups, `get_linear_schedule_with_warmup`,
 `clip_grad_norm_`, the model reloaded per trial, the same subsets and example order as
-jaxtransfer's trials (`trials.trial_batches`). Prints wall times, accuracies and the ratios.
+jaxtransfer's trials (`engine.trials.trial_batches`). Prints wall times, accuracies and the ratios.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def hf_side(args, dynamic: bool) -> dict:
   import torch
   import transformers
   sys.path.insert(0, str(ROOT))
-  from jaxtransfer import data as data_lib  # GLUE reading and the trials' data order: no jax
-  from jaxtransfer import trials as trials_lib
+  from jaxtransfer.data import glue as data_lib  # GLUE reading and the trials' data order: no jax
+  from jaxtransfer.engine import trials as trials_lib
   from jaxtransfer.models import pretrained
 
   gpu = args.device == 'gpu'

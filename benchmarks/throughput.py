@@ -14,7 +14,7 @@ compile, training, evaluation) and peak memory are its own. The jaxtransfer side
 engine (`Engine.run`: one compiled group, device-side batches, donated state); the HF side is what a
 user writes: `AutoModelForSequenceClassification` + `torch.optim.AdamW` + linear schedule + grad
 clipping, eager, one trial after another, model reloaded per trial. Both sides train on the same
-examples in the same order (`engine.trial_batches`), same config, batch, length, steps, precision.
+examples in the same order (`engine.trials.trial_batches`), same config, batch, length, steps, precision.
 The data are synthetic full-length rows (random token ids, no padding) so that neither side can
 skip work: jaxtransfer's padding trim would otherwise shorten real SST-2 batches (`--data=sst2`
 runs on real SST-2, padded to `--length` for HF and trimmed by the engine, as users would run it).
@@ -183,7 +183,7 @@ def make_data(args, enc: dict, path: str | None):
   n_dev = args.eval_examples
   if args.data == 'sst2':
     sys.path.insert(0, str(ROOT))
-    from jaxtransfer import data as data_lib
+    from jaxtransfer.data import glue as data_lib
     from jaxtransfer.models import pretrained
     tok = pretrained.load_tokenizer(path)
     d = data_lib.load_task_data('sst2', str(GLUE) if GLUE.is_dir() else 'demo', tok, path,
@@ -221,15 +221,17 @@ def run_jax(args) -> dict:
     # Let the trials use (almost) all of the GPU: the default preallocates 75%.
     os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.92')
   sys.path.insert(0, str(ROOT))
-  from jaxtransfer import host_memory
-  from jaxtransfer import xla_flags
+  from jaxtransfer.runtime import host_memory
+  from jaxtransfer.runtime import xla_flags
   xla_flags.set_defaults()  # what `python -m jaxtransfer.main` runs with
   host_memory.keep_freed_memory()
   import jax
   import numpy as np
   from absl import logging
-  from jaxtransfer import data as data_lib
-  from jaxtransfer import engine as engine_lib
+  from jaxtransfer.data import glue as data_lib
+  from jaxtransfer.engine import engine as engine_lib
+  from jaxtransfer.engine import trials as trials_lib
+  from jaxtransfer.models import config as model_config
   from jaxtransfer.models import bert
   from jaxtransfer.models import pretrained as pretrained_lib
 
@@ -237,7 +239,7 @@ def run_jax(args) -> dict:
   t0 = time.time()
   enc, path = hf_config(args)
   if path is None:
-    config = bert.EncoderConfig.from_hf(enc)
+    config = model_config.EncoderConfig.from_hf(enc)
     params = jax.device_get(jax.jit(bert.init_params, static_argnums=0)(config, jax.random.key(0)))
   else:
     pre = pretrained_lib.load_pretrained(path, with_tokenizer=False)
@@ -246,11 +248,11 @@ def run_jax(args) -> dict:
   train, dev = make_data(args, enc, path)
   size = trial_train_size(args, len(train['labels']))
   program = make_program(args, config)
-  trials = [engine_lib.Trial(seed=s, train_size=size, setting={}, program=program)
+  trials = [trials_lib.Trial(seed=s, train_size=size, setting={}, program=program)
             for s in range(1, args.trials + 1)]
 
   with tempfile.TemporaryDirectory() as workdir:
-    spec = engine_lib.RunSpec(
+    spec = trials_lib.RunSpec(
         experiment='benchmark', model=args.model, task=data_lib.get_task('sst2'), workdir=workdir,
         batch_size=args.batch, learning_rate=args.lr, num_train_steps=args.steps,
         eval_batch_size=args.eval_batch, checkpoint_every=0, trials_per_program=args.per_group)
@@ -283,7 +285,7 @@ def run_jax(args) -> dict:
 def make_program(args, config):
   """The benchmarked program: full fine-tuning with the model's own head (`--remat`: each block
   recomputed in the backward pass)."""
-  from jaxtransfer import program as program_lib
+  from jaxtransfer.core import program as program_lib
   return program_lib.Program(encoder=config, num_labels=2, num_blocks=config.num_layers,
                              head='pooler' if config.has_pooler else 'mlp', dtype=args.dtype,
                              remat=args.remat)
@@ -297,7 +299,7 @@ def run_hf(args) -> dict:
   import torch
   import transformers
   sys.path.insert(0, str(ROOT))
-  from jaxtransfer import trials as trials_lib  # the shared data order only (no jax compute)
+  from jaxtransfer.engine import trials as trials_lib  # the shared data order only (no jax compute)
 
   torch.set_num_threads(args.threads)
   gpu = args.device == 'gpu'

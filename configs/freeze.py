@@ -37,7 +37,7 @@ from configs import base
 
 def _paper(c):
   # Unset (None) until given on the command line: the study then fills in Lee et al.'s choice for
-  # the task and model (jaxtransfer.experiments.freeze.paper_defaults), so --config.task=cola moves
+  # the task and model (jaxtransfer.studies.lee2019.freeze.paper_defaults), so --config.task=cola moves
   # the default learning rate along while --config.learning_rate=1e-4 wins.
   c.learning_rate = config_dict.placeholder(float)
   c.batch_size = config_dict.placeholder(int)

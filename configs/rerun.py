@@ -13,7 +13,7 @@ import importlib
 import json
 import os
 
-from jaxtransfer import config_history
+from jaxtransfer.runtime import config_history
 
 
 def _as_default_type(value, default):

@@ -34,7 +34,7 @@ frozen encoder: what the masks add to it).
 
 Workdir extras: `masks/<trial_id>.npz` (per matrix `<matrix>` = np.packbits of the flattened
 (blocks, in, out) mask and `<matrix>.shape`; `blocks` = the block indices;
-`jaxtransfer.analysis.masks.load_masks` reads it); metrics `mask_bytes` (the packed masks),
+`jaxtransfer.studies.radiya2020.masks.load_masks` reads it); metrics `mask_bytes` (the packed masks),
 `head_bytes` (pooler + classifier, float32) and `full_copy_bytes` (a fully fine-tuned copy);
 `closeness.csv` (distance of the masked model from the pretrained one, see closeness.py);
 plots/accuracy_vs_sparsity.png. `--config.export_model=True` writes the masked model (masks

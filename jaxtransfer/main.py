@@ -40,14 +40,11 @@ flags.DEFINE_string('workdir', None,
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: nothing is wrong, run it again
 
 
-def _resume_command() -> str:
+def _resume_command(workdir: str | None) -> str:
   """The command line to run again; the workdir made explicit (its default holds today's date)."""
   args = sys.argv[1:]
-  if FLAGS.workdir is None:
-    from jaxtransfer import workdir as workdir_lib
-    active = workdir_lib.current()
-    if active is not None:
-      args = args + [f'--workdir={active.path}']
+  if FLAGS.workdir is None and workdir:
+    args = args + [f'--workdir={workdir}']
   return 'python -m jaxtransfer.main ' + shlex.join(args)
 
 
@@ -134,12 +131,12 @@ def main(argv):
     _bad_input(f'The config file {_config_arg(sys.argv)!r} returned {type(config).__name__}, not '
                'an ml_collections.ConfigDict: its get_config() must return one, e.g. built on '
                'configs/base.py (`c = base.get_config()`).')
-  from jaxtransfer import host_memory
-  from jaxtransfer import xla_flags
+  from jaxtransfer.runtime import host_memory
+  from jaxtransfer.runtime import xla_flags
   xla_flags.set_defaults()  # before the first device is created
   host_memory.keep_freed_memory()  # before JAX starts its threads
   from jaxtransfer import train  # heavy imports after flag parsing, so --help is fast
-  from jaxtransfer.trials import Preempted
+  from jaxtransfer.engine.trials import Preempted
   try:
     train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:
@@ -147,7 +144,8 @@ def main(argv):
     _bad_input(str(e))
   except Preempted as e:
     logging.flush()
-    sys.stderr.write(f'Interrupted. {e} To resume, run the same command: {_resume_command()}\n')
+    sys.stderr.write(f'Interrupted. {e} To resume, run the same command: '
+                     f'{_resume_command(e.workdir)}\n')
     sys.exit(EXIT_INTERRUPTED)
   except KeyboardInterrupt:
     logging.flush()

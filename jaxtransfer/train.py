@@ -10,13 +10,14 @@ import shutil
 
 from absl import logging
 
-from jaxtransfer import config_history
-from jaxtransfer import custom_data
-from jaxtransfer import data as data_lib
-from jaxtransfer import distributed as dist
-from jaxtransfer import experiments
-from jaxtransfer import files
-from jaxtransfer import workdir as workdir_lib
+from jaxtransfer.runtime import config_history
+from jaxtransfer.data import custom as custom_data
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.runtime import distributed as dist
+from jaxtransfer import studies as experiments
+from jaxtransfer.runtime import files
+from jaxtransfer.runtime import workdir as workdir_lib
+from jaxtransfer.engine.trials import Preempted
 from jaxtransfer.errors import UserError, check_choices
 
 
@@ -79,10 +80,10 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   exp.resolve(config)
   validate(config)
   # Your own data is read (and its columns and labels checked) before the model is loaded.
-  custom = custom_data.register(config) if custom_data.is_custom(config.task) else None
+  custom = custom_data.from_config(config) if custom_data.is_custom(config.task) else None
   path = workdir or default_workdir(config)
   created = not workdir_lib.is_remote(path) and not os.path.exists(path)
-  wd = workdir_lib.activate(path)
+  wd = workdir_lib.open_workdir(path)
   _check_history(config, wd.local, exp.sweep_keys)
   if dist.is_main():
     config_history.record(config, wd.local)
@@ -91,26 +92,22 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   logging.info('Experiment %s, model %s, task %s, workdir %s', config.experiment, config.model,
                config.task, wd.path)
   try:
-    return exp.run(config, wd.local)
+    return exp.run(config, wd, custom or data_lib.get_task(config.task))
   except UserError:
     if created and dist.is_main():
       _remove_if_unused(wd.local)
+    raise
+  except Preempted as e:
+    e.workdir = wd.path  # main names it in the command that resumes
     raise
   finally:
     wd.push()
 
 
-TASK_JSON = 'task.json'  # task=custom: label names (class id order), columns, metrics, sources
-
-
 def _write_task(info: dict, workdir: str) -> None:
-  path = os.path.join(workdir, TASK_JSON)
+  path = os.path.join(workdir, custom_data.TASK_JSON)
   if os.path.exists(path):
-    with open(path) as f:
-      try:
-        before = json.load(f)
-      except json.JSONDecodeError:
-        before = None
+    before = custom_data.read_info(workdir)
     if before is not None and before != info:
       changed = sorted(k for k in set(before) | set(info) if before.get(k) != info.get(k))
       logging.warning('Your data differs from the data of the run already in %s (%s). Finished '
@@ -137,7 +134,7 @@ def _remove_if_unused(workdir: str) -> None:
   input), so that nothing left behind looks like a run and a fixed re-run starts clean."""
   for entry in os.scandir(workdir):
     empty_dir = entry.is_dir() and not any(os.scandir(entry.path))
-    ours = (config_history.CONFIG, config_history.HISTORY, TASK_JSON)
+    ours = (config_history.CONFIG, config_history.HISTORY, custom_data.TASK_JSON)
     if entry.name not in ours and not empty_dir:
       return
   shutil.rmtree(workdir, ignore_errors=True)

@@ -1,29 +1,12 @@
 """The command line: bad input is exit 2 with one clear paragraph and no traceback."""
 
 import os
-import pathlib
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_main(*args, env=None, timeout=300):
-  env = {**os.environ, 'HF_HUB_OFFLINE': '1', **(env or {})}
-  return subprocess.run([sys.executable, '-m', 'jaxtransfer.main', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
-
-
-def assert_bad_input(proc, *needles):
-  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-  err = proc.stderr
-  assert 'Traceback' not in err, err
-  flat = ' '.join(err.split())  # the paragraph is wrapped at 100 columns wherever a path ends
-  for n in needles:
-    assert n in flat, (n, err[-2000:])
+from helpers import ROOT, assert_bad_input, run_main
 
 
 @pytest.fixture

@@ -3,20 +3,17 @@
 import csv
 import json
 
-import jax
 import numpy as np
 import pytest
 import torch
 import transformers
 
-import jaxtransfer as jt
+from jaxtransfer.models import config as model_config
 from configs import closeness as closeness_cfg
-from jaxtransfer import results
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train
-from jaxtransfer.analysis import closeness
-from jaxtransfer.experiments import closeness as closeness_exp
-from jaxtransfer.models import bert
-from conftest import random_batch
+from jaxtransfer.studies.radiya2020 import distances as closeness
+from jaxtransfer.studies.radiya2020 import closeness as closeness_exp
 
 # ----------------------------------------------------------------------------- distances
 
@@ -52,7 +49,7 @@ def test_small_angles_are_exact():
 
 def test_random_init_scale_matches_theory():
   """Two independent N(0, s^2) kernels: E|x - y| = 2s/sqrt(pi), orthogonal (angle pi/2)."""
-  cfg = bert.EncoderConfig(vocab_size=50, hidden_size=64, num_layers=2, num_heads=4,
+  cfg = model_config.EncoderConfig(vocab_size=50, hidden_size=64, num_layers=2, num_heads=4,
                            intermediate_size=128, max_position_embeddings=16)
   rows = closeness.random_init_rows(cfg)
   kernels = [r for r in rows if r['matrix'] in closeness.MATRICES]
@@ -106,7 +103,7 @@ def critical_run(tiny_model_dir, tmp_path_factory):
     train.train_and_evaluate(_config(tiny_model_dir, work, critical_r=(1,)), str(work / 'run'))
   finally:
     closeness_exp.Closeness.write_outputs = original
-  return work / 'run', results.read_records(work / 'run' / 'trials.jsonl'), captured
+  return work / 'run', records_lib.read_records(work / 'run' / 'trials.jsonl'), captured
 
 
 def _hf_state(model_dir):
@@ -181,7 +178,7 @@ def test_rank_from_another_run_uses_its_full_finetuning_trials(tmp_path):
            'angle_rad': 0.1}
           for t, vals in (('ft', [1, 3, 2]), ('mask', [9, 0, 0])) for b, v in enumerate(vals)]
   closeness.write_rows(str(tmp_path / 'closeness.csv'), rows)
-  results.append_records(tmp_path / 'trials.jsonl', [
+  records_lib.append_records(tmp_path / 'trials.jsonl', [
       {'trial_id': 'ft', 'setting': {'method': 'finetune'}, 'status': 'ok', 'metrics': {}},
       {'trial_id': 'mask', 'setting': {'method': 'mask', 'target_sparsity': 0.1}, 'status': 'ok',
        'metrics': {}}])

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from jaxtransfer import config_history
-from jaxtransfer import results
+from jaxtransfer.runtime import config_history
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer.errors import UserError
-from test_cli import assert_bad_input, run_main
+from helpers import assert_bad_input, run_main
 
 
 def _tiny_run(model_dir, workdir, *extra):
@@ -24,7 +24,7 @@ def test_changed_config_is_refused_through_the_cli(tiny_model_dir, tmp_path):
   records_before = (wd / 'trials.jsonl').read_text()
   assert json.loads(config_before)['task'] == 'sst2'  # canonical, as in the records
   assert (wd / 'plots' / 'finetune_trials.png').stat().st_size > 0  # finetune draws, too
-  records = results.read_records(wd / 'trials.jsonl')
+  records = records_lib.read_records(wd / 'trials.jsonl')
   history = config_history.read_history(str(wd))
   assert [r['task'] for r in records] == ['sst2', 'sst2']
   assert len(history) == 1 and {r['config_hash'] for r in records} == {history[0]['config_hash']}
@@ -48,7 +48,7 @@ def _config(**overrides):
 def _finish(workdir, config, seeds):
   """Records as the engine writes them, stamped with the config's hash."""
   h = config_history.record(config, str(workdir))
-  results.append_records(workdir / 'trials.jsonl', [
+  records_lib.append_records(workdir / 'trials.jsonl', [
       {'trial_id': f'nfull-s{s}', 'seed': s, 'train_size': 0, 'setting': {}, 'status': 'ok',
        'metrics': {'accuracy': 0.5}, 'config_hash': h} for s in seeds])
   return h
@@ -74,7 +74,7 @@ def test_allow_mixed_records_both_configs(tmp_path):
   history = {e['config_hash']: e['config'] for e in config_history.read_history(str(tmp_path))}
   assert history[h1]['learning_rate'] == 1e-4 and history[h2]['learning_rate'] == 5e-5
   by_seed = {r['seed']: history[r['config_hash']]['learning_rate']
-             for r in results.read_records(tmp_path / 'trials.jsonl')}
+             for r in records_lib.read_records(tmp_path / 'trials.jsonl')}
   assert by_seed == {1: 1e-4, 2: 1e-4, 3: 5e-5}
   # Without allow_mixed, neither config may run there any more... but each one's own keys name it.
   with pytest.raises(UserError, match='learning_rate'):
@@ -84,7 +84,7 @@ def test_allow_mixed_records_both_configs(tmp_path):
 def test_a_workdir_from_before_hashes_keeps_its_config(tmp_path):
   old = config_history.resolved(_config())
   (tmp_path / 'config.json').write_text(json.dumps(old))
-  results.append_records(tmp_path / 'trials.jsonl', [
+  records_lib.append_records(tmp_path / 'trials.jsonl', [
       {'trial_id': 'nfull-s1', 'seed': 1, 'setting': {}, 'status': 'ok', 'metrics': {}}])
   with pytest.raises(UserError, match='learning_rate: 0.0001 -> 0.001'):
     config_history.check(_config(learning_rate=1e-3), str(tmp_path))
@@ -112,7 +112,7 @@ def test_a_workdir_from_before_packing_resumes_only_unpacked(tmp_path):
   del old['pack_sequences']
   h = config_history.config_hash(old)
   (tmp_path / config_history.HISTORY).write_text(json.dumps({'config_hash': h, 'config': old}) + '\n')
-  results.append_records(tmp_path / 'trials.jsonl', [
+  records_lib.append_records(tmp_path / 'trials.jsonl', [
       {'trial_id': 'nfull-s1', 'seed': 1, 'setting': {}, 'status': 'ok', 'metrics': {},
        'config_hash': h}])
   with pytest.raises(UserError, match='pack_sequences: false -> true'):
@@ -126,8 +126,8 @@ def test_rerun_config_reproduces_a_finished_trial(tiny_model_dir, tmp_path):
   assert first.returncode == 0, first.stderr[-3000:]
   again = run_main(f'--config=configs/rerun.py:{tmp_path / "a"}', f'--workdir={tmp_path / "b"}')
   assert again.returncode == 0, again.stderr[-3000:]
-  a, = results.read_records(tmp_path / 'a' / 'trials.jsonl')
-  b, = results.read_records(tmp_path / 'b' / 'trials.jsonl')
+  a, = records_lib.read_records(tmp_path / 'a' / 'trials.jsonl')
+  b, = records_lib.read_records(tmp_path / 'b' / 'trials.jsonl')
   assert a['trial_id'] == b['trial_id'] and a['config_hash'] == b['config_hash']
   assert a['metrics'] == b['metrics']
   missing = run_main(f'--config=configs/rerun.py:{tmp_path / "nothing"}', f'--workdir={tmp_path / "c"}')

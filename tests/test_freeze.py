@@ -10,22 +10,24 @@ import numpy as np
 import optax
 import pytest
 from absl import flags
-from jax.extend import core as jcore
 from ml_collections import config_flags
 
-import conftest
+import helpers
 import jaxtransfer as jt
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.models import config as model_config
 from configs import freeze as freeze_cfg
-from jaxtransfer import data as data_lib
-from jaxtransfer import engine as engine_lib
-from jaxtransfer import optim
-from jaxtransfer import step as step_lib
-from jaxtransfer import results
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.engine import engine as engine_lib
+from jaxtransfer.core import optim
+from jaxtransfer.core import step as step_lib
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train as train_lib
-from jaxtransfer.analysis import lee
+from jaxtransfer.studies.lee2019 import analysis as lee
 from jaxtransfer.errors import UserError
-from jaxtransfer.experiments import base
-from jaxtransfer.experiments import freeze
+from jaxtransfer.studies import base
+from jaxtransfer.studies.lee2019 import freeze
+from helpers import matmul_flops
 from jaxtransfer.models import bert
 from jaxtransfer.models import pretrained as pretrained_lib
 
@@ -37,14 +39,14 @@ def _ctx(pre, task='sst2'):
   return base.Context(freeze_cfg.get_config(), '', pre, data_lib.get_task(task), None)
 
 
-_flat = conftest.flat_params
+_flat = helpers.flat_params
 
 
-_same_bits = conftest.same_bits
+_same_bits = helpers.same_bits
 
 
 def _data(pre, n, seed, seq=16):
-  return conftest.labelled_batch(pre, n, seed, seq)
+  return helpers.labelled_batch(pre, n, seed, seq)
 
 
 def _tx(program, train, arrays, cfg, lr, steps):
@@ -111,13 +113,13 @@ def _check_frozen(pre, program, train, frozen, arrays, k):
 def test_engine_roberta_frozen_params_bit_identical(tiny, tmp_path):
   """(BERT: the end-to-end test below runs the same checks for every k.)"""
   ctx = _ctx(tiny)
-  spec = engine_lib.RunSpec(experiment='freeze', model='tiny', task=ctx.task,
+  spec = trials_lib.RunSpec(experiment='freeze', model='tiny', task=ctx.task,
                             workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
                             num_train_steps=3, optim=optim.OptimConfig(weight_decay=0.1),
                             eval_batch_size=16, log_every=3)
-  hooks = conftest.CaptureHooks()
+  hooks = helpers.CaptureHooks()
   ks = (1, 0)
-  trials = [engine_lib.Trial(1, 0, {'trainable_blocks': k}, freeze.freeze_program(ctx, k))
+  trials = [trials_lib.Trial(1, 0, {'trainable_blocks': k}, freeze.freeze_program(ctx, k))
             for k in ks]
   eng = engine_lib.Engine(spec, tiny.params, _data(tiny, 32, 0), {'': _data(tiny, 16, 1)},
                           hooks=hooks)
@@ -156,7 +158,11 @@ def test_block_lr_zero_freezes_block_and_leaves_the_clipping_norm(tiny):
     return x
 
   grads['blocks'] = jax.tree.map(boost, grads['blocks'])
-  update = jax.jit(lambda g, o, t: tx.update(optim.mask_grads(g, mult), o, t))
+  def update_fn(g, o, t):  # as step.train_step: mask, clip by what is left, then the optax chain
+    g = optim.mask_grads(g, mult)
+    return tx.update(optim.clip(g, optax.tree.norm(g), cfg.max_grad_norm), o, t)
+
+  update = jax.jit(update_fn)
   updates, _ = update(grads, opt, train)
 
   # Reference in numpy: zero the frozen block, clip by the norm of what is left, one AdamW step.
@@ -205,28 +211,8 @@ def test_block_lr_zero_freezes_block_and_leaves_the_clipping_norm(tiny):
 # ----------------------------------------------------------------------------- FLOPs
 
 
-def _matmul_flops(jaxpr) -> float:
-  """FLOPs of every dot_general in a jaxpr; scan bodies count `length` times."""
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'dot_general':
-      (contract, _), _ = eqn.params['dimension_numbers']
-      lhs = eqn.invars[0].aval.shape
-      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
-      continue
-    subs = [x.jaxpr if isinstance(x, jcore.ClosedJaxpr) else x
-            for v in eqn.params.values() for x in (v if isinstance(v, (tuple, list)) else (v,))
-            if isinstance(x, (jcore.ClosedJaxpr, jcore.Jaxpr))]
-    assert eqn.primitive.name != 'while' or not subs, 'unknown trip count'
-    if eqn.primitive.name == 'cond':
-      total += max(map(_matmul_flops, subs))
-    else:
-      total += eqn.params.get('length', 1) * sum(map(_matmul_flops, subs))
-  return total
-
-
 def _random_pre(num_layers=4, abstract=False):
-  config = bert.EncoderConfig(vocab_size=100, hidden_size=64, num_layers=num_layers, num_heads=4,
+  config = model_config.EncoderConfig(vocab_size=100, hidden_size=64, num_layers=num_layers, num_heads=4,
                               intermediate_size=256, max_position_embeddings=64)
   init = functools.partial(bert.init_params, config)
   params = jax.eval_shape(init, jax.random.key(0)) if abstract else init(jax.random.key(0))
@@ -245,7 +231,7 @@ def test_train_flops_fraction_matches_the_differentiated_graph():
     train, frozen = jax.eval_shape(program.init, pre.params, arrays, jax.random.key(1))
     step = jax.value_and_grad(program.loss)
     jaxpr = jax.make_jaxpr(step)(train, frozen, batch, jnp.ones(4), arrays, jax.random.key(2))
-    measured[k] = (_matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
+    measured[k] = (matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
   for k, (flops, fraction) in measured.items():
     assert flops / measured[4][0] == pytest.approx(fraction, rel=0.01), (k, flops, fraction)
   assert measured[0][1] == pytest.approx(1 / 3, rel=0.01)
@@ -383,7 +369,7 @@ def test_lee_figure_draws_the_tables_plain_mean_relative_scores():
 @pytest.fixture(scope='module')
 def tiny_with_tokenizer(tmp_path_factory):
   """A 2-block random BERT with MiniLM's tokenizer files, so real text encodes."""
-  return conftest.make_tiny_model_dir(tmp_path_factory.mktemp('tiny-tok'), num_layers=2)
+  return helpers.make_tiny_model_dir(tmp_path_factory.mktemp('tiny-tok'), num_layers=2)
 
 
 def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):
@@ -410,7 +396,7 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path, monkeypatch):
     _check_frozen(ctx.pretrained.params, trial.program, p.train, p.frozen, p.arrays,
                   trial.setting['trainable_blocks'])
 
-  assert results.read_records(work / 'trials.jsonl') == records
+  assert records_lib.read_records(work / 'trials.jsonl') == records
   md = (work / 'table.md').read_text()
   assert md.startswith('Data: demo sentiment set (342 train / first 16 of 85 dev).\n\n')
   assert '| Task | Full | 1 | None |' in md and '| SST-2 acc |' in md
@@ -451,10 +437,10 @@ def test_clip_frozen_grads_clips_by_the_norm_over_every_parameter(tiny):
   g = {k: v.astype(np.float64) for k, v in _flat(full_grads).items()}
   norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
   trained_norm = math.sqrt(sum(float((g[('blocks',) + p[1:]][L - 1:] ** 2).sum()) if p[0] == 'blocks'
-                               else float((g[p] ** 2).sum()) for p in _flat(state['train'])))
+                               else float((g[p] ** 2).sum()) for p in _flat(state.train)))
   assert norm > 1.1 * trained_norm > cfg.max_grad_norm  # the test can fail
   np.testing.assert_allclose(float(metrics['grad_norm']), norm, rtol=1e-4)
-  before, after = _flat(state['train']), _flat(new['train'])
+  before, after = _flat(state.train), _flat(new.train)
   for path, p in before.items():
     gv = g[('blocks',) + path[1:]][L - 1:] if path[0] == 'blocks' else g[path]
     gc = gv * min(1.0, cfg.max_grad_norm / (norm + 1e-6))

@@ -7,13 +7,13 @@ import textwrap
 
 import pytest
 
-from jaxtransfer import host_memory
+from jaxtransfer.runtime import host_memory
 
 # Allocates (malloc), writes and frees a 256 MiB buffer 5 times, touching every page; prints the minor page faults of
 # the last 4 rounds (the first one faults the pages in either way).
 _PROBE = textwrap.dedent("""
   import ctypes, resource
-  from jaxtransfer import host_memory
+  from jaxtransfer.runtime import host_memory
   print(host_memory.keep_freed_memory())
   libc = ctypes.CDLL('libc.so.6')
   libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]

@@ -7,8 +7,8 @@ import pytest
 import scipy.stats
 
 import jaxtransfer as jt
-from jaxtransfer import interventions as iv
-from jaxtransfer import program as program_lib
+from jaxtransfer.core import interventions as iv
+from jaxtransfer.core import program as program_lib
 from jaxtransfer.errors import UserError
 from jaxtransfer.models import bert
 

@@ -12,35 +12,38 @@ import pytest
 import torch
 import transformers
 
-import conftest
+import helpers
 from configs import freeze as freeze_cfg
 from configs import select as select_cfg
-from jaxtransfer import data as data_lib
-from jaxtransfer import engine as engine_lib
-from jaxtransfer import program as program_lib
-from jaxtransfer import results
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.models import config as model_config
+from jaxtransfer.engine import engine as engine_lib
+from jaxtransfer.core import program as program_lib
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train as train_lib
-from jaxtransfer.analysis import storage
+from jaxtransfer.core import storage
 from jaxtransfer.errors import UserError
-from jaxtransfer.experiments import base
-from jaxtransfer.experiments import freeze
-from jaxtransfer.experiments import select
+from jaxtransfer.models import lora as lora_lib
+from jaxtransfer.studies import base
+from jaxtransfer.studies.lee2019 import freeze
+from jaxtransfer.studies.xie2022 import select
 from jaxtransfer.models import bert
 from jaxtransfer.models import convert
 from jaxtransfer.models import pretrained as pretrained_lib
-from test_freeze import _matmul_flops  # dot_general FLOPs of a jaxpr (scan bodies × length)
+from helpers import matmul_flops
 
 ALL = ('query', 'key', 'value', 'attention_output', 'intermediate', 'output')
 
 
-_flat = conftest.flat_params
+_flat = helpers.flat_params
 
 
-_same_bits = conftest.same_bits
+_same_bits = helpers.same_bits
 
 
 def _random_pre(num_layers=4, hidden=32, intermediate=64, seed=0):
-  config = bert.EncoderConfig(vocab_size=100, hidden_size=hidden, num_layers=num_layers,
+  config = model_config.EncoderConfig(vocab_size=100, hidden_size=hidden, num_layers=num_layers,
                               num_heads=4, intermediate_size=intermediate, max_position_embeddings=64)
   params = bert.init_params(config, jax.random.key(seed))
   # Non-zero biases and LayerNorms, so a bias or LayerNorm mapped wrongly cannot hide behind 0/1.
@@ -57,7 +60,7 @@ def _ctx(pre, cfg=select_cfg, **overrides):
 
 
 def _data(pre, n, seed, seq=12):
-  return conftest.labelled_batch(pre, n, seed, seq)
+  return helpers.labelled_batch(pre, n, seed, seq)
 
 
 def _init(program, pre, seed=1):
@@ -164,7 +167,7 @@ def test_train_flops_fraction_counts_lora_and_bitfit():
     train, frozen, arrays = _init(program, pre)
     jaxpr = jax.make_jaxpr(jax.value_and_grad(program.loss))(train, frozen, batch, jnp.ones(4),
                                                              arrays, jax.random.key(2))
-    measured[name] = (_matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
+    measured[name] = (matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
   for name, (flops, fraction) in measured.items():
     # The count leaves out the attention-score matmuls and the head: a few percent at S=16, H=64.
     assert flops / measured['full_ft'][0] == pytest.approx(fraction, rel=0.05), (name, flops)
@@ -177,13 +180,13 @@ def test_train_flops_fraction_counts_lora_and_bitfit():
 
 def _engine_run(pre, programs, tmp_path, lr=1e-2, steps=3):
   """Real engine steps for {name: program}; each trial's final (train, frozen) params."""
-  spec = engine_lib.RunSpec(experiment='select', model='random', task=data_lib.get_task('sst2'),
+  spec = trials_lib.RunSpec(experiment='select', model='random', task=data_lib.get_task('sst2'),
                             workdir=str(tmp_path), batch_size=8, learning_rate=lr,
                             num_train_steps=steps, eval_batch_size=16, log_every=steps)
-  hooks = conftest.CaptureHooks()
+  hooks = helpers.CaptureHooks()
   eng = engine_lib.Engine(spec, pre.params, _data(pre, 32, 0), {'': _data(pre, 16, 1)},
                           hooks=hooks)
-  trials = [engine_lib.Trial(1, 0, {'name': n}, p) for n, p in programs.items()]
+  trials = [trials_lib.Trial(1, 0, {'name': n}, p) for n, p in programs.items()]
   assert [r['status'] for r in eng.run(trials)] == ['ok'] * len(trials)
   return {t.setting['name']: (p.train, p.frozen) for t, p in hooks.got.values()}
 
@@ -275,7 +278,7 @@ def test_lora_export_of_every_family(name, tmp_path, tmp_path_factory):
   cfg = pre.config
   program = program_lib.Program(encoder=cfg, num_labels=2, num_blocks=cfg.num_layers,
                                 train_embeddings=False, block_params='none',
-                                lora=base.lora_lib.Lora(4, 8.0, ALL))
+                                lora=lora_lib.Lora(4, 8.0, ALL))
   train, frozen, arrays = _init(program, pre)
   train = _random_factors(train)
   ids, mask, types = test_families._batch(cfg, 2)
@@ -344,6 +347,7 @@ def test_freeze_style_sweep_with_each_method(method):
   assert trials[0].program.train_embeddings == (method != 'lora')
   assert (top1.block_params, top1.lora is not None) == {
       'finetune': ('all', False), 'lora': ('none', True), 'bitfit': ('bias', False)}[method]
+  ctx.prepared = study.prepare(ctx, trials)
   fraction = study.trial_metrics(ctx, trials[1], None)['trainable_params_fraction']
   assert 0 < fraction < (0.3 if method == 'finetune' else 0.15)
 
@@ -381,7 +385,7 @@ def test_bitfit_on_blocks_without_biases_is_a_user_error(tmp_path_factory):
 
 
 def test_select_run_with_lora_and_bitfit_reports_and_exports(tmp_path):
-  model_dir = conftest.make_tiny_model_dir(tmp_path / 'model', num_layers=3)
+  model_dir = helpers.make_tiny_model_dir(tmp_path / 'model', num_layers=3)
   c = select_cfg.get_config('demo')
   c.model, c.cache_dir = str(model_dir), str(tmp_path / 'cache')
   c.head_block, c.num_tuned_blocks, c.method = '2', (1,), ('lora', 'bitfit')
@@ -399,5 +403,5 @@ def test_select_run_with_lora_and_bitfit_reports_and_exports(tmp_path):
     assert math.isfinite(m['accuracy'])
     exported = convert.read_state_dict(str(work / 'models' / r['trial_id']))
     assert any(k.endswith('attention.self.query.weight') for k in exported)
-  assert results.read_records(work / 'trials.jsonl') == records
+  assert records_lib.read_records(work / 'trials.jsonl') == records
   assert 'trainable_params_fraction' in (work / 'summary.csv').read_text()

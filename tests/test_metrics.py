@@ -1,4 +1,4 @@
-"""Tests for jaxtransfer.metrics against sklearn.metrics and scipy.stats."""
+"""Tests for jaxtransfer.data.metrics against sklearn.metrics and scipy.stats."""
 
 import warnings
 
@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from jaxtransfer import data
-from jaxtransfer import metrics
+from jaxtransfer.data import glue as data
+from jaxtransfer.data import metrics
 
 
 def _label_sets():

@@ -13,7 +13,7 @@ import transformers
 import jaxtransfer as jt
 from jaxtransfer.errors import UserError
 from jaxtransfer.models import bert, convert, pretrained
-from conftest import random_batch
+from helpers import random_batch
 
 ATOL = 1e-4
 
@@ -206,7 +206,7 @@ def test_sentence_transformers_pooling_is_read_from_the_checkpoint(minilm, tiny_
   a plain HF checkpoint says nothing. Studies that train heads over frozen blocks warn on cls."""
   import logging
   from ml_collections import ConfigDict
-  from jaxtransfer.experiments import base
+  from jaxtransfer.studies import base
   assert pretrained.sentence_pooling(minilm.path) == 'mean'
   assert pretrained.sentence_pooling(str(tiny_hf_dir)) is None
   with caplog.at_level(logging.WARNING):

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import transformers
 
-import conftest
-from jaxtransfer import compiled
-from jaxtransfer import engine as engine_lib
-from jaxtransfer import packing
-from jaxtransfer import program as program_lib
+import helpers
+from jaxtransfer.core import step as step_lib
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.models import config as model_config
+from jaxtransfer.engine import engine as engine_lib
+from jaxtransfer.core import packing
+from jaxtransfer.core import program as program_lib
 from jaxtransfer.models import bert
 
 _BERTLIKE = dict(vocab_size=50, pad_token_id=1, max_position_embeddings=48, hidden_size=32,
@@ -51,7 +53,7 @@ def test_plan_step_first_fit_decreasing():
 
 
 def _batch(rng, n, seq, vocab, pad_id, types):
-  ids, mask, tt = conftest.random_batch(rng, vocab, n, seq, pad_id, first_id=4)
+  ids, mask, tt = helpers.random_batch(rng, vocab, n, seq, pad_id, first_id=4)
   out = {'input_ids': ids, 'attention_mask': mask,
          'labels': rng.integers(0, 3, n).astype(np.int32)}
   if types:
@@ -70,7 +72,7 @@ def _packed(batch, width):
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 @pytest.mark.parametrize('pooling', ['cls', 'mean'])
 def test_packed_logits_and_gradients_equal_padded(family, pooling):
-  config = bert.EncoderConfig.from_hf(FAMILIES[family]().to_dict(), has_pooler=family == 'bert')
+  config = model_config.EncoderConfig.from_hf(FAMILIES[family]().to_dict(), has_pooler=family == 'bert')
   pretrained = bert.init_params(config, jax.random.key(0))
   program = program_lib.Program(encoder=config, num_labels=3, num_blocks=config.num_layers,
                                 frozen_blocks=1 if family == 'electra' else 0, pooling=pooling,
@@ -115,8 +117,8 @@ def test_engine_packs_by_default_and_trains_like_padding_without_dropout(tmp_pat
   """With every dropout at 0 a packed run and a padded run of the same trial end at the same
   params; packing computes fewer tokens (one compiled step per group)."""
   import jaxtransfer as jt
-  from jaxtransfer import data as data_lib
-  model = conftest.make_tiny_model_dir(tmp_path / 'model', dropout=0.0)
+  from jaxtransfer.data import glue as data_lib
+  model = helpers.make_tiny_model_dir(tmp_path / 'model', dropout=0.0)
   pre = jt.load_pretrained(str(model))
   task = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32,
                                  cache_dir=str(tmp_path / 'cache'))
@@ -124,13 +126,13 @@ def test_engine_packs_by_default_and_trains_like_padding_without_dropout(tmp_pat
                              pooling='mean')
   got = {}
   for pack in (True, False):
-    spec = engine_lib.RunSpec(experiment='t', model='tiny', task=task.task,
+    spec = trials_lib.RunSpec(experiment='t', model='tiny', task=task.task,
                               workdir=str(tmp_path / f'w{pack}'), batch_size=8, learning_rate=1e-3,
                               num_train_steps=10, checkpoint_every=0, pack_sequences=pack)
-    hooks = conftest.CaptureHooks()
+    hooks = helpers.CaptureHooks()
     eng = engine_lib.Engine(spec, pre.params, task.train.as_dict(),
                             {k: v.as_dict() for k, v in task.dev.items()}, hooks=hooks)
-    rec, = eng.run([engine_lib.Trial(1, 64, {}, prog)])
+    rec, = eng.run([trials_lib.Trial(1, 64, {}, prog)])
     fns = next(iter(eng._functions.values()))
     got[pack] = rec, hooks.got[rec['trial_id']][1].train, list(fns._train_compiled)
   (r_pack, p_pack, k_pack), (r_pad, p_pad, k_pad) = got[True], got[False]
@@ -147,9 +149,9 @@ def test_step_batch_cuts_or_packs():
           'attention_mask': jnp.array([[1] * 3 + [0] * 3, [1] * 2 + [0] * 4, [1] * 6, [1] + [0] * 5])}
   arrays = {'batch_idx': jnp.array([[0, 1, 3]]), 'pack_row': jnp.array([[0, 0, 0]]),
             'pack_col': jnp.array([[0, 3, 5]])}
-  cut = compiled.step_batch(data, arrays, 0, 4)
+  cut = step_lib.step_batch(data, arrays, 0, 4)
   assert cut['input_ids'].shape == (3, 4)
-  packed = compiled.step_batch(data, arrays, 0, packing.Layout(6, 1))
+  packed = step_lib.step_batch(data, arrays, 0, packing.Layout(6, 1))
   np.testing.assert_array_equal(packed['input_ids'], [[0, 1, 2, 6, 7, 18]])
   np.testing.assert_array_equal(packed['segment_ids'], [[1, 1, 1, 2, 2, 3]])
 
@@ -186,6 +188,6 @@ def test_rows_wider_than_the_data():
           'attention_mask': jnp.array([[1, 1, 1, 1], [1, 1, 1, 0]])}
   arrays = {'batch_idx': jnp.array([[0, 1]]), 'pack_row': jnp.array([[0, 0]]),
             'pack_col': jnp.array([[0, 4]])}
-  packed = compiled.step_batch(data, arrays, 0, packing.Layout(8, 1))
+  packed = step_lib.step_batch(data, arrays, 0, packing.Layout(8, 1))
   np.testing.assert_array_equal(packed['input_ids'], [[0, 1, 2, 3, 4, 5, 6, 0]])
   np.testing.assert_array_equal(packed['position_ids'], [[0, 1, 2, 3, 0, 1, 2, 0]])

@@ -8,14 +8,14 @@ import pytest
 import scipy.stats
 import sklearn.metrics
 
-from jaxtransfer import data as data_lib
-from jaxtransfer import results as results_lib
-from jaxtransfer.analysis import closeness
-from jaxtransfer.analysis import finetune as finetune_figs
-from jaxtransfer.analysis import masks
-from jaxtransfer.analysis import plots
-from jaxtransfer.analysis import xie
-from jaxtransfer.experiments import base
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.report import stats as stats_lib
+from jaxtransfer.studies.radiya2020 import distances as closeness
+from jaxtransfer.report import finetune as finetune_figs
+from jaxtransfer.studies.radiya2020 import masks
+from jaxtransfer.report import plots
+from jaxtransfer.studies.xie2022 import analysis as xie
+from jaxtransfer.studies import base
 
 INFO = plots.RunInfo('demo sentiment set (342 train / 85 dev)', 'accuracy', 0.509)
 
@@ -137,7 +137,7 @@ def test_critical_orders_picking_the_same_blocks_both_show(tmp_path, figures):
   assert set(bars) == {'most changed, full training set', 'top, full training set'}
   xs = [bars[k].lines[0].get_xdata()[0] for k in sorted(bars)]
   assert xs[0] != xs[1] and all(abs(x - 2) < 0.5 for x in xs)
-  mean, _, low, high = results_lib.t_ci([0.7, 0.75, 0.8])
+  mean, _, low, high = stats_lib.t_ci([0.7, 0.75, 0.8])
   segment = bars['top, full training set'].lines[2][0].get_segments()[0]
   assert segment[:, 1] == pytest.approx([low, high])
   assert bars['top, full training set'].lines[0].get_ydata()[0] == pytest.approx(mean)

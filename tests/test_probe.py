@@ -8,15 +8,15 @@ import torch
 
 import jaxtransfer as jt
 from configs import probe as probe_cfg
-from jaxtransfer import data as data_lib
-from jaxtransfer import engine as engine_lib
-from jaxtransfer import trials as trials_lib
-from jaxtransfer import results
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.engine import engine as engine_lib
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train
-from jaxtransfer.experiments import probe
+from jaxtransfer.studies.tamkin2020 import probe
 
-import conftest
-from conftest import random_batch
+import helpers
+from helpers import random_batch
 
 
 # ----------------------------------------------------------------------------- frozen features
@@ -62,13 +62,13 @@ def _synthetic(n=96, layers=3, hidden=8, seed=0):
 
 
 def _engine(tmp_path, train_data, dev_data, steps, lr, captured=None):
-  spec = engine_lib.RunSpec(experiment='probe', model='synthetic', task=data_lib.get_task('sst2'),
+  spec = trials_lib.RunSpec(experiment='probe', model='synthetic', task=data_lib.get_task('sst2'),
                             workdir=str(tmp_path), batch_size=8, learning_rate=lr,
                             num_train_steps=steps, log_every=steps, checkpoint_every=0,
                             eval_batch_size=16, trials_per_program=64)
   hooks = None
   if captured is not None:
-    hooks = conftest.CaptureHooks()
+    hooks = helpers.CaptureHooks()
     hooks.write_outputs = lambda t, p: captured.__setitem__(t.trial_id, p.train)
   return engine_lib.Engine(spec, {}, train_data, {'': dev_data}, hooks=hooks)
 
@@ -79,7 +79,7 @@ def test_vmapped_probes_equal_a_torch_probe_per_layer(tmp_path):
   data = _synthetic()
   prog = probe.ProbeProgram(hidden=8, num_labels=2, dropout=0.0)
   steps, lr, size = 15, 1e-2, 64
-  trials = [engine_lib.Trial(seed, size, {'k': k}, prog, arrays={'layer': np.int32(k)})
+  trials = [trials_lib.Trial(seed, size, {'k': k}, prog, arrays={'layer': np.int32(k)})
             for k in range(3) for seed in (1, 2)]
   captured = {}
   recs = _engine(tmp_path, data, data, steps, lr, captured).run(trials)
@@ -116,7 +116,7 @@ def test_probe_accuracy_is_in_sklearns_ballpark(tmp_path):
   train_data = {k: v[:400] for k, v in data.items()}
   dev = {k: v[400:] for k, v in data.items()}
   prog = probe.ProbeProgram(hidden=8, num_labels=2)
-  trials = [engine_lib.Trial(1, 0, {'k': k}, prog, arrays={'layer': np.int32(k)}) for k in range(3)]
+  trials = [trials_lib.Trial(1, 0, {'k': k}, prog, arrays={'layer': np.int32(k)}) for k in range(3)]
   recs = _engine(tmp_path, train_data, dev, 400, 3e-2).run(trials)
   got = {r['setting']['k']: r['metrics']['accuracy'] for r in recs}
   for k in range(3):
@@ -135,7 +135,7 @@ def test_probe_config_runs_every_k_in_one_group(tiny_model_dir, tmp_path):
   c.max_seq_length, c.num_train_steps, c.train_sizes = 32, 30, (100,)
   work = tmp_path / 'probe'
   train.train_and_evaluate(c, str(work))
-  recs = results.read_records(work / 'trials.jsonl')
+  recs = records_lib.read_records(work / 'trials.jsonl')
   assert sorted({r['setting']['k'] for r in recs}) == [0, 1, 2, 3]  # L = 3
   assert len(recs) == 8 and len({r['group'] for r in recs}) == 1
   assert all(r['status'] == 'ok' and 0 <= r['metrics']['accuracy'] <= 1 for r in recs)
@@ -148,18 +148,17 @@ def test_probe_checkpoints_go_where_a_remote_workdir_keeps_them(tiny_model_dir, 
   """A gs:// workdir runs on a local mirror but checkpoints remotely (so a preempted VM loses
   nothing): the probe study runs through the common path and checkpoints under the workdir's
   checkpoint root, not in the mirror. The remote root is stood in for by another folder."""
-  from jaxtransfer import checkpoints as ckpt_lib
-  from jaxtransfer import workdir as workdir_lib
+  from jaxtransfer.engine import checkpoints as ckpt_lib
+  from jaxtransfer.runtime import workdir as workdir_lib
   remote_ckpt = tmp_path / 'bucket' / 'run' / 'checkpoints'
   mirror = tmp_path / 'mirror'
 
-  def activate(path):
+  def open_workdir(path):
     wd = workdir_lib.Workdir(str(mirror))
     wd.checkpoints = str(remote_ckpt)
-    workdir_lib._active = wd  # pylint: disable=protected-access
     return wd
 
-  monkeypatch.setattr(workdir_lib, 'activate', activate)
+  monkeypatch.setattr(workdir_lib, 'open_workdir', open_workdir)
   saved = []
   original = ckpt_lib.GroupCheckpoints.save
   monkeypatch.setattr(ckpt_lib.GroupCheckpoints, 'save', lambda self, step, state, meta: (
@@ -171,13 +170,12 @@ def test_probe_checkpoints_go_where_a_remote_workdir_keeps_them(tiny_model_dir, 
   train.train_and_evaluate(c, 'gs://bucket/run')
   assert saved and set(saved) == {str(remote_ckpt)}
   assert not (mirror / 'checkpoints').exists()
-  assert len(results.read_records(mirror / 'trials.jsonl')) == 4  # k = 0..3, one seed
+  assert len(records_lib.read_records(mirror / 'trials.jsonl')) == 4  # k = 0..3, one seed
 
 
 def test_probe_demo_reads_the_token_mean():
   """The packaged MiniLM is a mean-pooled sentence model: its [CLS] probes sit at chance."""
-  from test_configs import _load
-  demo = _load(f"{probe_cfg.__file__}:demo")
+  demo = helpers.load_config(f"{probe_cfg.__file__}:demo")
   assert demo.pooling == 'mean'
 
 
@@ -212,6 +210,6 @@ def test_probe_dropout_reads_the_encoder_in_train_mode(tiny_model_dir, tmp_path)
   cfg.probe_dropout = True
   work = tmp_path / 'probe'
   train.train_and_evaluate(cfg, str(work))
-  recs = results.read_records(work / 'trials.jsonl')
+  recs = records_lib.read_records(work / 'trials.jsonl')
   assert sorted(r['setting']['k'] for r in recs) == [0, 1, 2, 3]
   assert all(r['status'] == 'ok' and 0 <= r['metrics']['accuracy'] <= 1 for r in recs)

@@ -10,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = '''
 from absl import app, logging
-from jaxtransfer.progress import Progress
+from jaxtransfer.engine.progress import Progress
 
 def main(argv):
   logging.set_verbosity(logging.INFO)

@@ -8,17 +8,18 @@ import jax
 import numpy as np
 import pytest
 
+import helpers
+
 from configs import block_reinit as block_cfg
 from configs import permute as permute_cfg
 from configs import reinit as reinit_cfg
-from jaxtransfer import engine as engine_lib
-from jaxtransfer import trials as trials_lib
-from jaxtransfer import results
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train
 from jaxtransfer.errors import UserError
-from jaxtransfer.experiments import reinit as reinit_exp
+from jaxtransfer.studies.tamkin2020 import reinit as reinit_exp
 
-from conftest import make_tiny_model_dir
+from helpers import make_tiny_model_dir
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +50,7 @@ def _config(module, model_dir, cache, **overrides):
 
 
 def _records(workdir):
-  return results.read_records(pathlib.Path(workdir) / 'trials.jsonl')
+  return records_lib.read_records(pathlib.Path(workdir) / 'trials.jsonl')
 
 
 def test_k_sweep_is_one_compiled_group(tiny6, tmp_path, caplog, cache):
@@ -101,8 +102,7 @@ def test_permute_records_the_order_and_runs_in_one_group(tiny_model_dir, tmp_pat
 
 
 def _paper_reinit(*overrides):
-  from test_configs import _load
-  c = _load(pathlib.Path(reinit_cfg.__file__), *overrides)
+  c = helpers.load_config(pathlib.Path(reinit_cfg.__file__), *overrides)
   reinit_exp.ProgressiveReinit().resolve(c)
   return c
 
@@ -197,13 +197,13 @@ def _fake_runs(root: pathlib.Path) -> list[pathlib.Path]:
   for name, recs in runs.items():
     d = root / name
     d.mkdir(parents=True)
-    results.append_records(d / 'trials.jsonl', recs)
+    records_lib.append_records(d / 'trials.jsonl', recs)
     dirs.append(d)
   return dirs
 
 
 def test_figures_and_merged_summary(tmp_path):
-  from jaxtransfer.analysis import tamkin
+  from jaxtransfer.studies.tamkin2020 import analysis as tamkin
   dirs = _fake_runs(tmp_path / 'runs')
   saved = tamkin.combine([str(d) for d in dirs], str(tmp_path / 'out'))
   names = {pathlib.Path(p).name for p in saved}
@@ -211,8 +211,8 @@ def test_figures_and_merged_summary(tmp_path):
                    'cola_reinit_vs_k.png', 'cola_reinit_trials.png', 'cola_probe_vs_k.png',
                    'sst2_block_reinit.png', 'sst2_permute.png'}
   assert all(pathlib.Path(p).stat().st_size > 10_000 for p in saved)
-  merged = results.read_records(tmp_path / 'out' / 'trials.jsonl')
-  assert len(merged) == sum(len(results.read_records(d / 'trials.jsonl')) for d in dirs)
+  merged = records_lib.read_records(tmp_path / 'out' / 'trials.jsonl')
+  assert len(merged) == sum(len(records_lib.read_records(d / 'trials.jsonl')) for d in dirs)
   with open(tmp_path / 'out' / 'summary.csv', newline='') as f:
     rows = list(csv.DictReader(f))
   assert {(r['task'], r['experiment']) for r in rows} == {
@@ -224,7 +224,7 @@ def test_permutation_rank_correlations_across_tasks_and_sizes(tmp_path):
   """permute_correlations.csv: per (task, size), each permutation's mean over seeds; Spearman and
   Pearson between every two runs over the permutations both have (scipy on the same means)."""
   import scipy.stats
-  from jaxtransfer.analysis import permutations
+  from jaxtransfer.studies.tamkin2020 import permutations
   rs = np.random.RandomState(0)
   base_score = rs.uniform(0.6, 0.9, 6)
   runs = {('sst2', 500): base_score, ('sst2', 5000): base_score + rs.normal(0, 0.02, 6),
@@ -261,9 +261,8 @@ class _Six:
                                                             '--config.starts=(0,3)'), 4)])
 def test_block_reinit_demo_runs_no_trial_twice(overrides, distinct, caplog):
   """On MiniLM's 6 blocks the demo's windows never coincide; windows of 3 do, and the log says so."""
-  from test_configs import _load
   caplog.set_level(logging.WARNING, logger='absl')
-  ctx = type('Ctx', (), {'config': _load(f'{block_cfg.__file__}:demo', *overrides),
+  ctx = type('Ctx', (), {'config': helpers.load_config(f'{block_cfg.__file__}:demo', *overrides),
                          'pretrained': _Six()})()
   settings = reinit_exp.BlockReinit().settings(ctx)
   masks = {tuple(s.arrays['reinit'].tolist()) for s in settings}

@@ -1,4 +1,4 @@
-"""Tests for jaxtransfer.results: trials.jsonl durability, statistics and summary.csv."""
+"""Tests for jaxtransfer.report.summary: trials.jsonl durability, statistics and summary.csv."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from jaxtransfer import results
+from jaxtransfer.runtime import records as records_lib
+
+from jaxtransfer.report import stats as stats_lib
+
+from jaxtransfer.report import summary
 
 
 def _record(trial_id, seed=0, k=12, train_size=500, status='ok', metrics=None, **extra):
@@ -40,7 +44,7 @@ def _lines(path):
 @pytest.mark.parametrize('values', [[0.1, 0.2], [0.91, 0.88, 0.93], list(np.linspace(0, 1, 50))])
 @pytest.mark.parametrize('confidence', [0.95, 0.9])
 def test_t_ci_matches_scipy(values, confidence):
-  mean, std, low, high = results.t_ci(values, confidence)
+  mean, std, low, high = stats_lib.t_ci(values, confidence)
   x = np.asarray(values)
   exp_low, exp_high = scipy.stats.t.interval(confidence, len(x) - 1, loc=x.mean(),
                                              scale=scipy.stats.sem(x))
@@ -51,12 +55,12 @@ def test_t_ci_matches_scipy(values, confidence):
 
 
 def test_t_ci_small_n():
-  mean, std, low, high = results.t_ci([0.5])
+  mean, std, low, high = stats_lib.t_ci([0.5])
   assert mean == 0.5 and math.isnan(std) and math.isnan(low) and math.isnan(high)
-  assert all(math.isnan(v) for v in results.t_ci([]))
-  assert results.t_ci([0.3, 0.3, 0.3])[1:] == (0.0, 0.3, 0.3)
+  assert all(math.isnan(v) for v in stats_lib.t_ci([]))
+  assert stats_lib.t_ci([0.3, 0.3, 0.3])[1:] == (0.0, 0.3, 0.3)
   with pytest.raises(ValueError):
-    results.t_ci([1.0, 2.0], confidence=1.0)
+    stats_lib.t_ci([1.0, 2.0], confidence=1.0)
 
 
 # ---------------------------------------------------------------------------- lee_aggregate
@@ -64,13 +68,13 @@ def test_t_ci_small_n():
 
 def test_lee_aggregate():
   # best 0.60 -> threshold 0.54: keep 0.60, 0.58, 0.55; drop 0.50 and the zero run.
-  assert results.lee_aggregate([0.60, 0.58, 0.55, 0.50, 0.0]) == pytest.approx((0.60 + 0.58 + 0.55) / 3)
+  assert stats_lib.lee_aggregate([0.60, 0.58, 0.55, 0.50, 0.0]) == pytest.approx((0.60 + 0.58 + 0.55) / 3)
   # Exactly at the threshold is not "> 0.9 x best".
-  assert results.lee_aggregate([1.0, 0.9]) == pytest.approx(1.0)
-  assert results.lee_aggregate([0.8]) == pytest.approx(0.8)
-  assert results.lee_aggregate([0.7, float('nan'), 0.65]) == pytest.approx(0.675)
-  assert math.isnan(results.lee_aggregate([0.0, 0.0]))
-  assert math.isnan(results.lee_aggregate([]))
+  assert stats_lib.lee_aggregate([1.0, 0.9]) == pytest.approx(1.0)
+  assert stats_lib.lee_aggregate([0.8]) == pytest.approx(0.8)
+  assert stats_lib.lee_aggregate([0.7, float('nan'), 0.65]) == pytest.approx(0.675)
+  assert math.isnan(stats_lib.lee_aggregate([0.0, 0.0]))
+  assert math.isnan(stats_lib.lee_aggregate([]))
 
 
 # ---------------------------------------------------------------------------- trials.jsonl
@@ -78,23 +82,23 @@ def test_lee_aggregate():
 
 def test_append_and_read_roundtrip(tmp_path):
   path = tmp_path / 'trials.jsonl'
-  assert results.read_records(path) == []
-  assert results.finished_ids(path) == set()
+  assert records_lib.read_records(path) == []
+  assert records_lib.finished_ids(path) == set()
   group = [_record('a', extra_key=[1, 2]), _record('b', status='failed', metrics={})]
-  results.append_records(path, group)
-  results.append_records(path, [_record('c', metrics={'accuracy': np.float32(0.5)})])
-  got = results.read_records(path)
+  records_lib.append_records(path, group)
+  records_lib.append_records(path, [_record('c', metrics={'accuracy': np.float32(0.5)})])
+  got = records_lib.read_records(path)
   assert [r['trial_id'] for r in got] == ['a', 'b', 'c']
   assert got[0] == group[0]  # extra keys preserved
   assert list(got[0]) == list(group[0])  # key order preserved
   assert got[2]['metrics']['accuracy'] == 0.5
-  assert results.finished_ids(path) == {'a', 'b', 'c'}
+  assert records_lib.finished_ids(path) == {'a', 'b', 'c'}
   assert len(_lines(path)) == 3
 
 
 def test_non_finite_metrics_written_as_null(tmp_path):
   path = tmp_path / 'trials.jsonl'
-  results.append_records(path, [_record('a', metrics={'mcc': float('nan'), 'f1': float('inf'),
+  records_lib.append_records(path, [_record('a', metrics={'mcc': float('nan'), 'f1': float('inf'),
                                                       'acc': np.float64('-inf'), 'x': 0.25})])
   raw = path.read_text()
   assert 'NaN' not in raw and 'Infinity' not in raw
@@ -108,34 +112,34 @@ def test_non_finite_metrics_written_as_null(tmp_path):
 
 def test_torn_tail_is_dropped_before_append(tmp_path):
   path = tmp_path / 'trials.jsonl'
-  results.append_records(path, [_record('a'), _record('b')])
+  records_lib.append_records(path, [_record('a'), _record('b')])
   with open(path, 'ab') as f:  # what a kill -9 mid-write leaves behind
     f.write(b'{"trial_id":"torn","metrics":{"accur')
   # Readers ignore the torn line without error.
-  assert [r['trial_id'] for r in results.read_records(path)] == ['a', 'b']
-  results.append_records(path, [_record('c'), _record('d')])
+  assert [r['trial_id'] for r in records_lib.read_records(path)] == ['a', 'b']
+  records_lib.append_records(path, [_record('c'), _record('d')])
   raw = path.read_bytes()
   assert b'torn' not in raw
   assert [r['trial_id'] for r in _lines(path)] == ['a', 'b', 'c', 'd']
-  assert [r['trial_id'] for r in results.read_records(path)] == ['a', 'b', 'c', 'd']
+  assert [r['trial_id'] for r in records_lib.read_records(path)] == ['a', 'b', 'c', 'd']
 
 
 def test_torn_only_fragment(tmp_path):
   path = tmp_path / 'trials.jsonl'
   path.write_bytes(b'{"trial_id":"to')  # killed during the very first write
-  assert results.read_records(path) == []
-  results.append_records(path, [_record('a')])
+  assert records_lib.read_records(path) == []
+  records_lib.append_records(path, [_record('a')])
   assert [r['trial_id'] for r in _lines(path)] == ['a']
 
 
 def test_read_skips_invalid_and_duplicate(tmp_path, caplog):
   path = tmp_path / 'trials.jsonl'
-  results.append_records(path, [_record('a', seed=1)])
+  records_lib.append_records(path, [_record('a', seed=1)])
   with open(path, 'ab') as f:
     f.write(b'not json\n[1, 2]\n')
-  results.append_records(path, [_record('a', seed=2), _record('b')])
+  records_lib.append_records(path, [_record('a', seed=2), _record('b')])
   with caplog.at_level(logging.WARNING):
-    got = results.read_records(path)
+    got = records_lib.read_records(path)
   assert [(r['trial_id'], r['seed']) for r in got] == [('a', 1), ('b', 0)]
   assert any('Duplicate trial_id' in m for m in caplog.messages)
 
@@ -149,7 +153,7 @@ def _append_worker(path, worker, barrier):
     # Long lines (> PIPE_BUF) make interleaving likely if writes were not atomic.
     group = [_record(f'w{worker}-{j}', seed=j, error='x' * (3000 + 97 * j % 500), group=i)
              for j in range(i, i + n)]
-    results.append_records(path, group)
+    records_lib.append_records(path, group)
     i += n
     group_size = group_size % 4 + 1
 
@@ -193,8 +197,8 @@ def _synthetic():
 
 def test_summarize(tmp_path):
   recs, acc = _synthetic()
-  rows, left_out = results.summarize(recs)
-  assert all(tuple(r) == results.SUMMARY_FIELDS for r in rows)
+  rows, left_out = summary.summarize(recs)
+  assert all(tuple(r) == summary.SUMMARY_FIELDS for r in rows)
   # Natural order: k=0 < k=2 < k=12, then metric name.
   assert [(r['setting'], r['metric']) for r in rows] == [
       ('{"k":0}', 'accuracy'), ('{"k":0}', 'f1'), ('{"k":2}', 'accuracy'), ('{"k":2}', 'f1'),
@@ -202,7 +206,7 @@ def test_summarize(tmp_path):
   by = {(r['setting'], r['metric']): r for r in rows}
   for k, values in acc.items():
     row = by[(f'{{"k":{k}}}', 'accuracy')]
-    mean, std, low, high = results.t_ci(values)
+    mean, std, low, high = stats_lib.t_ci(values)
     assert row['n'] == len(values)
     assert row['mean'] == pytest.approx(np.mean(values))
     assert (row['experiment'], row['task'], row['model'], row['train_size']) == (
@@ -220,7 +224,7 @@ def test_summarize(tmp_path):
       (500, '{"k":2}'): {'total': 5, 'non-finite metric': 2},
       (500, '{"k":12}'): {'total': 5, 'failed': 1},
   }
-  assert results.describe_left_out(left_out) == [
+  assert summary.describe_left_out(left_out) == [
       'train_size=500 setting={"k":2}: 2 of 5 trials left out (2 non-finite metric)',
       'train_size=500 setting={"k":12}: 1 of 5 trials left out (1 failed)']
 
@@ -229,15 +233,15 @@ def test_summarize_reads_back_from_jsonl(tmp_path):
   # NaN written as null on disk gives the same summary as the in-memory NaN.
   recs, _ = _synthetic()
   path = tmp_path / 'trials.jsonl'
-  results.append_records(path, recs)
-  assert results.summarize(results.read_records(path)) == results.summarize(recs)
+  records_lib.append_records(path, recs)
+  assert summary.summarize(records_lib.read_records(path)) == summary.summarize(recs)
 
 
 def test_write_summary_csv(tmp_path, caplog):
   recs, _ = _synthetic()
   path = tmp_path / 'summary.csv'
   with caplog.at_level(logging.WARNING):
-    rows = results.write_summary_csv(path, recs)
+    rows = summary.write_summary_csv(path, recs)
   assert any('1 of 5 trials left out (1 failed)' in m for m in caplog.messages)
   assert os.listdir(tmp_path) == ['summary.csv']  # no temp file left behind
   with open(path, newline='') as f:
@@ -250,27 +254,27 @@ def test_write_summary_csv(tmp_path, caplog):
   assert float(got[-1]['mean']) == rows[-1]['mean']  # full precision
   assert json.loads(got[-1]['setting']) == {'k': 12}
   # Rewriting replaces the file.
-  results.write_summary_csv(path, recs[:2])
+  summary.write_summary_csv(path, recs[:2])
   with open(path, newline='') as f:
     assert len(list(csv.DictReader(f))) == 2
 
 
 def test_group_by_setting():
   recs, acc = _synthetic()
-  groups = results.group_by_setting(recs, 'accuracy')
+  groups = summary.group_by_setting(recs, 'accuracy')
   assert list(groups) == [(500, '{"k":0}'), (500, '{"k":2}'), (500, '{"k":12}')]
   for k, values in acc.items():
     np.testing.assert_allclose(groups[(500, f'{{"k":{k}}}')], values)
-  assert results.group_by_setting(recs, 'missing') == {}
+  assert summary.group_by_setting(recs, 'missing') == {}
 
 
 def test_summary_lines_read_in_words():
   recs = [_record(f'a{s}', seed=s, k=3, train_size=1000, metrics={'accuracy': v})
           for s, v in enumerate((0.80, 0.82, 0.81))]
   recs.append(_record('full', train_size=0, k=None, metrics={'accuracy': 0.5}, setting={}))
-  rows, _ = results.summarize(recs)
-  lines = [results.describe_row(r) for r in rows if r['metric'] == 'accuracy']
-  mean, _, low, high = results.t_ci([0.80, 0.82, 0.81])
+  rows, _ = summary.summarize(recs)
+  lines = [summary.describe_row(r) for r in rows if r['metric'] == 'accuracy']
+  mean, _, low, high = stats_lib.t_ci([0.80, 0.82, 0.81])
   assert lines == ['sst2, full training set: accuracy 0.500 (1 trial)',
                    f'sst2, 1,000 train examples, k=3: accuracy {mean:.3f} '
                    f'(95% CI {low:.3f}..{high:.3f}, 3 trials)']
@@ -285,7 +289,7 @@ def test_summary_lines_read_in_words():
 ])
 def test_summary_interval_is_clipped_to_the_metric_range(metric, values, lo, hi):
   recs = [_record(f't{i}', seed=i, metrics={metric: v}) for i, v in enumerate(values)]
-  (row,), _ = results.summarize(recs)
+  (row,), _ = summary.summarize(recs)
   x = np.asarray(values)
   t_low, t_high = scipy.stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=scipy.stats.sem(x))
   assert row['ci95_low'] == pytest.approx(max(t_low, lo))

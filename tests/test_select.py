@@ -5,33 +5,36 @@ against HF PyTorch with hooks, what trains in each method, FLOP fractions, and t
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import torch
 import transformers
 from jax.extend import core as jcore
 
-import conftest
+import helpers
 from configs import select as select_cfg
-from jaxtransfer import data as data_lib
-from jaxtransfer import engine as engine_lib
-from jaxtransfer import optim
-from jaxtransfer import program as program_lib
-from jaxtransfer import results
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.models import config as model_config
+from jaxtransfer.engine import engine as engine_lib
+from jaxtransfer.core import optim
+from jaxtransfer.core import program as program_lib
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train as train_lib
 from jaxtransfer.errors import UserError
-from jaxtransfer.experiments import base
-from jaxtransfer.analysis import timing
-from jaxtransfer.experiments import select
+from jaxtransfer.studies import base
+from jaxtransfer.engine import timing
+from jaxtransfer.studies.xie2022 import select
 from jaxtransfer.models import bert
 from jaxtransfer.models import pretrained as pretrained_lib
-from test_freeze import _matmul_flops  # dot_general FLOPs of a jaxpr (scan bodies × length)
+from helpers import matmul_flops
 
 
-_flat = conftest.flat_params
+_flat = helpers.flat_params
 
 
 def _random_pre(num_layers=4, hidden=32):
-  config = bert.EncoderConfig(vocab_size=100, hidden_size=hidden, num_layers=num_layers,
+  config = model_config.EncoderConfig(vocab_size=100, hidden_size=hidden, num_layers=num_layers,
                               num_heads=4, intermediate_size=4 * hidden, max_position_embeddings=64)
   params = bert.init_params(config, jax.random.key(0))
   return pretrained_lib.Pretrained('random', '', config, params, None, {})
@@ -46,7 +49,7 @@ def _ctx(pre, **overrides):
 
 
 def _data(pre, n, seed, seq=12):
-  return conftest.labelled_batch(pre, n, seed, seq)
+  return helpers.labelled_batch(pre, n, seed, seq)
 
 
 def _init(program, pre, seed=1):
@@ -157,7 +160,7 @@ def test_adapter_placement_matches_hf_with_hooks(tiny_hf_dir):
 def _block_outputs(style, adapters, deterministic):
   """One post-norm block with adapters of `style` on a random (2, 5, 32) input, dropout 0.5."""
   from jaxtransfer.models import blocks
-  config = bert.EncoderConfig.from_hf(dict(_tiny_bert_hf(), hidden_dropout_prob=0.5))
+  config = model_config.EncoderConfig.from_hf(dict(_tiny_bert_hf(), hidden_dropout_prob=0.5))
   module = blocks.Block(config, adapter_size=4, adapter_style=style)
   x = jax.random.normal(jax.random.key(0), (2, 5, config.hidden_size))
   params = module.init(jax.random.key(1), x, jnp.zeros((2, 1, 1, 5)))['params']
@@ -198,7 +201,7 @@ def test_xie_adapter_style_moves_the_attention_adapter_before_the_dropout():
 
 def test_adapter_own_dropout_drops_its_output_only():
   from jaxtransfer.models import blocks
-  config = bert.EncoderConfig.from_hf(_tiny_bert_hf())
+  config = model_config.EncoderConfig.from_hf(_tiny_bert_hf())
   adapter = blocks.Adapter(config, 4, dropout=0.5)
   x = jax.random.normal(jax.random.key(0), (3, 7, config.hidden_size))
   params = adapter.init(jax.random.key(1), x)['params']
@@ -219,10 +222,10 @@ def test_select_config_adapter_style_choices():
 
 def _engine(pre, ctx, tmp_path):
   """A 3-step engine on random data that captures every finished trial's params."""
-  spec = engine_lib.RunSpec(experiment='select', model='random', task=ctx.task,
+  spec = trials_lib.RunSpec(experiment='select', model='random', task=ctx.task,
                             workdir=str(tmp_path), batch_size=8, learning_rate=1e-2,
                             num_train_steps=3, eval_batch_size=16, log_every=3)
-  hooks = conftest.CaptureHooks()
+  hooks = helpers.CaptureHooks()
   eng = engine_lib.Engine(spec, pre.params, _data(pre, 32, 0), {'': _data(pre, 16, 1)},
                           hooks=hooks)
   return eng, hooks
@@ -238,7 +241,7 @@ def test_engine_trains_only_adapters_layernorms_and_head(tmp_path):
   head, m = 2, 2
   program = select.make_program(ctx, head, m, 'adapter')
   eng, hooks = _engine(pre, ctx, tmp_path)
-  trials = [engine_lib.Trial(1, 0, {'lr': lr}, program, learning_rate=lr) for lr in (1e-2, 0.0)]
+  trials = [trials_lib.Trial(1, 0, {'lr': lr}, program, learning_rate=lr) for lr in (1e-2, 0.0)]
   assert [r['status'] for r in eng.run(trials)] == ['ok', 'ok']
   got = {t.setting['lr']: p for t, p in hooks.got.values()}
   (train, frozen), (train0, _) = (got[1e-2].train, got[1e-2].frozen), (got[0.0].train, None)
@@ -275,7 +278,7 @@ def test_tuned_block_range_under_a_higher_head(tmp_path):
   assert (program.frozen_blocks, program.num_blocks) == (0, 3)
   assert arrays['block_lr'].tolist() == [1, 1, 0, 0]
   eng, hooks = _engine(pre, ctx, tmp_path)
-  trial = engine_lib.Trial(1, 0, setting, program, learning_rate=lr, arrays=arrays)
+  trial = trials_lib.Trial(1, 0, setting, program, learning_rate=lr, arrays=arrays)
   assert [r['status'] for r in eng.run([trial])] == ['ok']
   (_, got), = hooks.got.values()
   trained, pre_blocks = _flat(got.train['blocks']), _flat(pre.params['blocks'])
@@ -317,7 +320,7 @@ def test_train_flops_fraction_matches_the_differentiated_graph():
     train, frozen, arrays = _init(program, pre)
     jaxpr = jax.make_jaxpr(jax.value_and_grad(program.loss))(train, frozen, batch, jnp.ones(4),
                                                              arrays, jax.random.key(2))
-    measured[name] = (_matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
+    measured[name] = (matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
   assert measured['full_ft'][1] == 1.0
   for name, (flops, fraction) in measured.items():
     # The count leaves out the attention-score matmuls and the head: a few percent at S=32, H=64.
@@ -397,7 +400,7 @@ def test_step_times_measured_side_by_side_follow_compute():
 @pytest.fixture(scope='module')
 def tiny_with_tokenizer(tmp_path_factory):
   """A 3-block random BERT with MiniLM's tokenizer files, so real text encodes."""
-  return conftest.make_tiny_model_dir(tmp_path_factory.mktemp('tiny-tok'), num_layers=3)
+  return helpers.make_tiny_model_dir(tmp_path_factory.mktemp('tiny-tok'), num_layers=3)
 
 
 def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path):
@@ -428,7 +431,7 @@ def test_demo_config_end_to_end(tiny_with_tokenizer, tmp_path):
     assert m['step_time_s'] > 0 and 0 < m['train_flops_fraction'] <= 1
     if r['setting']['placement'] == 'auto':
       assert r['setting']['head_block'] == head and m['train_flops_fraction'] < 1
-  assert results.read_records(work / 'trials.jsonl') == records
+  assert records_lib.read_records(work / 'trials.jsonl') == records
   assert {p.name for p in (work / 'plots').iterdir()} == {'variability.png', 'select.png'}
   assert 'step_time_s' in (work / 'summary.csv').read_text()
   # A re-run reuses variability.csv and finishes no new trial.
@@ -445,10 +448,12 @@ def test_authors_preset_is_their_optimizer():
   assert select_cfg.get_config('authors').head_init == 'torch'
   grads = {'w': jnp.full((3,), 1e3)}
   tx = optim.make_tx(cfg, 1.0, 10, {'w': True}, {'w': jnp.ones(())})
-  clipped = optim.make_tx(optim.OptimConfig(), 1.0, 10, {'w': True}, {'w': jnp.ones(())})
+  default = optim.OptimConfig()
   # Without clipping the first moment holds the raw gradient; with the default clip it is scaled.
-  state = tx.update(grads, tx.init(grads), grads)[1]
-  state_clipped = clipped.update(grads, clipped.init(grads), grads)[1]
+  state = tx.update(optim.clip(grads, optax.tree.norm(grads), cfg.max_grad_norm), tx.init(grads),
+                    grads)[1]
+  clipped = optim.clip(grads, optax.tree.norm(grads), default.max_grad_norm)
+  state_clipped = tx.update(clipped, tx.init(grads), grads)[1]
   def moments(st):  # the largest entry of Adam's moment vectors (the (3,) leaves)
     return max(float(jnp.max(x)) for x in jax.tree.leaves(st) if getattr(x, 'shape', ()) == (3,))
 

@@ -10,12 +10,12 @@ import transformers
 
 import jaxtransfer as jt
 from configs import sparsity as sparsity_cfg
-from jaxtransfer import interventions as iv
-from jaxtransfer import program as program_lib
-from jaxtransfer import results
+from jaxtransfer.core import interventions as iv
+from jaxtransfer.core import program as program_lib
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train
-from jaxtransfer.analysis import masks as masks_lib
-from jaxtransfer.experiments import sparsity as sparsity_exp
+from jaxtransfer.studies.radiya2020 import masks as masks_lib
+from jaxtransfer.studies.radiya2020 import sparsity as sparsity_exp
 
 # ----------------------------------------------------------------------------- top-k masks
 
@@ -114,7 +114,7 @@ def composed(tiny_model_dir, tmp_path_factory):
     train.train_and_evaluate(c, str(work / 'run'))
   finally:
     sparsity_exp.Sparsity.write_outputs = original
-  (rec,) = results.read_records(work / 'run' / 'trials.jsonl')
+  (rec,) = records_lib.read_records(work / 'run' / 'trials.jsonl')
   pre = jt.load_pretrained(str(tiny_model_dir))
   return work / 'run', rec, captured[rec['trial_id']], pre
 

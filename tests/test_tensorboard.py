@@ -1,82 +1,56 @@
-"""Tests for jaxtransfer.tensorboard: CRC32C, TFRecord framing, and round trips through TensorBoard."""
+"""Tests for jaxtransfer.engine.tensorboard: event files read back with TensorBoard's own readers."""
 
 from __future__ import annotations
 
 import glob
 import os
-import struct
-import subprocess
-import sys
+import threading
 import time
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator as ea_mod
+from tensorboard.backend.event_processing import event_file_loader, event_multiplexer
+from tensorboard.compat.proto import event_pb2
 
-from jaxtransfer import tensorboard as jt_tb
-
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _read_tfrecords(path):
-  """Parses TFRecord framing independently of TensorBoard, checking both CRCs."""
-  out = []
-  with open(path, 'rb') as f:
-    data = f.read()
-  pos = 0
-  while pos < len(data):
-    header = data[pos:pos + 8]
-    (length,) = struct.unpack('<Q', header)
-    (hcrc,) = struct.unpack('<I', data[pos + 8:pos + 12])
-    assert hcrc == jt_tb.masked_crc32c(header)
-    payload = data[pos + 12:pos + 12 + length]
-    (dcrc,) = struct.unpack('<I', data[pos + 12 + length:pos + 16 + length])
-    assert dcrc == jt_tb.masked_crc32c(payload)
-    out.append(payload)
-    pos += 16 + length
-  assert pos == len(data)
-  return out
+from jaxtransfer.engine import tensorboard as jt_tb
+from jaxtransfer.engine import trials as trials_lib
 
 
-def test_crc32c_known_vectors():
-  assert jt_tb.crc32c(b'123456789') == 0xE3069283
-  assert jt_tb.crc32c(b'') == 0
-  # RFC 3720 (iSCSI) appendix B.4 vectors.
-  assert jt_tb.crc32c(bytes(32)) == 0x8A9136AA
-  assert jt_tb.crc32c(b'\xff' * 32) == 0x62A8AB43
-  assert jt_tb.crc32c(bytes(range(32))) == 0x46DD794E
-  # Incremental use gives the same result.
-  assert jt_tb.crc32c(b'6789', jt_tb.crc32c(b'12345')) == 0xE3069283
+class _Trial:
+  def __init__(self, setting, train_size, seed):
+    self.setting, self.train_size, self.seed = setting, train_size, seed
 
 
-def test_crc32c_matches_tensorboard_stub():
-  stub = pytest.importorskip('tensorboard.compat.tensorflow_stub.pywrap_tensorflow')
-  for data in (b'', b'a', b'hello world', bytes(range(256))):
-    assert jt_tb.masked_crc32c(data) == stub.masked_crc32c(data)
+def _events(path):
+  """Every event of one file, parsed by TensorBoard's record reader (which checks the CRCs)."""
+  return [event_pb2.Event.FromString(r)
+          for r in event_file_loader.RawEventFileLoader(str(path)).Load()]
 
 
-def test_varint_negative_step():
-  # int64 -1 is ten bytes in protobuf's encoding.
-  assert jt_tb._varint(-1) == b'\xff' * 9 + b'\x01'
-  assert jt_tb._varint(300) == b'\xac\x02'
+def _files(logdir):
+  return sorted(glob.glob(os.path.join(str(logdir), 'events.out.tfevents.*')))
 
 
 def test_roundtrip_with_tensorboard_reader(tmp_path):
-  ea_mod = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
-  logdir = tmp_path / 'tb'
+  trial = _Trial({}, 10, 0)
+  logdir = tmp_path / jt_tb.run_name({}, 10, 0)
   expected = {'train/loss': [], 'eval/accuracy': [], 'lr': []}
-  with jt_tb.SummaryWriter(str(logdir)) as w:
-    for step in range(0, 50, 5):
-      loss = 1.0 / (step + 1) + 0.123456789
-      w.scalar('train/loss', loss, step)
-      expected['train/loss'].append((step, loss))
-      if step % 10 == 0:
-        values = {'eval/accuracy': 0.5 + step / 100, 'lr': np.float32(2e-5 * (1 - step / 50))}
-        w.scalars(values, step)
-        for tag, v in values.items():
-          expected[tag].append((step, float(v)))
-    w.scalar('big', 1e300, 7)  # saturates to inf like a float32 cast
-    w.scalar('neg_step', 1.0, -3)
-  files = glob.glob(str(logdir / 'events.out.tfevents.*'))
+  tw = jt_tb.TrialWriters(tmp_path, [trial])
+  for step in range(0, 50, 5):
+    loss = 1.0 / (step + 1) + 0.123456789
+    tw.scalars(0, {'train/loss': loss}, step)
+    expected['train/loss'].append((step, loss))
+    if step % 10 == 0:
+      values = {'eval/accuracy': 0.5 + step / 100, 'lr': np.float32(2e-5 * (1 - step / 50))}
+      tw.scalars(0, values, step)
+      for tag, v in values.items():
+        expected[tag].append((step, float(v)))
+  tw.scalars(0, {'big': 1e300}, 7)  # saturates to inf like a float32 cast
+  tw.scalars(0, {'neg_step': 1.0}, -3)
+  tw.scalars(0, {}, 8)  # nothing to write
+  tw.close()
+  files = _files(logdir)
   assert len(files) == 1
   name = os.path.basename(files[0]).split('.')
   assert name[:3] == ['events', 'out', 'tfevents'] and name[3].isdigit()
@@ -94,56 +68,56 @@ def test_roundtrip_with_tensorboard_reader(tmp_path):
   assert acc.Scalars('big')[0].value == float('inf')
   assert acc.Scalars('neg_step')[0].step == -3
 
-  # Independent check of the framing; the first event carries the file version.
-  records = _read_tfrecords(files[0])
-  assert b'brain.Event:2' in records[0]
-  assert len(records) == 1 + 10 + 5 + 2
+  # The first event carries the file version; then the session start, one event per scalars()
+  # call (values of one call share it), and the session end.
+  events = _events(files[0])
+  assert events[0].file_version == 'brain.Event:2'
+  assert len(events) == 1 + 1 + 10 + 5 + 2 + 1
+  assert [len(e.summary.value) for e in events[2:-1]].count(2) == 5
 
 
-def test_periodic_flush_without_close(tmp_path):
-  w = jt_tb.SummaryWriter(str(tmp_path), flush_secs=0.1)
-  size0 = os.path.getsize(w.path)  # the version event is on disk immediately
-  assert size0 > 0
-  w.scalar('a', 1.0, 1)
-  assert os.path.getsize(w.path) == size0  # buffered
-  deadline = time.time() + 5
-  while os.path.getsize(w.path) == size0 and time.time() < deadline:
-    time.sleep(0.02)
-  assert len(_read_tfrecords(w.path)) == 2
-  w.close()
-  w.close()  # idempotent
-  with pytest.raises(ValueError):
-    w.scalar('a', 2.0, 2)
+def test_flush_on_open_periodically_and_on_close(tmp_path):
+  trial = _Trial({'k': 1}, 10, 0)
+  # Version and session start are on disk at once; later scalars wait for flush_secs or close().
+  slow = jt_tb.TrialWriters(tmp_path / 'slow', [trial], flush_secs=3600)
+  (path,) = _files(tmp_path / 'slow' / 'n10' / 'k1' / 's0')
+  assert [e.summary.value[0].tag for e in _events(path)[1:]] == [jt_tb.SESSION_START_TAG]
+  slow.scalars(0, {'a': 1.0}, 1)
+  assert len(_events(path)) == 2
+  slow.close()
+  assert len(_events(path)) == 4
+  fast = jt_tb.TrialWriters(tmp_path / 'fast', [trial], flush_secs=0)
+  (path,) = _files(tmp_path / 'fast' / 'n10' / 'k1' / 's0')
+  fast.scalars(0, {'a': 1.0}, 1)
+  assert [(e.step, e.summary.value[0].simple_value) for e in _events(path)[2:]] == [(1, 1.0)]
+  fast.close()
 
 
-def test_two_writers_same_dir_get_distinct_files(tmp_path):
-  with jt_tb.SummaryWriter(str(tmp_path)) as a, jt_tb.SummaryWriter(str(tmp_path)) as b:
-    assert a.path != b.path
+def test_no_thread_per_trial(tmp_path):
+  before = threading.active_count()
+  tw = jt_tb.TrialWriters(tmp_path, [_Trial({'k': k}, 10, 0) for k in range(20)])
+  for i in range(20):
+    tw.scalars(i, {'train/loss': 1.0}, 1)
+  assert threading.active_count() == before
+  tw.close()
 
 
-def test_no_tensorflow_or_protobuf_import():
-  # Load the module file directly, so only its own imports count (not the package's).
-  code = (
-      'import importlib.util, sys\n'
-      f'spec = importlib.util.spec_from_file_location("m", {os.path.join(_REPO, "jaxtransfer", "tensorboard.py")!r})\n'
-      'm = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n'
-      'import tempfile\n'
-      'with m.SummaryWriter(tempfile.mkdtemp()) as w: w.scalar("x", 1.0, 0)\n'
-      'bad = [n for n in sys.modules if n.split(".")[0] in ("tensorflow", "tensorboard", "tensorboardX")'
-      ' or n.startswith("google.protobuf")]\n'
-      'assert not bad, bad\n'
-  )
-  subprocess.run([sys.executable, '-c', code], check=True, timeout=60)
-
-
-class _Trial:
-  def __init__(self, setting, train_size, seed):
-    self.setting, self.train_size, self.seed = setting, train_size, seed
+def test_two_writers_same_run_get_distinct_files(tmp_path):
+  # E.g. a group re-run in the same second: neither file clobbers the other.
+  trial = _Trial({'k': 1}, 10, 0)
+  a, b = jt_tb.TrialWriters(tmp_path, [trial]), jt_tb.TrialWriters(tmp_path, [trial])
+  a.scalars(0, {'x': 1.0}, 1)
+  b.scalars(0, {'x': 2.0}, 2)
+  a.close()
+  b.close()
+  files = _files(tmp_path / 'n10' / 'k1' / 's0')
+  assert len(files) == 2
+  assert [[(e.step, v.simple_value) for e in _events(f)[2:-1] for v in e.summary.value]
+          for f in files] in ([[(1, 1.0)], [(2, 2.0)]], [[(2, 2.0)], [(1, 1.0)]])
 
 
 def _multiplexer(root):
-  em = pytest.importorskip('tensorboard.backend.event_processing.event_multiplexer')
-  mux = em.EventMultiplexer(size_guidance={'scalars': 0, 'tensors': 0})
+  mux = event_multiplexer.EventMultiplexer(size_guidance={'scalars': 0, 'tensors': 0})
   mux.AddRunsFromDirectory(str(root))
   mux.Reload()
   return mux
@@ -190,19 +164,19 @@ def test_trial_writers_one_run_per_trial_with_hparams(tmp_path):
 def test_engine_writes_one_overlaying_run_per_trial(tiny_model_dir, tmp_path):
   """A real group: tags without trial ids, runs named by setting, final metrics = the records'."""
   import jaxtransfer as jt
-  from jaxtransfer import data as data_lib
-  from jaxtransfer import engine as engine_lib
-  from jaxtransfer import program as program_lib
+  from jaxtransfer.core import program as program_lib
+  from jaxtransfer.data import glue as data_lib
+  from jaxtransfer.engine import engine as engine_lib
   pre = jt.load_pretrained(str(tiny_model_dir))
   td = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32,
                                cache_dir=str(tmp_path / 'cache'))
-  spec = engine_lib.RunSpec(experiment='t', model='tiny', task=td.task, workdir=str(tmp_path),
+  spec = trials_lib.RunSpec(experiment='t', model='tiny', task=td.task, workdir=str(tmp_path),
                             batch_size=8, learning_rate=1e-3, num_train_steps=4, log_every=2,
                             eval_every=2, checkpoint_every=0, eval_batch_size=32)
   prog = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers)
   eng = engine_lib.Engine(spec, pre.params, td.train.as_dict(),
                           {k: v.as_dict() for k, v in td.dev.items()})
-  records = eng.run([engine_lib.Trial(s, 50, {'lr': lr}, prog, learning_rate=lr)
+  records = eng.run([trials_lib.Trial(s, 50, {'lr': lr}, prog, learning_rate=lr)
                      for lr in (1e-3, 1e-4) for s in (1, 2)])
   mux = _multiplexer(tmp_path / 'tensorboard')
   by_run = {jt_tb.run_name(r['setting'], r['train_size'], r['seed']): r for r in records}
@@ -219,3 +193,14 @@ def test_engine_writes_one_overlaying_run_per_trial(tiny_model_dir, tmp_path):
   sessions = _sessions(mux)
   assert sessions['n50/lr0.0001/s2'] == ({'lr': 1e-4, 'seed': 2.0, 'train_size': 50.0},
                                          jt_tb.STATUS_SUCCESS)
+
+
+def test_hparam_value_types(tmp_path):
+  trial = _Trial({'frozen': True, 'wd': np.float32(0.5), 'opt': None, 'k': np.int64(3)}, 10, 0)
+  tw = jt_tb.TrialWriters(tmp_path, [trial])
+  tw.close([{'accuracy': 1.0, 'note': 'text', 'ok': True}])
+  mux = _multiplexer(tmp_path)
+  (run,) = mux.Runs()
+  assert _sessions(mux)[run] == ({'frozen': True, 'wd': 0.5, 'opt': 'None', 'k': 3.0,
+                                  'seed': 0.0, 'train_size': 10.0}, jt_tb.STATUS_SUCCESS)
+  assert set(mux.GetAccumulator(run).Tags()['scalars']) == {'final/accuracy'}

@@ -11,6 +11,7 @@ import torch
 import transformers
 
 from jaxtransfer.models import bert
+from jaxtransfer.models import config as model_config
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'))
 import throughput  # noqa: E402
@@ -33,7 +34,7 @@ def test_train_flops_match_torch_flop_counter(seq):
 
 
 def test_remat_changes_no_output_or_gradient():
-  config = bert.EncoderConfig(vocab_size=40, hidden_size=16, num_layers=3, num_heads=2,
+  config = model_config.EncoderConfig(vocab_size=40, hidden_size=16, num_layers=3, num_heads=2,
                               intermediate_size=24)
   blocks = bert.init_blocks(config, jax.random.key(0), 3)
   x = jax.random.normal(jax.random.key(1), (2, 7, 16))

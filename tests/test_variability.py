@@ -5,9 +5,8 @@ import pytest
 import torch
 import transformers
 
-import jaxtransfer as jt
-from jaxtransfer import data as data_lib
-from jaxtransfer.analysis import variability as var_lib
+from jaxtransfer.data import glue as data_lib
+from jaxtransfer.studies.xie2022 import nu as var_lib
 from jaxtransfer.errors import UserError
 
 

@@ -2,7 +2,7 @@
 
 import pathlib
 
-from jaxtransfer import workdir as workdir_lib
+from jaxtransfer.runtime import workdir as workdir_lib
 
 
 def _fake_store(monkeypatch, root: pathlib.Path):

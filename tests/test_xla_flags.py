@@ -1,6 +1,6 @@
 """Default XLA flags: added when absent, never overriding what the user put in XLA_FLAGS."""
 
-from jaxtransfer import xla_flags
+from jaxtransfer.runtime import xla_flags
 
 
 def test_defaults_are_added_to_empty_or_other_flags():

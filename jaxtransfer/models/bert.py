@@ -41,9 +41,10 @@ import jax.numpy as jnp
 
 from jaxtransfer.models import lora as lora_lib
 from jaxtransfer.models import positions as pos_lib
-from jaxtransfer.models.dropout import TokenDropout, token_keep_mask  # noqa: F401
-from jaxtransfer.models.blocks import Adapter, Block, PreNormBlock, _dense, _layer_norm, block_module  # noqa: F401
-from jaxtransfer.models.config import FAMILIES, EncoderConfig, activation  # noqa: F401
+from jaxtransfer.models.dropout import TokenDropout
+from jaxtransfer.models import heads
+from jaxtransfer.models.blocks import Adapter, block_module, dense, layer_norm
+from jaxtransfer.models.config import EncoderConfig
 
 Params = dict[str, Any]
 
@@ -100,13 +101,13 @@ class Embeddings(nn.Module):
     if c.type_vocab_size > 0:
       x = x + embed(c.type_vocab_size, 'token_type_embeddings')(token_type_ids)
     if c.model_type == 'deberta-v2' and width != c.hidden_size:
-      x = _dense(c, c.hidden_size, 'embed_proj', self.dtype, use_bias=False)(x)
-    x = _layer_norm(c, 'LayerNorm', self.dtype)(x)
+      x = dense(c, c.hidden_size, 'embed_proj', self.dtype, use_bias=False)(x)
+    x = layer_norm(c, 'LayerNorm', self.dtype)(x)
     if c.model_type == 'deberta-v2' and attention_mask is not None:
       x = x * attention_mask[..., None].astype(x.dtype)  # DeBERTa zeroes the padding positions
     x = TokenDropout(c.embeddings_dropout)(x, deterministic=deterministic)
     if c.model_type == 'electra' and width != c.hidden_size:
-      x = _dense(c, c.hidden_size, 'embeddings_project', self.dtype)(x)
+      x = dense(c, c.hidden_size, 'embeddings_project', self.dtype)(x)
     return x
 
 
@@ -154,7 +155,7 @@ def final_norm(config: EncoderConfig, embeddings: Params, x, dtype=jnp.float32):
   """ModernBERT's norm after the last block (the identity for the other families)."""
   if not config.final_norm:
     return x
-  return _layer_norm(config, 'final_norm', dtype).apply({'params': embeddings['final_norm']}, x)
+  return layer_norm(config, 'final_norm', dtype).apply({'params': embeddings['final_norm']}, x)
 
 
 def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, first_index: int = 0,
@@ -225,7 +226,6 @@ def hidden_states(config: EncoderConfig, params: Params, input_ids, attention_ma
 
 def pool(config: EncoderConfig, pooler: Params, x, dtype=jnp.float32) -> jax.Array:
   """The pooler on the first token of x (B, S, H): BERT's tanh(dense), or the family's own."""
-  from jaxtransfer.models import heads
   return heads.pool(config, pooler, x[:, 0], dtype=dtype)
 
 

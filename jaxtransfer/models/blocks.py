@@ -16,13 +16,13 @@ from jaxtransfer.models.dropout import TokenDropout
 from jaxtransfer.models.config import EncoderConfig
 
 
-def _dense(config: EncoderConfig, features: int, name: str, dtype, use_bias: bool = True) -> nn.Dense:
+def dense(config: EncoderConfig, features: int, name: str, dtype, use_bias: bool = True) -> nn.Dense:
   # HF's _init_weights: normal(0, initializer_range) weights, zero biases.
   return nn.Dense(features, name=name, dtype=dtype, param_dtype=jnp.float32, use_bias=use_bias,
                   kernel_init=nn.initializers.normal(config.initializer_range))
 
 
-def _layer_norm(config: EncoderConfig, name: str, dtype) -> nn.LayerNorm:
+def layer_norm(config: EncoderConfig, name: str, dtype) -> nn.LayerNorm:
   # LayerNorm statistics stay in fp32 even under bf16 compute.
   return nn.LayerNorm(epsilon=config.layer_norm_eps, name=name, dtype=dtype, param_dtype=jnp.float32,
                       use_bias=config.norm_biases)
@@ -41,8 +41,8 @@ class Adapter(nn.Module):
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
-    h = jax.nn.relu(_dense(self.config, self.size, 'down', self.dtype)(x))
-    h = _dense(self.config, self.config.hidden_size, 'up', self.dtype)(h)
+    h = jax.nn.relu(dense(self.config, self.size, 'down', self.dtype)(x))
+    h = dense(self.config, self.config.hidden_size, 'up', self.dtype)(h)
     return x + TokenDropout(self.dropout)(h, deterministic=deterministic)
 
 
@@ -64,7 +64,7 @@ def _attention_out(module: nn.Module, a, deterministic: bool):
 
 
 class _DenseParams(nn.Module):
-  """A Dense layer's parameters, declared (same names and init as `_dense`) but not applied, so the
+  """A Dense layer's parameters, declared (same names and init as `dense`) but not applied, so the
   block can fuse several layers into one matmul."""
   features: int
   init_std: float
@@ -146,15 +146,15 @@ class Block(nn.Module):
     else:
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(d).astype(dt)
     ctx = _attend(c, logits, v, attention_bias, deterministic, dt)
-    a = low_rank(ctx, _dense(c, c.hidden_size, 'attention_output', dt)(ctx), ('attention_output',))
+    a = low_rank(ctx, dense(c, c.hidden_size, 'attention_output', dt)(ctx), ('attention_output',))
     a = _attention_out(self, a, deterministic)
-    x = _layer_norm(c, 'attention_ln', dt)(a + x)
-    h = c.activation(low_rank(x, _dense(c, c.intermediate_size, 'intermediate', dt)(x),
+    x = layer_norm(c, 'attention_ln', dt)(a + x)
+    h = c.activation(low_rank(x, dense(c, c.intermediate_size, 'intermediate', dt)(x),
                               ('intermediate',)))
-    o = low_rank(h, _dense(c, c.hidden_size, 'output', dt)(h), ('output',))
+    o = low_rank(h, dense(c, c.hidden_size, 'output', dt)(h), ('output',))
     o = TokenDropout(c.hidden_dropout)(o, deterministic=deterministic)
     o = _adapt(self, 'output_adapter', o, deterministic)
-    return _layer_norm(c, 'output_ln', dt)(o + x)
+    return layer_norm(c, 'output_ln', dt)(o + x)
 
   def _relative(self, q, k, proj, rel, deterministic, low_rank):
     """DeBERTa-v2's c2p + p2c attention scores (unscaled), (B, heads, S, S). The shared key and
@@ -172,11 +172,11 @@ class Block(nn.Module):
     score = 0.0
     if 'c2p' in c.pos_att_type:
       pos_k = (project(proj[1], 'key') if c.share_att_key
-               else _dense(c, c.num_heads * d, 'pos_key', dt)(rel).reshape(-1, c.num_heads, d))
+               else dense(c, c.num_heads * d, 'pos_key', dt)(rel).reshape(-1, c.num_heads, d))
       score = score + _gather_rel(jnp.einsum('bqhd,rhd->bhqr', q, pos_k), c2p_idx)
     if 'p2c' in c.pos_att_type:
       pos_q = (project(proj[0], 'query') if c.share_att_key
-               else _dense(c, c.num_heads * d, 'pos_query', dt)(rel).reshape(-1, c.num_heads, d))
+               else dense(c, c.num_heads * d, 'pos_query', dt)(rel).reshape(-1, c.num_heads, d))
       p2c = _gather_rel(jnp.einsum('bkhd,rhd->bhkr', k, pos_q), p2c_idx)  # [.., key, query]
       score = score + jnp.swapaxes(p2c, -1, -2)
     return score
@@ -204,7 +204,7 @@ class PreNormBlock(nn.Module):
     low_rank = _low_rank_fn(self, deterministic)
     index = jnp.asarray(0 if index is None else index)
     is_global = jnp.asarray(c.global_layers)[index]
-    h = jnp.where(index == 0, x.astype(dt), _layer_norm(c, 'attention_ln', dt)(x))
+    h = jnp.where(index == 0, x.astype(dt), layer_norm(c, 'attention_ln', dt)(x))
     q, k, v, _ = _qkv(c, h, dt, low_rank)
     cos_g, sin_g = pos_lib.rotary(s, d, c.rope_theta_global)
     cos_l, sin_l = pos_lib.rotary(s, d, c.rope_theta_local)
@@ -216,16 +216,16 @@ class PreNormBlock(nn.Module):
     window = pos_lib.sliding_window(s, c.local_window)[None, None]
     bias = jnp.where(is_global | window, attention_bias, jnp.finfo(jnp.float32).min)
     ctx = _attend(c, logits, v, bias, deterministic, dt)
-    a = low_rank(ctx, _dense(c, c.hidden_size, 'attention_output', dt, c.attention_biases)(ctx),
+    a = low_rank(ctx, dense(c, c.hidden_size, 'attention_output', dt, c.attention_biases)(ctx),
                  ('attention_output',))
     a = _attention_out(self, a, deterministic)
     x = x + a
-    m = _layer_norm(c, 'output_ln', dt)(x)
-    wi = low_rank(m, _dense(c, 2 * c.intermediate_size, 'intermediate', dt, c.mlp_biases)(m),
+    m = layer_norm(c, 'output_ln', dt)(x)
+    wi = low_rank(m, dense(c, 2 * c.intermediate_size, 'intermediate', dt, c.mlp_biases)(m),
                   ('intermediate',))
     inp, gate = wi[..., :c.intermediate_size], wi[..., c.intermediate_size:]
     g = TokenDropout(c.mlp_dropout)(c.activation(inp) * gate, deterministic=deterministic)
-    o = low_rank(g, _dense(c, c.hidden_size, 'output', dt, c.mlp_biases)(g), ('output',))
+    o = low_rank(g, dense(c, c.hidden_size, 'output', dt, c.mlp_biases)(g), ('output',))
     return x + _adapt(self, 'output_adapter', o, deterministic)
 
 

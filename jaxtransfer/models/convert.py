@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxtransfer import files
+from jaxtransfer.runtime import files
+from jaxtransfer.models import config as model_config
 from jaxtransfer.errors import UserError
-from jaxtransfer.models import bert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +99,7 @@ LAYOUTS = {
 _PREFIXES = tuple(sorted({lay.prefix for lay in LAYOUTS.values()}))
 
 
-def layout(config: bert.EncoderConfig | None) -> Layout:
+def layout(config: model_config.EncoderConfig | None) -> Layout:
   return LAYOUTS[config.model_type if config is not None else 'bert']
 
 
@@ -143,7 +143,7 @@ def _hf_leaves(kind: str, tree: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
-def stack(state: dict[str, np.ndarray], config: bert.EncoderConfig | None = None) -> dict[str, Any]:
+def stack(state: dict[str, np.ndarray], config: model_config.EncoderConfig | None = None) -> dict[str, Any]:
   """HF state dict (torch layout, numpy arrays) -> params with blocks on axis 0.
 
   `config` names the family (default BERT); it also drops tables the architecture does not use
@@ -211,7 +211,7 @@ def _stack_layers(layers: dict[int, dict[str, dict[str, np.ndarray]]], family: s
           for name in names}
 
 
-def unstack(params: dict[str, Any], config: bert.EncoderConfig | None = None, *,
+def unstack(params: dict[str, Any], config: model_config.EncoderConfig | None = None, *,
             with_prefix: bool = False) -> dict[str, np.ndarray]:
   """Inverse of `stack`: params -> HF state dict (torch layout).
 
@@ -289,7 +289,7 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
       'directory saved with save_pretrained, a hub id, or minilm-l6.')
 
 
-def export_config(hf_config: dict[str, Any], config: bert.EncoderConfig, num_blocks: int,
+def export_config(hf_config: dict[str, Any], config: model_config.EncoderConfig, num_blocks: int,
                   with_head: bool) -> dict[str, Any]:
   """The source config.json made consistent with `num_blocks` stacked blocks."""
   cfg = dict(hf_config)
@@ -300,13 +300,19 @@ def export_config(hf_config: dict[str, Any], config: bert.EncoderConfig, num_blo
     cfg['num_hidden_layers'] = num_blocks
   if config.model_type == 'modernbert' and cfg.get('layer_types'):
     cfg['layer_types'] = list(cfg['layer_types'])[:num_blocks]
-  stem = LAYOUTS[config.model_type].model_class
-  if config.hf_model_type == 'xlm-roberta':
-    stem = 'XLMRoberta'
-  elif config.hf_model_type == 'camembert':
-    stem = 'Camembert'
-  cfg['architectures'] = [stem + ('ForSequenceClassification' if with_head else 'Model')]
+  cfg['architectures'] = [architecture(config, with_head)]
   return cfg
+
+
+# HF model_types that share a family's layout (roberta) but have transformers classes of their own.
+_OWN_CLASS_STEMS = {'xlm-roberta': 'XLMRoberta', 'camembert': 'Camembert'}
+
+
+def architecture(config: model_config.EncoderConfig, with_head: bool) -> str:
+  """The transformers class of an export (`architectures`), from the source's HF model_type:
+  its *ForSequenceClassification with a classifier, else its bare *Model."""
+  stem = _OWN_CLASS_STEMS.get(config.hf_model_type, LAYOUTS[config.model_type].model_class)
+  return stem + ('ForSequenceClassification' if with_head else 'Model')
 
 
 def export(model_dir: str, params: dict[str, Any], hf_config: dict[str, Any],
@@ -319,7 +325,7 @@ def export(model_dir: str, params: dict[str, Any], hf_config: dict[str, Any],
   class also picks up the pooler and head.
   """
   from safetensors.numpy import save_file
-  config = bert.EncoderConfig.from_hf(hf_config)
+  config = model_config.EncoderConfig.from_hf(hf_config)
   num_blocks = int(np.shape(params['blocks']['query']['kernel'])[0])
   os.makedirs(model_dir, exist_ok=True)
   state = {k: np.ascontiguousarray(v, dtype=np.float32)

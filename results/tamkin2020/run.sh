@@ -37,5 +37,5 @@ run --config=configs/permute.py --workdir=$OUT/sst2/permute --config.task=sst2 "
 run --config=configs/reinit.py --workdir=$OUT/cola/reinit --config.task=cola "${train[@]}" \
     --config.train_sizes='(0,)' --config.seeds='(1,2,3)' --config.ks='(0,2,4,6)' \
     --config.probe_dir=$OUT/cola/probe
-python -m jaxtransfer.analysis.tamkin --out=$OUT $OUT/sst2/* $OUT/cola/*
+python -m jaxtransfer.studies.tamkin2020.analysis --out=$OUT $OUT/sst2/* $OUT/cola/*
 rm -rf $OUT/*/*/tensorboard $OUT/*/*/checkpoints

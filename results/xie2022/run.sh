@@ -25,5 +25,5 @@ run "${sel[@]}" --workdir=$OUT/select-sst2 --config.task=sst2 --config.train_siz
 for task in sst2 cola mrpc rte; do
   run --config=configs/variability.py --workdir=$OUT/nu-$task --config.task=$task
 done
-python -m jaxtransfer.analysis.xie $OUT $OUT/nu-{sst2,cola,mrpc,rte}
+python -m jaxtransfer.studies.xie2022.analysis $OUT $OUT/nu-{sst2,cola,mrpc,rte}
 rm -rf $OUT/*/tensorboard $OUT/*/checkpoints

@@ -1,1 +1,0 @@
-"""Post-hoc analysis: figures, tables, variability and closeness measures."""

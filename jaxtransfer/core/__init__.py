@@ -1,0 +1,1 @@
+"""What one trial computes: the program, interventions, optimizer and the pure step."""

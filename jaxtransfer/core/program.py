@@ -1,0 +1,433 @@
+"""What one compiled group of trials computes: the model structure and how a trial's params are built.
+
+A `Program` is static (hashable): trials that share one run in the same `jit(vmap(...))`. Everything
+that differs between them is a per-trial array (`arrays`): block permutations, reinit masks,
+per-block learning-rate multipliers, the learning rate itself. The trial engine only calls the
+methods of `ProgramLike`, so a study plugs in by choosing a Program and the arrays, or by writing
+its own class with the same methods (see `experiments/probe.py`).
+
+A trial's params are nested dicts whose top-level keys are the parameter groups of `GROUPS`;
+what trains is decided per group (`Program.is_trainable`), and a key outside `GROUPS` is an error
+rather than silently trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtransfer.core import interventions as iv
+from jaxtransfer.models import config as model_config
+from jaxtransfer.core import packing
+from jaxtransfer.models import bert
+from jaxtransfer.models import heads
+from jaxtransfer.models import lora as lora_lib
+from jaxtransfer.models.heads import LinearHead, MlpHead
+
+Params = dict[str, Any]
+HEADS = ('pooler', 'mlp')
+MASKABLE = bert.BLOCK_MATRICES
+BLOCK_PARAMS = ('all', 'layernorm', 'bias', 'none')
+
+# The parameter groups of a trial, declared once: what each top-level key holds.
+GROUPS = {
+    'embeddings': 'word/position/type embeddings and their LayerNorm (and the tables outside '
+                  'the blocks: DeBERTa\'s relative positions, ModernBERT\'s final norm); trained '
+                  'only with full fine-tuning (`train_embeddings` and no frozen blocks)',
+    'blocks_frozen': 'blocks [0, f): frozen and computed without gradient (no backward pass)',
+    'blocks': "blocks [f, n): trained ('all'), only their LayerNorms ('layernorm'), only their "
+              "biases ('bias': BitFit, which also limits the embeddings and a pretrained pooler to "
+              "their biases), or fixed ('none': under learned masks, or LoRA)",
+    'adapters': 'Houlsby adapters of blocks [f, n) (always trained)',
+    'lora': 'LoRA factors A (in, r), B (r, out) of the target matrices of blocks [f, n) (always '
+            'trained)',
+    'mask_scores': 'sparsity-mask scores of the masked matrices of blocks [f, n) (always trained)',
+    'pooler': "BERT's pooler dense layer, or the dense part of the family's own head "
+              "(models/heads.py; trained unless `train_pooler=False`)",
+    'head': 'the classifier (always trained)',
+}
+HEAD_GROUPS = ('pooler', 'head')  # what a trial adds on top of the encoder
+
+
+class ProgramLike(Protocol):
+  """What the engine and `step.py` call on a program (static and hashable: one compiled group)."""
+  shares_frozen: bool   # frozen params identical across trials (broadcast, not copied per trial)
+  is_regression: bool
+  supports_packing: bool  # apply/loss take packed batches (packing.py) as well as padded ones
+  hidden_size: int        # width of a token's hidden state (the packing planner's attention cost)
+
+  def activation_bytes(self, batch_size: int, seq_len: int) -> int:
+    """Rough device memory of one trial's saved activations in a training step."""
+
+  def describe(self) -> str:
+    """The program's settings in one line, for the log."""
+
+  def defaults(self) -> dict[str, np.ndarray]:
+    """Per-trial arrays the program reads, with their neutral values."""
+
+  def init(self, pretrained: Params, arrays, rng) -> tuple[Params, Params]:
+    """One trial's (trainable, frozen) params. Pure; vmappable."""
+
+  def lr_multipliers(self, train: Params, arrays) -> Params:
+    """Per-leaf learning-rate multipliers of the trainable params (0 = not updated)."""
+
+  def decays(self, path: tuple[str, ...]) -> bool:
+    """Whether weight decay applies to the trainable leaf at `path`."""
+
+  def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
+            rng=None) -> jax.Array:
+    """Logits (B, C) or regression values (B, 1)."""
+
+  def loss(self, train: Params, frozen: Params, batch, weights, arrays, rng) -> jax.Array:
+    """Weighted mean training loss over the batch."""
+
+  def report(self, train: Params, frozen: Params, arrays) -> dict[str, jax.Array]:
+    """Per-trial numbers the record's metrics carry besides the dev scores."""
+
+
+def weighted_loss(out, labels, weights, is_regression: bool) -> jax.Array:
+  """Weighted mean loss over a batch (weights 0 mark padding examples): CE, or MSE."""
+  if is_regression:
+    per_example = (out[:, 0] - labels) ** 2
+  else:
+    logp = jax.nn.log_softmax(out)
+    per_example = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), 1)[:, 0]
+  return (per_example * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def block_activation_bytes(encoder, batch_size: int, seq_len: int) -> int:
+  """~ 16 saved (B, S, H)-sized tensors per block plus the attention maps, float32."""
+  per_block = batch_size * seq_len * (16 * encoder.hidden_size + 2 * encoder.num_heads * seq_len)
+  return per_block * 4 * encoder.num_layers
+
+
+def describe_fields(program, skip=('encoder',)) -> str:
+  """A dataclass program's fields but `skip` as `name=value, ...`."""
+  fields = getattr(program, '__dataclass_fields__', {})
+  return ', '.join(f'{k}={getattr(program, k)!r}' for k in fields if k not in skip) or repr(program)
+
+
+def _unit_magnitude(kernel):
+  """|w| / mean|w| over each block's matrix (stacked kernels (n, in, out))."""
+  mag = jnp.abs(kernel)
+  return mag / jnp.maximum(jnp.mean(mag, axis=(1, 2), keepdims=True), 1e-12)
+
+
+def merge(a: Params, b: Params) -> Params:
+  """Union of two param trees with disjoint leaves."""
+  flat = traverse_util.flatten_dict(a)
+  flat.update(traverse_util.flatten_dict(b))
+  return traverse_util.unflatten_dict(flat)
+
+
+def params_of(tree: Params, groups) -> Params:
+  """The entries of a param tree that belong to the named groups."""
+  return {k: v for k, v in tree.items() if k in groups}
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A pretrained encoder + classifier, with the study's interventions and what trains."""
+  encoder: model_config.EncoderConfig
+  num_labels: int
+  num_blocks: int                      # blocks computed; those above are never run
+  frozen_blocks: int = 0               # blocks [0, f) frozen and not differentiated
+  train_embeddings: bool = True        # only meaningful with frozen_blocks == 0
+  block_params: str = 'all'            # what trains in blocks [f, n): 'all' | 'layernorm' | 'bias'
+                                       # | 'none'
+  head: str = 'pooler'                 # 'pooler' (BERT) | 'mlp' (RoBERTa / Xie et al.)
+  pretrained_pooler: bool = True       # start BERT's pooler from the checkpoint when it has one
+  train_pooler: bool = True
+  pooling: str = 'cls'                 # 'cls' (first token) | 'mean' (real tokens)
+  adapter_size: int = 0                # Houlsby adapters in blocks [f, n)
+  adapter_style: str = 'houlsby'       # 'houlsby' | 'xie' (attention adapter before the dropout,
+                                       # each adapter with its own dropout: Xie et al.'s code)
+  lora: lora_lib.Lora | None = None    # LoRA factors in blocks [f, n)
+  masked: tuple[str, ...] = ()         # matrices of blocks [f, n) with learned binary masks
+  interventions: tuple[Any, ...] = ()  # applied to the pretrained params, in order
+  dtype: str = 'float32'               # compute dtype; params stay fp32
+  report_flops: bool = False           # add train_flops_fraction to the trial's metrics
+  remat: bool = False                  # recompute each tuned block in the backward pass
+  head_init: str = 'normal'            # 'normal' (BERT's) | 'torch' (nn.Linear's default; mlp head)
+  grads_of_frozen: bool = False        # let the backward pass reach the frozen params too (their
+                                       # gradients count in the clipping norm: Lee et al.'s code)
+
+  def __post_init__(self):
+    assert 0 <= self.frozen_blocks <= self.num_blocks <= self.encoder.num_layers, self
+    assert self.head in HEADS and self.block_params in BLOCK_PARAMS, self
+    assert set(self.masked) <= set(MASKABLE), self.masked
+    assert self.lora is None or set(self.lora.targets) <= set(MASKABLE), self.lora
+
+  # ------------------------------------------------------------------------- structure
+
+  @property
+  def is_regression(self) -> bool:
+    return self.num_labels == 1
+
+  # Every op is per token except attention and pooling, which read packed batches' segments.
+  supports_packing = True
+
+  @property
+  def compute_dtype(self):
+    return jnp.bfloat16 if self.dtype == 'bfloat16' else jnp.float32
+
+  @property
+  def uses_pooler(self) -> bool:
+    # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head is a pooler + linear (models/heads.py).
+    return self.head == 'pooler' or heads.has_own_head(self.encoder)
+
+  @property
+  def _pooler_from_checkpoint(self) -> bool:
+    return self.pretrained_pooler and self.encoder.has_pooler
+
+  @property
+  def shares_frozen(self) -> bool:
+    """Frozen params are identical across trials (broadcast, not copied) unless an intervention
+    rewrites the pretrained weights per trial."""
+    return not self.interventions
+
+  def defaults(self) -> dict[str, np.ndarray]:
+    """Per-trial arrays and their neutral values; a study overrides some of them per trial."""
+    out = {'block_lr': np.ones(self.encoder.num_layers, np.float32),
+           'mask_blocks': np.ones(self.encoder.num_layers, bool),
+           'sparsity': np.float32(0.5),
+           'mask_lr': np.float32(1.0)}  # lr multiplier of the mask scores
+    for intervention in self.interventions:
+      out.update(intervention.defaults(self.encoder.num_layers))
+    return out
+
+  def is_trainable(self, path: tuple[str, ...]) -> bool:
+    """Whether the leaf at `path` trains, decided by its parameter group (see GROUPS)."""
+    group = path[0]
+    # BitFit: of the pretrained parameters that train, only the biases do.
+    bias_only = self.block_params == 'bias' and path[-1] != 'bias'
+    if group == 'embeddings':
+      return self.train_embeddings and self.frozen_blocks == 0 and not bias_only
+    if group == 'blocks_frozen':
+      return False
+    if group == 'blocks':
+      if self.block_params == 'layernorm':
+        return path[1] in bert.BLOCK_LAYER_NORMS
+      return self.block_params == 'all' or (self.block_params == 'bias' and path[-1] == 'bias')
+    if group == 'pooler':
+      # A fresh pooler (a checkpoint without one) is part of the new head and trains whole.
+      return self.train_pooler and not (bias_only and self._pooler_from_checkpoint)
+    if group in ('head', 'adapters', 'lora', 'mask_scores'):
+      return True
+    raise ValueError(f'parameter group {group!r} (at {"/".join(path)}) is not one of '
+                     f'{", ".join(GROUPS)}: declare it in program.GROUPS and decide whether it '
+                     'trains in Program.is_trainable.')
+
+  @staticmethod
+  def decays(path: tuple[str, ...]) -> bool:
+    """HF's no-decay rule: no weight decay on biases and LayerNorm parameters (leaves `bias` and
+    `scale`), nor on mask scores, which are ranks, not weights."""
+    return path[-1] not in ('bias', 'scale') and path[0] != 'mask_scores'
+
+  # ------------------------------------------------------------------------- params
+
+  def init(self, pretrained: Params, arrays: dict[str, Any], rng) -> tuple[Params, Params]:
+    """Builds one trial's (trainable, frozen) params from the pretrained ones. Pure; vmappable."""
+    c, f, n = self.encoder, self.frozen_blocks, self.num_blocks
+    k_iv, k_head, k_pool, k_adapt, k_mask = jax.random.split(rng, 5)
+    params = {k: v for k, v in pretrained.items()}
+    for i, intervention in enumerate(self.interventions):
+      params = intervention.apply(c, params, arrays, jax.random.fold_in(k_iv, i))
+    blocks = params['blocks']
+    full: Params = {
+        'embeddings': params['embeddings'],
+        'blocks': bert.take_blocks(blocks, f, n),
+    }
+    if f:
+      full['blocks_frozen'] = bert.take_blocks(blocks, 0, f)
+    if self.uses_pooler:
+      if self.pretrained_pooler and 'pooler' in params:
+        full['pooler'] = params['pooler']
+      else:
+        full['pooler'] = heads.init_pooler(c, k_pool)
+    full['head'] = self._head_module().init(k_head, jnp.zeros((1, c.hidden_size)))['params']
+    if self.adapter_size and n > f:
+      full['adapters'] = bert.init_adapters(c, k_adapt, n - f, self.adapter_size)
+    if self.lora and n > f:
+      # A key of its own (folded, not split) leaves every other new parameter's init unchanged.
+      shapes = tuple((t, blocks[t]['kernel'].shape[1:]) for t in self.lora.targets)
+      full['lora'] = lora_lib.init(self.lora, shapes, jax.random.fold_in(rng, 5), n - f)
+    if self.masked and n > f:
+      # Scores start at |w| / mean|w| per block and matrix: the first mask is magnitude pruning at
+      # the target sparsity, and on this unit scale one mask learning rate means the same relative
+      # step in every matrix (MiniLM's mean |w| differs 2x between matrices; models differ more).
+      full['mask_scores'] = {m: {'kernel': _unit_magnitude(full['blocks'][m]['kernel'])}
+                             for m in self.masked}
+    return self.split(full)
+
+  def split(self, full: Params) -> tuple[Params, Params]:
+    flat = traverse_util.flatten_dict(full)
+    train = {p: v for p, v in flat.items() if self.is_trainable(p)}
+    frozen = {p: v for p, v in flat.items() if not self.is_trainable(p)}
+    return traverse_util.unflatten_dict(train), traverse_util.unflatten_dict(frozen)
+
+  def lr_multipliers(self, train: Params, arrays) -> Params:
+    """Per-leaf learning-rate multipliers: `block_lr[f:n]` along the block axis of stacked leaves."""
+    per_block = arrays['block_lr'][self.frozen_blocks:self.num_blocks]
+
+    def mult(path, leaf):
+      top = path[0].key
+      if top in ('blocks', 'adapters', 'lora', 'mask_scores'):
+        m = per_block.reshape((-1,) + (1,) * (leaf.ndim - 1))
+        return m * arrays['mask_lr'] if top == 'mask_scores' else m
+      return jnp.ones((), jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(mult, train)
+
+  # ------------------------------------------------------------------------- forward
+
+  def _head_module(self):
+    c = self.encoder
+    if not self.uses_pooler:
+      return MlpHead(c.hidden_size, self.num_labels, heads.classifier_dropout(c), c.initializer_range,
+                     torch_init=self.head_init == 'torch')
+    return LinearHead(self.num_labels, heads.classifier_dropout(c), heads.classifier_std(c))
+
+  def features(self, params: Params, batch, arrays, *, deterministic: bool, rng=None):
+    """The encoder up to block n: last hidden state (B, S, H) (packed: (rows, width, H))."""
+    c, f, n, dt = self.encoder, self.frozen_blocks, self.num_blocks, self.compute_dtype
+    ids, mask = batch['input_ids'], batch['attention_mask']
+    kw = dict(deterministic=deterministic, rng=rng, dtype=dt)
+    x = bert.embed(c, params['embeddings'], ids, batch.get('token_type_ids'),
+                   position_ids=batch.get('position_ids'), **kw)
+    kw['embeddings'] = params['embeddings']  # DeBERTa's blocks read its relative position table
+    kw['segment_ids'] = batch.get('segment_ids')
+    if f:
+      x = bert.apply_blocks(c, params['blocks_frozen'], x, mask, first_index=0, **kw)
+    if n > f:
+      if (f or not self.train_embeddings) and not self.grads_of_frozen:
+        # Nothing below is trained: make sure no backward pass reaches the frozen prefix.
+        x = jax.lax.stop_gradient(x)
+      blocks = params['blocks']
+      if self.masked:
+        blocks = iv.apply_masks(blocks, params['mask_scores'], arrays['sparsity'],
+                                arrays['mask_blocks'][f:n])
+      if self.adapter_size:
+        blocks = {**blocks, **params['adapters']}
+      if self.lora:
+        blocks = {**blocks, 'lora': params['lora']}
+      x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size,
+                            adapter_style=self.adapter_style, lora=self.lora, remat=self.remat,
+                            **kw)
+    return bert.final_norm(c, params['embeddings'], x, dt)  # ModernBERT's; others: identity
+
+  def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
+            rng=None):
+    """Logits (B, C), or regression values (B, 1)."""
+    params = merge(train, frozen)
+    x = self.features(params, batch, arrays, deterministic=deterministic, rng=rng)
+    if packing.is_packed(batch):
+      pooled = packing.pool(x, batch, self.pooling, batch['labels'].shape[0])
+    elif self.pooling == 'mean':
+      m = batch['attention_mask'][..., None].astype(x.dtype)
+      pooled = (x * m).sum(1) / jnp.maximum(m.sum(1), 1)
+    else:
+      pooled = x[:, 0]
+    if self.uses_pooler:
+      pooled = heads.pool(self.encoder, params['pooler'], pooled, dtype=self.compute_dtype,
+                          deterministic=deterministic,
+                          rng=None if deterministic else jax.random.fold_in(rng, 2**31 - 3))
+    rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, 2**31 - 2)}
+    out = self._head_module().apply({'params': params['head']}, pooled.astype(jnp.float32),
+                                    deterministic, rngs=rngs)
+    return out.astype(jnp.float32)
+
+  def loss(self, train: Params, frozen: Params, batch, weights, arrays, rng):
+    """Weighted mean loss over the batch (weights 0 mark padding examples): CE, or MSE."""
+    out = self.apply(train, frozen, batch, arrays, deterministic=False, rng=rng)
+    return weighted_loss(out, batch['labels'], weights, self.is_regression)
+
+  @property
+  def hidden_size(self) -> int:
+    return self.encoder.hidden_size
+
+  def activation_bytes(self, batch_size: int, seq_len: int) -> int:
+    return block_activation_bytes(self.encoder, batch_size, seq_len)
+
+  def describe(self) -> str:
+    return describe_fields(self)
+
+  def report(self, train: Params, frozen: Params, arrays) -> dict[str, jax.Array]:
+    """Per-trial numbers that the record's metrics carry besides the dev scores."""
+    out = {}
+    if self.report_flops:
+      out['train_flops_fraction'] = jnp.float32(self.train_flops_fraction())
+    if self.masked and self.num_blocks > self.frozen_blocks:
+      # docs/CONTRACT.md: the fraction of masked-matrix entries set to zero, over the masked
+      # blocks only.
+      masks = self.masks(train, frozen, arrays)
+      on = arrays['mask_blocks'][self.frozen_blocks:self.num_blocks].astype(jnp.float32)
+      zeros = {m: jnp.sum((1 - masks[m]) * on[:, None, None]) for m in self.masked}
+      sizes = {m: jnp.sum(on) * masks[m][0].size for m in self.masked}
+      for m in self.masked:
+        out[f'sparsity/{m}'] = zeros[m] / jnp.maximum(sizes[m], 1)
+      out['sparsity'] = sum(zeros.values()) / jnp.maximum(sum(sizes.values()), 1)
+    return out
+
+  def masks(self, train: Params, frozen: Params, arrays) -> Params:
+    """The hard {0,1} masks of blocks [f, n): {matrix: (n - f, in, out)}, ones in unmasked blocks."""
+    scores = merge(train, frozen)['mask_scores']
+    return iv.block_masks(scores, arrays['sparsity'],
+                          arrays['mask_blocks'][self.frozen_blocks:self.num_blocks],
+                          straight_through=False)
+
+  def train_flops_fraction(self) -> float:
+    """Training FLOPs per example relative to full fine-tuning of all L blocks (Kaplan-style count:
+    forward 2·P·tokens for every computed block; backward 2× forward through trained blocks, 1×
+    (activation gradients only) through blocks that are differentiated but not trained)."""
+    L, f, n = self.encoder.num_layers, self.frozen_blocks, self.num_blocks
+    full = 3.0 * L
+    backward_blocks = n - f
+    # Mask scores need the same outer products as weight gradients; LayerNorm-only and bias-only
+    # training do not.
+    weight_grads = backward_blocks if (self.block_params == 'all' or self.masked) else 0
+    cost = n + backward_blocks + weight_grads
+    if self.grads_of_frozen:  # the frozen prefix is differentiated too (weights: for the norm)
+      cost += 2 * f
+    c = self.encoder
+    block = 4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size
+    # Adapters and LoRA factors of the tuned blocks, in block units by the parameters they multiply:
+    # forward, activation gradients and weight gradients (they always train).
+    if self.adapter_size:
+      cost += 3 * backward_blocks * (4 * c.hidden_size * self.adapter_size) / block
+    if self.lora:
+      lora = lora_lib.matmul_params(self.lora, bert.matrix_shapes(c))
+      cost += 3 * backward_blocks * lora / block
+    return float(cost / full)
+
+  # ------------------------------------------------------------------------- export
+
+  def export_params(self, train: Params, frozen: Params, arrays) -> Params:
+    """The encoder as a plain stacked tree (n blocks, masks multiplied in, LoRA merged as
+    W + scale·A·B) for convert.export."""
+    if self.adapter_size:
+      raise ValueError('HF BERT/RoBERTa have no adapter layers: adapter-tuned trials cannot be '
+                       'exported as transformers models.')
+    params = jax.tree.map(np.asarray, merge(train, frozen))
+    blocks = params['blocks']
+    if self.masked and self.num_blocks > self.frozen_blocks:
+      masks = self.masks(train, frozen, arrays)
+      blocks = {**blocks, **{m: {**blocks[m], 'kernel': blocks[m]['kernel'] * np.asarray(masks[m])}
+                             for m in self.masked}}
+    if self.lora and self.num_blocks > self.frozen_blocks:
+      blocks = lora_lib.merge(blocks, params['lora'], self.lora)
+    if self.frozen_blocks:
+      blocks = jax.tree.map(lambda a, b: np.concatenate([a, b]), params['blocks_frozen'], blocks)
+    out = {'embeddings': params['embeddings'], 'blocks': jax.tree.map(np.asarray, blocks)}
+    if 'pooler' in params:
+      out['pooler'] = params['pooler']
+    return out
+
+  def export_head(self, train: Params, frozen: Params) -> dict[str, np.ndarray]:
+    """The classifier in HF's *ForSequenceClassification names (torch layout)."""
+    return heads.export_head(self.encoder, self.head, merge(train, frozen)['head'])

@@ -1,0 +1,1 @@
+"""Reading, tokenizing and scoring tasks: GLUE, your own data, the demo set."""

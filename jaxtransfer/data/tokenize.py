@@ -1,0 +1,117 @@
+"""Tokenized splits: padded numpy arrays, and their on-disk cache (keyed by tokenizer, task, split,
+length and the source file's identity)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+import zipfile
+
+import numpy as np
+
+from jaxtransfer.data.types import Examples, TaskSpec
+from jaxtransfer.errors import UserError
+from jaxtransfer.runtime import files
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenization.
+
+
+@dataclasses.dataclass
+class Encoded:
+  """Tokenized split as numpy arrays padded to max_seq_length."""
+  input_ids: np.ndarray       # (N, S) int32
+  attention_mask: np.ndarray  # (N, S) int32
+  token_type_ids: np.ndarray  # (N, S) int32
+  labels: np.ndarray          # (N,) int32, or float32 for regression
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def take(self, idx) -> Encoded:
+    """Rows `idx` (indices, a boolean mask or a slice) as a new Encoded."""
+    return Encoded(**{k: v[idx] for k, v in self.as_dict().items()})
+
+  def as_dict(self) -> dict[str, np.ndarray]:
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+_ENCODE_CHUNK = 8192  # Rows per tokenizer call: bounds the peak memory of the Python lists.
+
+
+def encode(examples: Examples, tokenizer, max_seq_length: int) -> Encoded:
+  """Tokenizes (text_a[, text_b]) with truncation and padding to max_seq_length."""
+  pair = examples.text_b is not None
+  special = tokenizer.num_special_tokens_to_add(pair=pair)
+  if max_seq_length <= special:
+    raise UserError(
+        f'max_seq_length={max_seq_length} leaves no room for text: the tokenizer adds {special} '
+        f'special tokens per {"pair" if pair else "sentence"}. Set --config.max_seq_length to '
+        f'e.g. 128.')
+  limit = getattr(tokenizer, 'model_max_length', None)
+  if limit and limit < 1_000_000 and max_seq_length > limit:  # Unset limits are ~1e30.
+    raise UserError(
+        f'max_seq_length={max_seq_length} exceeds what this tokenizer/model supports '
+        f'({limit}). Set --config.max_seq_length to at most {limit}.')
+  n = len(examples.text_a)
+  out = {k: np.zeros((n, max_seq_length), np.int32)
+         for k in ('input_ids', 'attention_mask', 'token_type_ids')}
+  for lo in range(0, n, _ENCODE_CHUNK):
+    hi = min(n, lo + _ENCODE_CHUNK)
+    enc = tokenizer(
+        examples.text_a[lo:hi],
+        examples.text_b[lo:hi] if pair else None,
+        truncation=True,
+        max_length=max_seq_length,
+        padding='max_length',
+        return_tensors='np')
+    for k, v in out.items():
+      if k in enc:  # RoBERTa-style tokenizers give no token_type_ids: keep the zeros.
+        v[lo:hi] = enc[k]
+  return Encoded(labels=np.asarray(examples.labels).copy(), **out)
+
+
+# --------------------------------------------------------------------------------------------
+# The on-disk cache of tokenized splits.
+
+
+def default_cache_dir() -> str:
+  return os.environ.get('JAXTRANSFER_CACHE') or os.path.expanduser('~/.cache/jaxtransfer')
+
+
+def cache_path(cache_dir: str, task: TaskSpec, split: str, key: dict[str, Any]) -> Path:
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+  return Path(cache_dir) / 'encoded' / f'{task.name}-{split}-{digest}.npz'
+
+
+def load_cached(path: Path, max_seq_length: int) -> Encoded | None:
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      enc = Encoded(**{f.name: z[f.name] for f in dataclasses.fields(Encoded)})
+  except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
+    logging.warning('Ignoring unreadable cache file %s (%s); re-encoding.', path, e)
+    return None
+  n = len(enc.labels)
+  if enc.labels.ndim != 1 or any(
+      a.shape != (n, max_seq_length) for a in (enc.input_ids, enc.attention_mask,
+                                                enc.token_type_ids)):
+    logging.warning('Ignoring cache file %s with unexpected shapes; re-encoding.', path)
+    return None
+  return enc
+
+
+def save_cached(path: Path, enc: Encoded) -> None:
+  try:
+    with files.atomic_write(path, 'wb') as f:
+      np.savez(f, **enc.as_dict())
+  except OSError as e:
+    # A cache that cannot be written only costs time; the run itself can go on.
+    logging.warning('Could not write cache file %s (%s); continuing without it.', path, e)

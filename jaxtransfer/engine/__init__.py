@@ -1,0 +1,1 @@
+"""Running groups of trials as jit(vmap(step)): batching, checkpoints, evaluation, records."""

@@ -1,0 +1,76 @@
+"""The group in flight on disk: one orbax checkpoint folder per group, removed once its records are
+written (a local or remote `gs://` root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from flax import serialization
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from jaxtransfer.runtime import distributed as dist
+
+
+def _without_empty(tree):
+  """The state as nested dicts (its dataclasses' fields by name, absent ones dropped), zero-size
+  leaves (a program that trains no block still has stacked block arrays of length 0) as None:
+  orbax refuses to save them, and there is nothing in them to save."""
+  tree = {k: v for k, v in serialization.to_state_dict(tree).items() if v is not None}
+  return jax.tree.map(lambda x: None if x.size == 0 else x, tree)
+
+
+def _with_empty(abstract, restored):
+  """`restored` in the structure of `abstract`, its zero-size leaves put back as empty arrays."""
+  target = {k: v for k, v in serialization.to_state_dict(abstract).items() if v is not None}
+  leaves, treedef = jax.tree.flatten(target)
+  got = jax.tree.flatten(restored, is_leaf=lambda x: x is None)[0]
+  out = [jax.device_put(jnp.zeros(a.shape, a.dtype), a.sharding) if r is None else r
+         for a, r in zip(leaves, got)]
+  state = jax.tree.unflatten(treedef, out)
+  full = serialization.to_state_dict(abstract)
+  return serialization.from_state_dict(abstract, {k: state.get(k) for k in full})
+
+
+class GroupCheckpoints:
+  """Save / restore the stacked state of one group, plus JSON metadata (step, periodic evals)."""
+
+  def __init__(self, root: str, group_id: str):
+    self.root, self.group_id = root, group_id
+    self.mngr = ocp.CheckpointManager(f'{root}/{group_id}', options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.mngr.latest_step()
+
+  def restore(self, abstract_state, sharding):
+    """(state, meta) of the latest checkpoint, the state placed with `sharding`."""
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                            abstract_state)
+    restored = self.mngr.restore(self.mngr.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_without_empty(abstract)), meta=ocp.args.JsonRestore()))
+    return _with_empty(abstract, restored['state']), restored['meta']
+
+  def save(self, step: int, state, meta: dict) -> None:
+    self.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_without_empty(state)),
+                                                 meta=ocp.args.JsonSave(meta)))
+    self.mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self.mngr.close()
+
+  def remove(self) -> None:
+    """Deletes this group's folder (process 0), and the root when it is left empty."""
+    if not dist.is_main():
+      return
+    if '://' in self.root:
+      from etils import epath
+      path = epath.Path(f'{self.root}/{self.group_id}')
+      if path.exists():
+        path.rmtree()
+      return
+    shutil.rmtree(os.path.join(self.root, self.group_id), ignore_errors=True)
+    if os.path.isdir(self.root) and not os.listdir(self.root):
+      os.rmdir(self.root)

@@ -1,0 +1,121 @@
+"""The pure step (step.py) as programs over a group of trials: vmapped over the trial axis, jitted
+with explicit shardings (trials sharded over every device, shared data replicated) and donation.
+
+One `GroupFunctions` per (program, step count). Token batches are cut to a static width per call
+(length buckets, see batching.py) or packed into a static `packing.Layout` (`step.step_batch`):
+the training chunk is compiled ahead of time once per (trial count, width or layout), so compile
+time is measured apart and `memory_analysis()` is available.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax import struct
+import jax
+import jax.numpy as jnp
+
+from jaxtransfer.core import step as step_lib
+from jaxtransfer.runtime import distributed as dist
+
+@struct.dataclass
+class LoopStats:
+  """Running sums the training loop keeps per trial between log lines, and its first bad step."""
+  bad_step: jax.Array   # first step with a non-finite loss, -1 for none
+  loss_sum: jax.Array
+  gnorm_sum: jax.Array
+  count: jax.Array
+
+  @classmethod
+  def fresh(cls, bad_step=-1) -> LoopStats:
+    return cls(bad_step=jnp.asarray(bad_step, jnp.int32), loss_sum=jnp.float32(0),
+               gnorm_sum=jnp.float32(0), count=jnp.int32(0))
+
+
+@struct.dataclass
+class TrialState:
+  """One trial's engine state: the step's state, its own frozen params (None when every trial
+  of the program shares them: `Program.shares_frozen`), and the loop's running sums."""
+  step: step_lib.State
+  frozen: Any
+  stats: LoopStats
+
+  def frozen_or(self, shared):
+    return shared if self.frozen is None else self.frozen
+
+
+def init_trial(step: step_lib.Step, pretrained, arrays) -> TrialState:
+  state, frozen = step_lib.init_state(step, pretrained, arrays)
+  return TrialState(step=state, frozen=None if step.program.shares_frozen else frozen,
+                    stats=LoopStats.fresh())
+
+
+def train_chunk_trial(step: step_lib.Step, state, frozen_shared, arrays, data, start, stop, reset,
+                      layout):
+  """Steps [start, stop) of one trial in a device-side loop; batches are gathered on device from
+  the replicated training data by the trial's `batch_idx` (`layout`: see `step_batch`). The
+  running sums start over when `reset`; non-finite losses are recorded (the first bad step), not
+  summed."""
+  frozen = state.frozen_or(frozen_shared)
+
+  def body(i, carry):
+    st, stats = carry
+    batch = step_lib.step_batch(data, arrays, i, layout)
+    new, m = step_lib.train_step(step, st, frozen, batch, arrays['batch_w'][i], arrays, i)
+    finite = jnp.isfinite(m['loss'])
+    return new, LoopStats(
+        bad_step=jnp.where((stats.bad_step < 0) & ~finite, i, stats.bad_step),
+        loss_sum=stats.loss_sum + jnp.where(finite, m['loss'], 0.0),
+        gnorm_sum=stats.gnorm_sum + jnp.where(finite, m['grad_norm'], 0.0),
+        count=stats.count + 1)
+
+  stats = jax.tree.map(lambda f, s: jnp.where(reset, f, s), LoopStats.fresh(state.stats.bad_step),
+                       state.stats)
+  st, stats = jax.lax.fori_loop(start, stop, body, (state.step, stats))
+  return state.replace(step=st, stats=stats)
+
+
+class GroupFunctions:
+  """init / train-chunk / predict / report for one group structure, jitted over the trial axis."""
+
+  def __init__(self, step: step_lib.Step, mesh, eval_batch_size: int):
+    self.step = step
+    program = step.program
+    trial, rep = dist.trial_sharding(mesh), dist.replicated(mesh)
+    vmap_trials = lambda f: jax.vmap(f, in_axes=(0, None, 0))
+    self.init = jax.jit(jax.vmap(lambda p, a: init_trial(step, p, a), in_axes=(None, 0)),
+                        out_shardings=trial)
+    self.shared_frozen = jax.jit(lambda p: step_lib.shared_frozen(program, p), out_shardings=rep)
+
+    def train(state, frozen_shared, arrays, data, start, stop, reset, layout):
+      one = lambda s, a: train_chunk_trial(step, s, frozen_shared, a, data, start, stop, reset,
+                                           layout)
+      return jax.vmap(one)(state, arrays)
+
+    self.train = jax.jit(train, static_argnums=(7,), donate_argnums=(0,),
+                         in_shardings=(trial, rep, trial, rep, None, None, None),
+                         out_shardings=trial)
+
+    def predict(state, frozen_shared, arrays, dev, start, width):
+      rows = start + jnp.arange(eval_batch_size)
+      chunk = step_lib.take_rows(dev, rows, width)
+      return jax.vmap(lambda s, a: step_lib.eval_logits(program, s.step, s.frozen_or(frozen_shared),
+                                                        chunk, a))(state, arrays)
+
+    self.predict = jax.jit(predict, static_argnums=(5,),
+                           in_shardings=(trial, rep, trial, rep, None), out_shardings=trial)
+    self.report = jax.jit(
+        vmap_trials(lambda s, f, a: step_lib.report(program, s.step, s.frozen_or(f), a)),
+        in_shardings=(trial, rep, trial), out_shardings=trial)
+    self._train_compiled: dict[tuple, Any] = {}
+
+  def compiled_train(self, state, frozen_shared, arrays, data, layout):
+    """(executable, newly compiled?) of the training chunk for this trial count and layout (a
+    width, None for the data's, or a packing.Layout)."""
+    key = (jax.tree.leaves(arrays)[0].shape[0], layout)
+    if key in self._train_compiled:
+      return self._train_compiled[key], False
+    exe = self.train.lower(state, frozen_shared, arrays, data, jnp.int32(0), jnp.int32(1),
+                           jnp.bool_(True), layout).compile()
+    self._train_compiled[key] = exe
+    return exe, True

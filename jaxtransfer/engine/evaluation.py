@@ -1,0 +1,52 @@
+"""Dev-set evaluation of a group: every trial's predictions on every dev split, then its metrics.
+
+The dev rows are sorted by length once and each eval batch is cut to its own length bucket, so a
+short-sentence dev set costs little; metrics do not depend on the order of the rows.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtransfer.engine import batching
+from jaxtransfer.runtime import distributed as dist
+from jaxtransfer.data import metrics as metrics_lib
+
+
+class DevSets:
+  """The dev splits (keyed by metric suffix: '' and MNLI's '_mm') on device, sorted by length and
+  padded to whole eval batches (the padding rows' outputs are dropped)."""
+
+  def __init__(self, dev_data: dict[str, dict[str, np.ndarray]], task, batch_size: int,
+               multiple: int, mesh):
+    self.task, self.batch_size = task, batch_size
+    self.splits = {}
+    for suffix, dev in dev_data.items():
+      width = dev['input_ids'].shape[1] if 'input_ids' in dev else 0
+      ordered, _, widths = batching.sorted_by_length(dev, batch_size, multiple or width)
+      n = len(dev['labels'])
+      padded = {k: np.concatenate([v, np.repeat(v[:1], -n % batch_size, axis=0)])
+                for k, v in ordered.items()}
+      self.splits[suffix] = (padded, ordered['labels'], widths)
+    self._mesh = mesh
+    self._device: dict[str, dict] = {}
+
+  def _on_device(self, suffix: str):
+    if suffix not in self._device:  # uploaded at the first evaluation, then kept
+      self._device[suffix] = dist.put(self.splits[suffix][0], dist.replicated(self._mesh))
+    return self._device[suffix]
+
+  def evaluate(self, fns, state, frozen_shared, arrays, n_real: int) -> list[dict[str, float]]:
+    """Metrics of the first `n_real` trials of a group (the rest pad the trial axis)."""
+    per_trial: list[dict[str, float]] = [{} for _ in range(n_real)]
+    for suffix, (_, labels, widths) in self.splits.items():
+      dev = self._on_device(suffix)
+      outs = [dist.gather(fns.predict(state, frozen_shared, arrays, dev,
+                                      jnp.int32(i * self.batch_size), w))
+              for i, w in enumerate(widths)]
+      outs = np.concatenate(outs, axis=1)[:n_real, :len(labels)]
+      for i in range(n_real):
+        per_trial[i].update(metrics_lib.compute_metrics(self.task, outs[i], labels,
+                                                        suffix=suffix))
+    return per_trial

@@ -1,0 +1,1 @@
+"""Statistics, summary tables and figures from trial records."""

@@ -1,0 +1,1 @@
+"""The process around a run: devices and hosts, the workdir, files, config history."""

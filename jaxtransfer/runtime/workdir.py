@@ -1,0 +1,94 @@
+"""Workdirs on local disk or in object storage (gs://...), through a local mirror.
+
+Object stores cannot append to a file, and plots, TensorBoard and the crash-safe trials.jsonl
+writer want a POSIX directory. So a remote workdir is mirrored: the mirror is filled from the
+remote at start (that is what makes a preempted TPU VM's rerun resume), every file written is
+uploaded after each group and at the end, and orbax checkpoints go straight to the remote, which
+every host of a pod sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from absl import logging
+
+from jaxtransfer.runtime import distributed as dist
+from jaxtransfer.runtime import files
+from jaxtransfer.errors import UserError
+
+CHECKPOINTS = 'checkpoints'
+
+
+def is_remote(path: str) -> bool:
+  return '://' in str(path)
+
+
+def _epath(path: str):
+  from etils import epath  # orbax's own path library: gs:// through gcsfs (or TensorFlow)
+  return epath.Path(path)
+
+
+class Workdir:
+  """Where a run writes: `local` (a directory, the mirror for a remote one) and `checkpoints`."""
+
+  def __init__(self, path: str, mirror_root: str | None = None):
+    self.path = str(path).rstrip('/')
+    self.remote = self.path if is_remote(self.path) else None
+    if self.remote:
+      root = mirror_root or os.path.join(os.path.expanduser('~'), '.cache', 'jaxtransfer', 'mirrors')
+      digest = hashlib.sha1(self.remote.encode()).hexdigest()[:10]
+      self.local = os.path.join(root, f'{os.path.basename(self.remote)}-{digest}')
+      self.checkpoints = f'{self.remote}/{CHECKPOINTS}'
+    else:
+      self.local = self.path
+      self.checkpoints = os.path.abspath(os.path.join(self.path, CHECKPOINTS))
+
+  def pull(self) -> None:
+    """Copies the remote workdir's files (not its checkpoints) into the mirror."""
+    os.makedirs(self.local, exist_ok=True)
+    if not self.remote:
+      return
+    try:
+      root = _epath(self.remote)
+      if not root.exists():
+        return
+      for src in root.rglob('*'):
+        rel = str(src.relative_to(root))
+        if rel.split('/')[0] == CHECKPOINTS or src.is_dir():
+          continue
+        dst = os.path.join(self.local, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with files.atomic_write(dst, 'wb') as f:
+          f.write(src.read_bytes())
+    except ImportError as e:
+      raise UserError(f'workdir={self.remote!r} needs a filesystem library for that storage '
+                      f'({e}). For gs:// install gcsfs (pip install gcsfs), or use a local '
+                      'or gcsfuse-mounted directory.') from None
+    logging.info('Mirroring %s in %s.', self.remote, self.local)
+
+  def push(self) -> None:
+    """Uploads every file of the mirror (process 0 only; checkpoints are written remotely)."""
+    if not self.remote or not dist.is_main():
+      return
+    root = _epath(self.remote)
+    for dirpath, dirnames, filenames in os.walk(self.local):
+      dirnames[:] = [d for d in dirnames if d != CHECKPOINTS]
+      for name in filenames:
+        if name.endswith('.tmp'):
+          continue
+        src = os.path.join(dirpath, name)
+        dst = root / os.path.relpath(src, self.local)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(src, 'rb') as f:
+          dst.write_bytes(f.read())
+
+
+def open_workdir(path: str) -> Workdir:
+  """Resolves the run's workdir and fills a remote one's mirror (process 0), for every process."""
+  wd = Workdir(path)
+  if dist.is_main():
+    wd.pull()
+  dist.barrier('workdir-pulled')
+  return wd

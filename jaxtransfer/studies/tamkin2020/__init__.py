@@ -1,0 +1,1 @@
+"""Tamkin et al. 2020: partial reinitialization, permutations, probes."""
