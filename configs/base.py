@@ -40,6 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.adam_b2 = 0.999
   c.adam_eps = 1e-8
   c.max_grad_norm = 1.0
+  # The protocol a reviewer accepts: a learning-rate grid per setting, chosen on held-out
+  # training data (never on the dev set that is reported), failed runs counted.
+  c.learning_rates = ()            # a sweep axis; () = the single learning_rate
+  c.selection_split = 0.0          # held out of training: a fraction (< 1) or a count; 0 = off
+  c.selection_seed = 0             # which examples the selection split holds out
+  c.exclude_degenerate = False     # leave degenerate trials (majority-class) out of the means
   # Model structure shared by every experiment.
   c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa: dense-tanh-linear;
                                    # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head), pooler, mlp

@@ -44,6 +44,7 @@ def validate(config) -> None:
                     'step to the longest example of the data; --config.pad_to_multiple_of).')
   if config.learning_rate <= 0:
     raise UserError(f'learning_rate={config.learning_rate} must be positive (--config.learning_rate).')
+  _validate_protocol(config)
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise UserError('Both num_epochs and num_train_steps are 0: set --config.num_epochs or '
                     '--config.num_train_steps to a positive number.')
@@ -58,6 +59,21 @@ def validate(config) -> None:
   check_choices('head_init', config.get('head_init', 'normal'), ('normal', 'torch'))
   check_choices('pooling', config.pooling, ('cls', 'mean'))
   check_choices('remat', config.get('remat', 'none'), ('none', 'block'))
+
+
+def _validate_protocol(config) -> None:
+  """The learning-rate axis and the selection split."""
+  rates = list(config.get('learning_rates', ()) or ())
+  bad = [r for r in rates if isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0]
+  if bad or len(set(rates)) != len(rates):
+    raise UserError(f'learning_rates={tuple(rates)}: every rate must be a positive number, each '
+                    'once, e.g. --config.learning_rates=1e-5,3e-5,1e-4 (empty: the single '
+                    '--config.learning_rate).')
+  size = config.get('selection_split', 0) or 0
+  if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0 or (
+      size >= 1 and float(size) != int(size)):
+    raise UserError(f'selection_split={size!r} must be 0 (off), a fraction in (0, 1) or a whole '
+                    'number of training examples (--config.selection_split).')
 
 
 def enable_compilation_cache() -> None:
@@ -84,7 +100,7 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   path = workdir or default_workdir(config)
   created = not workdir_lib.is_remote(path) and not os.path.exists(path)
   wd = workdir_lib.open_workdir(path)
-  _check_history(config, wd.local, exp.sweep_keys)
+  _check_history(config, wd.local, (*exp.sweep_keys, 'learning_rates'))
   if dist.is_main():
     config_history.record(config, wd.local)
     if custom is not None:

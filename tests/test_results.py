@@ -248,7 +248,8 @@ def test_write_summary_csv(tmp_path, caplog):
     header = f.readline().strip()
     f.seek(0)
     got = list(csv.DictReader(f))
-  assert header == 'experiment,task,model,train_size,setting,metric,n,mean,std,ci95_low,ci95_high'
+  assert header == ('experiment,task,model,train_size,setting,metric,n,mean,std,ci95_low,ci95_high,'
+                    'n_degenerate')
   assert len(got) == len(rows) == 6
   assert got[0]['setting'] == '{"k":0}' and got[0]['std'] == 'nan'
   assert float(got[-1]['mean']) == rows[-1]['mean']  # full precision

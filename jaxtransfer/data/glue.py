@@ -404,3 +404,31 @@ def load_task_data(task: str | TaskSpec | custom_data.CustomTask,
   dev = {suffix: load(name) for suffix, name in task.dev_splits.items()
          if 'dev' in splits or name in splits}
   return TaskData(task=task, train=train, dev=dev)
+
+
+def hold_out(train: Encoded, task: TaskSpec, size: float, seed: int) -> tuple[Encoded, Encoded]:
+  """(rest, held out): a selection split of the training data, the same for every trial of a
+  run. `size` < 1 is a fraction, else a count; classification holds out each class in
+  proportion (label-stratified), regression a uniform sample. Every trial's training subset is
+  drawn from `rest` (its rows keep their order), so the two are disjoint."""
+  n = len(train)
+  count = int(round(size * n)) if size < 1 else int(size)
+  if not 0 < count < n:
+    raise UserError(f'selection_split={size:g} holds out {count} of the {n} training examples; '
+                    'it must leave at least one on each side. Give a fraction in (0, 1) or a '
+                    'count below the training set size (--config.selection_split).')
+  rng = np.random.default_rng(seed)
+  if task.is_regression:
+    held = rng.choice(n, count, replace=False)
+  else:
+    labels = np.asarray(train.labels)
+    classes = np.unique(labels)
+    members = [np.flatnonzero(labels == c) for c in classes]
+    # Largest-remainder allocation: per-class counts that sum to `count` exactly.
+    exact = np.array([len(m) for m in members]) * count / n
+    take = np.floor(exact).astype(int)
+    take[np.argsort(-(exact - take), kind='stable')[:count - take.sum()]] += 1
+    held = np.concatenate([rng.choice(m, k, replace=False) for m, k in zip(members, take)])
+  mask = np.zeros(n, bool)
+  mask[held] = True
+  return train.take(~mask), train.take(np.flatnonzero(mask))

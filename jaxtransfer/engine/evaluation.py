@@ -14,9 +14,31 @@ from jaxtransfer.runtime import distributed as dist
 from jaxtransfer.data import metrics as metrics_lib
 
 
+def name_metrics(key: str, metrics: dict[str, float]) -> dict[str, float]:
+  """A split's metrics named by its key: a suffix ('' and MNLI's '_mm': `accuracy_mm`), or, for a
+  key ending in '_' (the held-out selection split, 'selection_'), a prefix: `selection_accuracy`."""
+  if key.endswith('_'):
+    return {key + k: v for k, v in metrics.items()}
+  return {k + key: v for k, v in metrics.items()}
+
+
+def degenerate(task, outputs: np.ndarray, labels: np.ndarray) -> bool:
+  """A failed training (Mosbach et al. 2021): every prediction one class, or dev accuracy at or
+  below always predicting the majority class; for regression a constant prediction (a NaN
+  correlation)."""
+  outputs = np.asarray(outputs)
+  if task.is_regression:
+    values = outputs.reshape(len(labels), -1)[:, 0]
+    return bool(not np.all(np.isfinite(values)) or np.ptp(values) == 0)
+  preds = np.argmax(outputs, axis=-1) if outputs.ndim == 2 else outputs
+  majority = np.bincount(np.asarray(labels, np.int64)).max() / max(len(labels), 1)
+  return bool(len(np.unique(preds)) <= 1 or np.mean(preds == labels) <= majority + 1e-12)
+
+
 class DevSets:
-  """The dev splits (keyed by metric suffix: '' and MNLI's '_mm') on device, sorted by length and
-  padded to whole eval batches (the padding rows' outputs are dropped)."""
+  """The dev splits (keyed by metric suffix: '' and MNLI's '_mm'; or prefix: 'selection_') on
+  device, sorted by length and padded to whole eval batches (the padding rows' outputs are
+  dropped). Each trial's metrics carry `degenerate` (1.0 or 0.0) for the main dev split."""
 
   def __init__(self, dev_data: dict[str, dict[str, np.ndarray]], task, batch_size: int,
                multiple: int, mesh):
@@ -47,6 +69,8 @@ class DevSets:
               for i, w in enumerate(widths)]
       outs = np.concatenate(outs, axis=1)[:n_real, :len(labels)]
       for i in range(n_real):
-        per_trial[i].update(metrics_lib.compute_metrics(self.task, outs[i], labels,
-                                                        suffix=suffix))
+        per_trial[i].update(name_metrics(suffix, metrics_lib.compute_metrics(self.task, outs[i],
+                                                                             labels)))
+        if suffix == '':
+          per_trial[i]['degenerate'] = float(degenerate(self.task, outs[i], labels))
     return per_trial

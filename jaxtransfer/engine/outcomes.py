@@ -14,10 +14,13 @@ from jaxtransfer.engine.trials import Group, RunSpec, TrialParams
 
 
 def chosen_eval(spec: RunSpec, steps: int, final, evals, i: int) -> tuple[dict, int]:
-  """Trial i's reported metrics and their step: the last eval, or the best with select_best."""
+  """Trial i's reported metrics and their step: the last eval, or the best with select_best, by
+  the held-out selection split's metric when there is one (never by dev, which is reported)."""
   if not (spec.select_best and len(evals) > 1):
     return final[i], steps
   primary = spec.task.primary_metric
+  if f'selection_{primary}' in final[i]:
+    primary = f'selection_{primary}'
   scored = [(e['metrics'][i].get(primary, -np.inf), e['step']) for e in evals]
   _, best = max(scored, key=lambda x: (np.nan_to_num(x[0], nan=-np.inf), -x[1]))
   return next(e['metrics'][i] for e in evals if e['step'] == best), best
@@ -30,12 +33,15 @@ def build_records(spec: RunSpec, group: Group, final, evals, extra, bad, last_lo
   for i, t in enumerate(group.trials):
     chosen, best_step = chosen_eval(spec, group.steps, final, evals, i)
     m = {**chosen, **{k: float(v[i]) for k, v in extra.items()}}
+    degenerate = bool(m.pop('degenerate', 0.0))
     failed = bad[i] >= 0
     records.append({
         'trial_id': t.trial_id, 'experiment': spec.experiment, 'task': spec.task.name,
         'model': spec.model, 'seed': t.seed, 'train_size': t.train_size,
         'config_hash': spec.config_hash or None,
         'setting': t.setting, 'metrics': {} if failed else m,
+        'learning_rate': spec.learning_rate if t.learning_rate is None else t.learning_rate,
+        'degenerate': False if failed else degenerate,
         'status': 'failed' if failed else 'ok',
         'error': f'loss became non-finite (nan/inf) at step {int(bad[i])}' if failed else None,
         'steps': group.steps,

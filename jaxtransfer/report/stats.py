@@ -39,8 +39,11 @@ def t_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, floa
 
 
 def metric_range(metric: str) -> tuple[float, float]:
-  """(low, high) a metric can take; (-inf, inf) for the unbounded ones (distances, bytes, ...)."""
-  return METRIC_RANGES.get(str(metric).split('/')[0], (-math.inf, math.inf))
+  """(low, high) a metric can take; (-inf, inf) for the unbounded ones (distances, bytes, ...).
+  The held-out split's `selection_<name>` has its metric's range."""
+  name = str(metric).split('/')[0]
+  name = name[len('selection_'):] if name.startswith('selection_') else name
+  return METRIC_RANGES.get(name, (-math.inf, math.inf))
 
 
 def clip_ci(metric: str, low: float, high: float) -> tuple[float, float]:

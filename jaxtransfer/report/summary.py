@@ -23,10 +23,11 @@ SettingKey = tuple[Any, str]  # (train_size, setting rendered as compact sorted 
 # Header of summary.csv, fixed by docs/CONTRACT.md.
 SUMMARY_FIELDS = (
     'experiment', 'task', 'model', 'train_size', 'setting', 'metric',
-    'n', 'mean', 'std', 'ci95_low', 'ci95_high',
+    'n', 'mean', 'std', 'ci95_low', 'ci95_high', 'n_degenerate',
 )
 
 REASON_FAILED = 'failed'
+REASON_DEGENERATE = 'degenerate'  # left out of the means with exclude_degenerate
 REASON_NON_FINITE = 'non-finite metric'
 REASON_NO_METRICS = 'no metrics'
 
@@ -62,7 +63,7 @@ def _finite(value: Any) -> bool:
           and math.isfinite(float(value)))
 
 
-def summarize(records: Iterable[Mapping[str, Any]]
+def summarize(records: Iterable[Mapping[str, Any]], exclude_degenerate: bool = False
               ) -> tuple[list[dict[str, Any]], dict[SettingKey, dict[str, int]]]:
   """Per-(experiment, task, model, train_size, setting, metric) statistics of the ok trials.
 
@@ -75,15 +76,25 @@ def summarize(records: Iterable[Mapping[str, Any]]
   out}, with reasons 'failed' (status not "ok"; other statuses count under their own name),
   'non-finite metric' (left out of at least one metric's row) and 'no metrics'. Every key
   seen appears, so callers can log "2 of 30 trials left out (failed)".
+
+  `n_degenerate` counts the setting's ok trials that ended degenerate (every prediction one class,
+  or dev accuracy at the majority class's: the record's `degenerate`); they count in the means
+  unless `exclude_degenerate`, which leaves them out (reason 'degenerate').
   """
   groups: dict[tuple[Any, ...], list[float]] = collections.defaultdict(list)
   left_out: dict[SettingKey, dict[str, int]] = {}
+  n_degenerate: dict[SettingKey, int] = collections.Counter()
   for r in records:
     setting = setting_json(r.get('setting'))
     skey = (r.get('train_size'), setting)
     counts = left_out.setdefault(skey, {'total': 0})
     counts['total'] += 1
     status = r.get('status')
+    if status == 'ok' and r.get('degenerate'):
+      n_degenerate[skey] += 1
+      if exclude_degenerate:
+        counts[REASON_DEGENERATE] = counts.get(REASON_DEGENERATE, 0) + 1
+        continue
     if status != 'ok':
       reason = REASON_FAILED if status in ('failed', None) else str(status)
       counts[reason] = counts.get(reason, 0) + 1
@@ -109,7 +120,7 @@ def summarize(records: Iterable[Mapping[str, Any]]
     rows.append({
         'experiment': experiment, 'task': task, 'model': model, 'train_size': train_size,
         'setting': setting, 'metric': metric, 'n': len(values), 'mean': mean, 'std': std,
-        'ci95_low': low, 'ci95_high': high,
+        'ci95_low': low, 'ci95_high': high, 'n_degenerate': n_degenerate[(train_size, setting)],
     })
   rows.sort(key=lambda row: (_order(row['train_size']), _setting_order(row['setting']),
                              row['metric'], _order(row['experiment']), _order(row['task']),
@@ -153,13 +164,20 @@ def describe_row(row: Mapping[str, Any]) -> str:
   return f'{", ".join(parts)}: {row["metric"]} {row["mean"]:.3f} ({ci}{trials})'
 
 
-def write_summary_csv(path: str | os.PathLike[str],
-                      records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def write_summary_csv(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]],
+                      exclude_degenerate: bool = False) -> list[dict[str, Any]]:
   """Writes summary.csv at `path` atomically (temp file + os.replace) and returns its rows.
 
   Undefined statistics (std and CI of a single trial) are written as 'nan'.
   """
-  rows, left_out = summarize(records)
+  records = list(records)
+  rows, left_out = summarize(records, exclude_degenerate)
+  n_bad = sum(1 for r in records if r.get('status') == 'ok' and r.get('degenerate'))
+  if n_bad:
+    logging.warning('%d of %d finished trials are degenerate (every prediction one class, or dev '
+                    'accuracy at the majority class): %s.', n_bad, len(records),
+                    'left out of the means (exclude_degenerate)' if exclude_degenerate
+                    else 'counted in the means; n_degenerate in summary.csv says where')
   for line in describe_left_out(left_out):
     logging.warning('%s', line)
   with files.atomic_write(path, newline='', encoding='utf-8') as f:

@@ -20,6 +20,7 @@ from jaxtransfer.runtime import distributed as dist
 from jaxtransfer.engine import engine as engine_lib
 from jaxtransfer.data import metrics as metrics_lib
 from jaxtransfer.core import program as program_lib
+from jaxtransfer.report import best as best_lib
 from jaxtransfer.report import summary
 from jaxtransfer.runtime import workdir as workdir_lib
 from jaxtransfer.report import plots
@@ -70,6 +71,43 @@ def run_info(config, task_data: data_lib.TaskData, n_dev_total: int) -> plots.Ru
   else:
     data = task.dirname + ('' if n_dev == n_dev_total else f' ({dev_text} examples)')
   return plots.RunInfo(data, task.primary_metric, majority_score(task, dev.labels))
+
+
+SELECTION = 'selection_'  # the held-out split's key among the dev sets, and its metrics' prefix
+
+
+def hold_out_selection(config, task_data: data_lib.TaskData) -> None:
+  """With `selection_split`, a label-stratified part of the training set, the same for every
+  trial, is evaluated as the dev set `selection_` (metrics `selection_<name>`) and never trained
+  on: every trial's subset is drawn from the rest."""
+  size = float(config.get('selection_split', 0) or 0)
+  if not size or task_data.train is None:
+    return
+  rest, held = data_lib.hold_out(task_data.train, task_data.task, size,
+                                 int(config.get('selection_seed', 0)))
+  logging.info('Selection split: %d of %d training examples held out (selection_seed %d); the '
+               'trials train on the other %d and choose by selection_%s, never by dev.', len(held),
+               len(task_data.train), int(config.get('selection_seed', 0)), len(rest),
+               task_data.task.primary_metric)
+  task_data.train = rest
+  task_data.dev[SELECTION] = held
+
+
+def expand_learning_rates(config, trials: Sequence[trials_lib.Trial]) -> list[trials_lib.Trial]:
+  """`learning_rates` as a sweep axis: each trial once per rate, its setting holding the rate.
+  A method with its own rate (adapters, LoRA, BitFit) is scaled by the same factor: rate x
+  (swept rate / learning_rate). Trials that differ only in their rate share one program, so
+  they run in one compiled group."""
+  rates = [float(r) for r in config.get('learning_rates', ()) or ()]
+  if not rates:
+    return list(trials)
+  out = []
+  for t in trials:
+    for lr in rates:
+      own = lr if t.learning_rate is None else t.learning_rate * (lr / config.learning_rate)
+      out.append(trials_lib.Trial(t.seed, t.train_size, {**t.setting, 'learning_rate': lr},
+                                  t.program, dict(t.arrays), learning_rate=own))
+  return out
 
 
 def require_classification(task: TaskSpec, study: str) -> None:
@@ -262,6 +300,7 @@ class Experiment:
     if config.eval_max_examples:
       task_data.dev = {k: v.take(np.arange(min(len(v), config.eval_max_examples)))
                        for k, v in task_data.dev.items()}
+    hold_out_selection(config, task_data)
     return Context(config, wd.local, pre, task_data.task, task_data,
                    run_info(config, task_data, n_dev), wd=wd)
 
@@ -285,7 +324,7 @@ class Experiment:
           task: TaskSpec | custom_data.CustomTask | None = None) -> list[dict]:
     ctx = self.load(config, workdir, task)
     self.validate(ctx)
-    trials = self.trials(ctx)
+    trials = expand_learning_rates(config, self.trials(ctx))
     ctx.prepared = self.prepare(ctx, trials)
     eng = engine_lib.Engine(self.run_spec(ctx, trials), *self.engine_inputs(ctx, trials),
                             hooks=_Hooks(self, ctx), after_group=ctx.run_dir.push)
@@ -295,12 +334,23 @@ class Experiment:
     return records
 
   def summarize(self, ctx: Context, records: list[dict]) -> None:
-    rows = summary.write_summary_csv(os.path.join(ctx.workdir, 'summary.csv'), records)
+    exclude = bool(ctx.config.get('exclude_degenerate', False))
+    rows = summary.write_summary_csv(os.path.join(ctx.workdir, 'summary.csv'), records, exclude)
     primary = ctx.task.primary_metric
     for r in rows:
       if r['metric'] == primary:
         logging.info('%s', summary.describe_row(r))
     os.makedirs(os.path.join(ctx.workdir, 'plots'), exist_ok=True)
+    swept = bool(ctx.config.get('learning_rates', ()))
+    if swept or ctx.config.get('selection_split', 0):
+      chosen = best_lib.write(ctx.workdir, records, primary, ctx.info, exclude)
+      if swept:
+        # The study's own tables and figures show each setting at its chosen rate, and say so.
+        on = chosen[0]['selected_on'] if chosen else 'selection'
+        note = f'lr chosen per setting on the {on} {"split" if on == "selection" else "set"}'
+        ctx = dataclasses.replace(ctx, info=dataclasses.replace(
+            ctx.info, data=f'{ctx.info.data}; {note}' if ctx.info.data else note))
+        records = best_lib.chosen_records(records, chosen)
     self.finalize(ctx, records)
 
 

@@ -134,7 +134,8 @@ class Closeness(base.Experiment):
     rankings = self.rankings(ctx, trials)
     if dist.is_main():
       self._write_rankings(ctx, rankings)
-    return records + engine.run(self.critical_trials(ctx, rankings))
+    critical = base.expand_learning_rates(ctx.config, self.critical_trials(ctx, rankings))
+    return records + engine.run(critical)
 
   def _write_rankings(self, ctx, rankings):
     path = os.path.join(ctx.workdir, 'critical_blocks.json')
