@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import numbers
 import os
 import re
@@ -10,24 +9,19 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jaxtransfer.engine import trials as trials_lib
+
 # tensorboardX's api.proto Status values (the HParams plugin's SessionEndInfo.status).
 STATUS_SUCCESS, STATUS_FAILURE = 1, 2
 HPARAMS_PLUGIN = 'hparams'
 SESSION_START_TAG = '_hparams_/session_start_info'
 SESSION_END_TAG = '_hparams_/session_end_info'
 
-# With the pid, keeps two writers of one process in one run directory (a group re-run in the
-# same second) from sharing a file name: tensorboardX opens the file with 'wb'.
-_file_counter = itertools.count()
 
 
 def run_name(setting: Mapping[str, Any], train_size: int, seed: int) -> str:
   """A trial's TensorBoard run: its setting as a path, e.g. `n1000/k3/schemebert/s1`."""
-  parts = [f'n{train_size or "full"}']
-  for k, v in sorted(setting.items()):
-    v = '_'.join(map(str, v)) if isinstance(v, (list, tuple)) else v
-    parts.append(f'{k}{v}')
-  parts.append(f's{seed}')
+  parts = trials_lib.setting_parts(setting, train_size, seed)
   return '/'.join(re.sub(r'[^A-Za-z0-9_.=+-]+', '', p)[:80] or '_' for p in parts)
 
 
@@ -66,7 +60,9 @@ class TrialWriters:
     for t in trials:
       logdir = os.path.join(os.fspath(root), run_name(t.setting, t.train_size, t.seed))
       os.makedirs(logdir, exist_ok=True)
-      w = EventsWriter(os.path.join(logdir, 'events'), f'.{os.getpid()}.{next(_file_counter)}')
+      # The pid and the clock in ns keep a trial re-run in the same second (and process) from
+      # sharing a file name: tensorboardX opens it with 'wb'.
+      w = EventsWriter(os.path.join(logdir, 'events'), f'.{os.getpid()}.{time.time_ns()}')
       self.writers.append(w)
       hparams = {'train_size': int(t.train_size), 'seed': int(t.seed), **t.setting}
       start = SessionStartInfo(start_time_secs=now)

@@ -113,13 +113,18 @@ class Trial:
       self.trial_id = make_trial_id(self.setting, self.train_size, self.seed)
 
 
-def make_trial_id(setting: dict[str, Any], train_size: int, seed: int) -> str:
-  """Readable, filesystem-safe and unique within a run: `n500-k3-schemebert-s1`."""
+def setting_parts(setting: dict[str, Any], train_size: int, seed: int) -> list[str]:
+  """['n500', 'k3', 'schemebert', 's1']: a trial's size, swept values (sorted by key) and seed."""
   parts = [f'n{train_size or "full"}']
   for k, v in sorted(setting.items()):
     v = '_'.join(map(str, v)) if isinstance(v, (list, tuple)) else v
     parts.append(f'{k}{v}')
-  parts.append(f's{seed}')
+  return parts + [f's{seed}']
+
+
+def make_trial_id(setting: dict[str, Any], train_size: int, seed: int) -> str:
+  """Readable, filesystem-safe and unique within a run: `n500-k3-schemebert-s1`."""
+  parts = setting_parts(setting, train_size, seed)
   tid = re.sub(r'[^A-Za-z0-9_.=-]+', '', '-'.join(parts))
   if len(tid) > 120:
     tid = tid[:100] + '-' + hashlib.sha1(tid.encode()).hexdigest()[:10]
