@@ -8,6 +8,7 @@ SIGINT (Ctrl-C) or SIGTERM after checkpointing (re-run the same command to resum
 a second Ctrl-C, 1 anything else.
 """
 
+import ast
 import os
 import re
 import shlex
@@ -26,6 +27,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from ml_collections.config_flags import config_path  # noqa: E402
 
 from jaxtransfer.errors import UserError  # noqa: E402
 
@@ -81,10 +83,74 @@ def _bad_config_file(argv, e: BaseException) -> None:
              f'--config=configs/finetune.py:demo (all of them: configs/*.py). {USAGE}')
 
 
+def _split_strings(value: str):
+  """'a,b', '(a,b)', '(a,)' as a tuple of strings; None where ml_collections already reads the
+  value as meant (a Python literal, or one bare word: a 1-tuple)."""
+  try:
+    ast.literal_eval(value)
+    return None  # "('a','b')", '1,2', '()', "'a,b'": as ml_collections reads them
+  except (SyntaxError, ValueError):
+    pass
+  text = value.strip()
+  bracketed = text[:1] + text[-1:] in ('()', '[]')
+  if bracketed:
+    text = text[1:-1]
+  elif ',' not in text:
+    return None
+  items = [t.strip() for t in text.split(',')]
+  if len(items) > 1 and not items[-1]:  # a trailing comma: '(a,)'
+    items.pop()
+  if not all(items):
+    return None  # 'a,,b': left to ml_collections (and its error)
+  return tuple(map(_unquote, items))
+
+
+def _unquote(item: str) -> str:
+  try:
+    value = ast.literal_eval(item)  # "'a'" -> 'a'
+  except (SyntaxError, ValueError):
+    return item
+  return value if isinstance(value, str) else item
+
+
+def string_tuple_overrides(argv) -> list:
+  """argv with each --config.<key> override of a key whose default is a tuple of strings written
+  as a tuple literal, so that --config.method=adapter,lora (or '(adapter,lora)', '(adapter,)')
+  means ('adapter', 'lora'): ml_collections' TupleParser runs ast.literal_eval on the value, which
+  reads 1,2,3 as (1, 2, 3) but keeps adapter,lora as the single string 'adapter,lora'. Other keys
+  and values that are already Python literals are left as they are."""
+  override = re.compile(r'(-{1,2}config\.([\w.]+))(=(.*))?\Z', re.S)
+  config = None
+  out = list(argv)
+  for i, arg in enumerate(out):
+    m = override.match(arg)
+    if not m or (m[3] is None and i + 1 >= len(out)):
+      continue
+    if config is None:
+      try:  # as config_flags loads it; a file that fails is reported by absl's own parse
+        config = FLAGS['config'].parser.parse(_config_arg(argv))
+        if not isinstance(config, ml_collections.ConfigDict):
+          return out
+      except Exception:  # pylint: disable=broad-except
+        return out
+    try:
+      default = config_path.get_value(m[2], config)
+    except Exception:  # pylint: disable=broad-except  (an unknown key: absl reports it)
+      continue
+    if not (isinstance(default, (tuple, list)) and default
+            and all(isinstance(x, str) for x in default)):
+      continue
+    j, value = (i, m[4]) if m[3] is not None else (i + 1, out[i + 1])
+    items = _split_strings(value)
+    if items is not None:
+      out[j] = f'{m[1]}={items!r}' if j == i else repr(items)
+  return out
+
+
 def _parse_flags(argv):
   """absl's parser, but a bad flag, preset, config file or key is exit 2 with one clear paragraph."""
   try:
-    return FLAGS(argv)
+    return FLAGS(string_tuple_overrides(argv))
   except OSError as e:  # an override applied to a config file that failed to load
     _bad_config_file(argv, e)
   except flags.Error as e:

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from helpers import ROOT, assert_bad_input, run_main
+from helpers import ROOT, assert_bad_input, load_config, run_main
+
+from jaxtransfer import main
 
 
 @pytest.fixture
@@ -112,6 +114,91 @@ def test_bad_config_file(tmp_path, content, needles):
 def test_config_file_is_a_directory(tmp_path):
   assert_bad_input(run_main(f'--config={tmp_path}', f'--workdir={tmp_path / "w"}',
                             '--config.seeds=1'), 'Is a directory')
+
+
+SELECT = 'configs/select.py:demo'  # method: a tuple of strings; seeds, train_sizes: of ints
+
+
+def _override(*overrides, config=SELECT):
+  """The overrides as main.py rewrites them, and the config they parse to (as main.py's flags)."""
+  argv = main.string_tuple_overrides(['prog', f'--config={config}', *overrides])
+  assert argv[:2] == ['prog', f'--config={config}']
+  return argv[2:], load_config(config, *argv[2:])
+
+
+@pytest.mark.parametrize('value, want', [
+    ('adapter,lora', ('adapter', 'lora')),
+    ('adapter,lora,bitfit', ('adapter', 'lora', 'bitfit')),
+    ('adapter', ('adapter',)),  # a single value is a 1-tuple (ml_collections' own reading)
+    ('(adapter,lora)', ('adapter', 'lora')),
+    ('(adapter, lora)', ('adapter', 'lora')),
+    ('(adapter,)', ('adapter',)),
+    ('adapter,', ('adapter',)),
+    ('[adapter,lora]', ('adapter', 'lora')),
+    ("'adapter',lora", ('adapter', 'lora')),
+    # Quoted forms and literals are as ml_collections reads them, unchanged.
+    ("('adapter','lora')", ('adapter', 'lora')),
+    ('("adapter", "lora")', ('adapter', 'lora')),
+    ("('adapter',)", ('adapter',)),
+    ("'adapter'", ('adapter',)),
+    ("('a,b',)", ('a,b',)),
+    ('()', ()),
+])
+def test_string_tuple_without_quotes(value, want):
+  argv, c = _override(f'--config.method={value}')
+  assert c.method == want, argv
+  if value in ('adapter', "('adapter','lora')", '("adapter", "lora")', "('adapter',)", "'adapter'",
+               "('a,b',)", '()'):
+    assert argv == [f'--config.method={value}']  # a value absl already reads right is not touched
+
+
+@pytest.mark.parametrize('key, value, want', [
+    ('seeds', '1,2,3', (1, 2, 3)),
+    ('seeds', '(1,2,3)', (1, 2, 3)),
+    ('seeds', '7', (7,)),
+    ('seeds', '()', ()),
+    ('train_sizes', '(0,)', (0,)),
+    ('train_sizes', '100,200', (100, 200)),
+])
+def test_numeric_tuples_unchanged(key, value, want):
+  argv, c = _override(f'--config.{key}={value}')
+  assert argv == [f'--config.{key}={value}']
+  assert c[key] == want
+
+
+def test_only_string_tuple_keys_are_split():
+  """A str key keeps its comma; a separate value (--config.method a,b) is split too; repeated
+  flags add up as before."""
+  argv, c = _override('--config.tuned_blocks=3-4,5', '--config.method', 'lora,bitfit',
+                      '--config.lora_targets=query,key,value', '--config.task=sst2')
+  assert argv[0] == '--config.tuned_blocks=3-4,5' and argv[-1] == '--config.task=sst2'
+  assert (c.tuned_blocks, c.method, c.lora_targets) == ('3-4,5', ('lora', 'bitfit'),
+                                                         ('query', 'key', 'value'))
+  assert _override('--config.method=adapter', '--config.method=lora,bitfit')[1].method == (
+      'adapter', 'lora', 'bitfit')
+
+
+@pytest.mark.parametrize('argv', [
+    ['prog', '--config.method=a,b'],  # no --config
+    ['prog', '--config=configs/nosuch.py', '--config.method=a,b'],
+    ['prog', '--config=configs/select.py:nosuchpreset', '--config.method=a,b'],
+    ['prog', f'--config={SELECT}', '--config.methd=a,b', '--config.method=a,,b'],
+])
+def test_rewrite_leaves_errors_to_absl(argv):
+  """An unloadable config, an unknown key or an empty element: argv unchanged, absl reports it."""
+  assert main.string_tuple_overrides(argv) == argv
+
+
+def test_string_tuple_reaches_the_study(tmp_path):
+  """End to end: select.py sees the two methods (the misspelt one stops it before any training)."""
+  proc = run_main(f'--config={SELECT}', f'--workdir={tmp_path / "w"}',
+                  f'--config.cache_dir={tmp_path / "cache"}', '--config.method=adapter,lorra')
+  assert_bad_input(proc, "method=['adapter', 'lorra']", "['lorra'] not allowed")
+
+
+def test_unknown_key_with_a_string_tuple_value(tmp_path):
+  assert_bad_input(run_main(f'--config={SELECT}', f'--workdir={tmp_path}',
+                            '--config.methd=adapter,lora'), 'methd', 'did you mean')
 
 
 def test_no_pytorch_advice_when_torch_is_missing():
