@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.adam_b2 = 0.999
   c.adam_eps = 1e-8
   c.max_grad_norm = 1.0
+  c.layer_lr_decay = 1.0           # block i of L at lr x d^(L - i), embeddings d^(L + 1); 1.0 = off
   # Model structure shared by every experiment.
   c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa: dense-tanh-linear;
                                    # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head), pooler, mlp

@@ -34,7 +34,7 @@ def build_records(spec: RunSpec, group: Group, final, evals, extra, bad, last_lo
     records.append({
         'trial_id': t.trial_id, 'experiment': spec.experiment, 'task': spec.task.name,
         'model': spec.model, 'seed': t.seed, 'train_size': t.train_size,
-        'config_hash': spec.config_hash or None,
+        'config_hash': spec.config_hash or None, 'layer_lr_decay': spec.layer_lr_decay,
         'setting': t.setting, 'metrics': {} if failed else m,
         'status': 'failed' if failed else 'ok',
         'error': f'loss became non-finite (nan/inf) at step {int(bad[i])}' if failed else None,
