@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.selection_split = 0.0          # held out of training: a fraction (< 1) or a count; 0 = off
   c.selection_seed = 0             # which examples the selection split holds out
   c.exclude_degenerate = False     # leave degenerate trials (majority-class) out of the means
+  c.layer_lr_decay = 1.0           # block i of L at lr x d^(L - i), embeddings d^(L + 1); 1.0 = off
   # Model structure shared by every experiment.
   c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa: dense-tanh-linear;
                                    # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head), pooler, mlp

@@ -45,6 +45,11 @@ def validate(config) -> None:
   if config.learning_rate <= 0:
     raise UserError(f'learning_rate={config.learning_rate} must be positive (--config.learning_rate).')
   _validate_protocol(config)
+  decay = config.get('layer_lr_decay', 1.0)
+  if not 0 < decay <= 1:
+    raise UserError(f'layer_lr_decay={decay} must be in (0, 1]: block i of L trains at lr x '
+                    'layer_lr_decay^(L - i), and 1.0 turns the decay off '
+                    '(--config.layer_lr_decay).')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise UserError('Both num_epochs and num_train_steps are 0: set --config.num_epochs or '
                     '--config.num_train_steps to a positive number.')

@@ -52,6 +52,7 @@ GROUPS = {
     'head': 'the classifier (always trained)',
 }
 HEAD_GROUPS = ('pooler', 'head')  # what a trial adds on top of the encoder
+BLOCK_GROUPS = ('blocks', 'adapters', 'lora', 'mask_scores')  # stacked: one row per block [f, n)
 
 
 class ProgramLike(Protocol):
@@ -156,12 +157,14 @@ class Program:
   head_init: str = 'normal'            # 'normal' (BERT's) | 'torch' (nn.Linear's default; mlp head)
   grads_of_frozen: bool = False        # let the backward pass reach the frozen params too (their
                                        # gradients count in the clipping norm: Lee et al.'s code)
+  layer_lr_decay: float = 1.0          # layer-wise lr decay d (`layer_decay`); 1.0 = off
 
   def __post_init__(self):
     assert 0 <= self.frozen_blocks <= self.num_blocks <= self.encoder.num_layers, self
     assert self.head in HEADS and self.block_params in BLOCK_PARAMS, self
     assert set(self.masked) <= set(MASKABLE), self.masked
     assert self.lora is None or set(self.lora.targets) <= set(MASKABLE), self.lora
+    assert 0 < self.layer_lr_decay <= 1, self.layer_lr_decay
 
   # ------------------------------------------------------------------------- structure
 
@@ -272,17 +275,32 @@ class Program:
     return traverse_util.unflatten_dict(train), traverse_util.unflatten_dict(frozen)
 
   def lr_multipliers(self, train: Params, arrays) -> Params:
-    """Per-leaf learning-rate multipliers: `block_lr[f:n]` along the block axis of stacked leaves."""
-    per_block = arrays['block_lr'][self.frozen_blocks:self.num_blocks]
+    """Per-leaf learning-rate multipliers: `block_lr[f:n]` along the block axis of stacked leaves,
+    times the layer-wise decay (`layer_decay`). A product, so a 0 (a frozen block) stays 0 and the
+    reinit studies' multiplier composes with the decay."""
+    per_block = arrays['block_lr'][self.frozen_blocks:self.num_blocks] * self.layer_decay('blocks')
 
     def mult(path, leaf):
-      top = path[0].key
-      if top in ('blocks', 'adapters', 'lora', 'mask_scores'):
+      keys = tuple(k.key for k in path)
+      if keys[0] in BLOCK_GROUPS:
         m = per_block.reshape((-1,) + (1,) * (leaf.ndim - 1))
-        return m * arrays['mask_lr'] if top == 'mask_scores' else m
-      return jnp.ones((), jnp.float32)
+        return m * arrays['mask_lr'] if keys[0] == 'mask_scores' else m
+      return jnp.asarray(self.layer_decay(*keys), jnp.float32)
 
     return jax.tree_util.tree_map_with_path(mult, train)
+
+  def layer_decay(self, group: str, *rest: str) -> np.ndarray:
+    """Layer-wise lr decay as Zhang et al. 2021's code defines it, over the n blocks computed (the
+    head sits on block n - 1): head and pooler x1, block i x d^(n - i) (per row for the block
+    groups), the embeddings x d^(n + 1). ModernBERT's final norm, after the last block, goes with
+    the head (depth n + 1, where BEiT's code puts a final norm); DeBERTa's relative position
+    table, read by every block, with the embeddings."""
+    d, f, n = self.layer_lr_decay, self.frozen_blocks, self.num_blocks
+    if group in BLOCK_GROUPS:
+      return (d ** (n - np.arange(f, n))).astype(np.float32)
+    if group == 'embeddings' and rest[:1] != ('final_norm',):
+      return np.float32(d ** (n + 1))
+    return np.float32(1.0)
 
   # ------------------------------------------------------------------------- forward
 

@@ -51,12 +51,14 @@ class RunSpec:
   group_by_length: bool = False  # HF's length-grouped sampling (batches of similar lengths)
   pack_sequences: bool = True   # a step's examples packed end to end in rows (packing.py)
   config_hash: str = ''         # of the run's resolved config (config_history.jsonl), per record
+  layer_lr_decay: float = 1.0   # recorded per trial; the programs apply it (Program.layer_decay)
 
   @classmethod
   def from_config(cls, config, task: TaskSpec, workdir: str, **overrides) -> RunSpec:
     keys = ('experiment', 'model', 'batch_size', 'learning_rate', 'num_epochs', 'num_train_steps',
             'eval_batch_size', 'eval_every', 'select_best', 'log_every', 'checkpoint_every',
-            'trials_per_program', 'pad_to_multiple_of', 'group_by_length', 'pack_sequences')
+            'trials_per_program', 'pad_to_multiple_of', 'group_by_length', 'pack_sequences',
+            'layer_lr_decay')
     kw = {k: config[k] for k in keys if k in config}
     kw.update(task=task, workdir=workdir, optim=optim.OptimConfig.from_config(config))
     kw.update(overrides)

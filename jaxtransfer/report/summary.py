@@ -63,6 +63,23 @@ def _finite(value: Any) -> bool:
           and math.isfinite(float(value)))
 
 
+def _rows(groups, n_degenerate) -> list[dict[str, Any]]:
+  """summary.csv's rows from the values per (experiment, task, model, size, setting, metric)."""
+  rows = []
+  for (experiment, task, model, train_size, setting, metric), values in groups.items():
+    mean, std, low, high = stats.t_ci(values, 0.95)
+    low, high = stats.clip_ci(metric, low, high)
+    rows.append({
+        'experiment': experiment, 'task': task, 'model': model, 'train_size': train_size,
+        'setting': setting, 'metric': metric, 'n': len(values), 'mean': mean, 'std': std,
+        'ci95_low': low, 'ci95_high': high, 'n_degenerate': n_degenerate[(train_size, setting)],
+    })
+  rows.sort(key=lambda row: (_order(row['train_size']), _setting_order(row['setting']),
+                             row['metric'], _order(row['experiment']), _order(row['task']),
+                             _order(row['model'])))
+  return rows
+
+
 def summarize(records: Iterable[Mapping[str, Any]], exclude_degenerate: bool = False
               ) -> tuple[list[dict[str, Any]], dict[SettingKey, dict[str, int]]]:
   """Per-(experiment, task, model, train_size, setting, metric) statistics of the ok trials.
@@ -113,18 +130,7 @@ def summarize(records: Iterable[Mapping[str, Any]], exclude_degenerate: bool = F
     if any_bad:
       counts[REASON_NON_FINITE] = counts.get(REASON_NON_FINITE, 0) + 1
 
-  rows = []
-  for (experiment, task, model, train_size, setting, metric), values in groups.items():
-    mean, std, low, high = stats.t_ci(values, 0.95)
-    low, high = stats.clip_ci(metric, low, high)
-    rows.append({
-        'experiment': experiment, 'task': task, 'model': model, 'train_size': train_size,
-        'setting': setting, 'metric': metric, 'n': len(values), 'mean': mean, 'std': std,
-        'ci95_low': low, 'ci95_high': high, 'n_degenerate': n_degenerate[(train_size, setting)],
-    })
-  rows.sort(key=lambda row: (_order(row['train_size']), _setting_order(row['setting']),
-                             row['metric'], _order(row['experiment']), _order(row['task']),
-                             _order(row['model'])))
+  rows = _rows(groups, n_degenerate)
   left_out = dict(sorted(left_out.items(),
                          key=lambda kv: (_order(kv[0][0]), _setting_order(kv[0][1]))))
   return rows, left_out

@@ -144,7 +144,8 @@ def make_program(ctx: Context, **overrides) -> program_lib.Program:
   kw = dict(encoder=ctx.pretrained.config, num_labels=ctx.task.num_labels,
             num_blocks=ctx.pretrained.config.num_layers, head=default_head(c, ctx.pretrained),
             pooling=c.pooling, dtype=c.dtype, remat=c.get('remat', 'none') == 'block',
-            head_init=c.get('head_init', 'normal'))
+            head_init=c.get('head_init', 'normal'),
+            layer_lr_decay=float(c.get('layer_lr_decay', 1.0)))
   kw.update(overrides)
   return program_lib.Program(**kw)
 
