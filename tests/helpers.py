@@ -161,3 +161,18 @@ class CaptureHooks:
 
   def write_outputs(self, trial, params):
     self.got[trial.trial_id] = (trial, params)
+
+
+def run_compare(*args, timeout=120):
+  """`python -m jaxtransfer.compare ARGS` from the project root."""
+  return subprocess.run([sys.executable, '-m', 'jaxtransfer.compare', *map(str, args)], cwd=ROOT,
+                        env={**os.environ, 'HF_HUB_OFFLINE': '1'}, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def predictions_by_trial(workdir) -> dict:
+  """{trial_id: runtime.predictions.TrialPredictions} of a workdir's ok records, each read from the
+  file its record's group names."""
+  from jaxtransfer.runtime import predictions, records
+  recs = records.read_records(pathlib.Path(workdir) / 'trials.jsonl')
+  return predictions.for_records(str(workdir), recs)

@@ -76,6 +76,39 @@ _FNS = {
 }
 
 
+def metric_function(name: str):
+  """The function of a metric's name without split suffix (`accuracy`, `f1`, `mcc`, `pearson`,
+  `spearman`): f(predictions, labels) -> float."""
+  return _FNS[name]
+
+
+def _preds(task: TaskSpec, outputs) -> np.ndarray:
+  """What the metrics read from model outputs: class ids (argmax of (N, C) logits, or given as
+  (N,) integers), or (N,) scores for regression."""
+  outputs = np.asarray(outputs)
+  if task.is_regression:
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+      outputs = outputs[:, 0]
+    if outputs.ndim != 1:
+      raise ValueError(f'Regression outputs must be (N,) or (N, 1), got {outputs.shape}.')
+    return outputs
+  if outputs.ndim == 2:
+    return np.argmax(outputs, axis=-1)
+  if outputs.ndim == 1 and np.issubdtype(outputs.dtype, np.integer):
+    return outputs
+  raise ValueError(f'Classification outputs must be (N, C) logits, got {outputs.shape}.')
+
+
+def predictions(task: TaskSpec, outputs) -> np.ndarray:
+  """The predictions behind `compute_metrics(task, outputs, ...)`, compact enough to keep: int16
+  class ids (int32 past 32,767 classes) or float32 scores; `compute_metrics` on them gives the
+  same values (the float32 scores are what the model computed)."""
+  preds = _preds(task, outputs)
+  if task.is_regression:
+    return preds.astype(np.float32)
+  return preds.astype(np.int16 if task.num_labels < 2 ** 15 else np.int32)
+
+
 def compute_metrics(task: TaskSpec, outputs: np.ndarray, labels: np.ndarray, *,
                     suffix: str = '') -> dict[str, float]:
   """The task's metrics for model outputs.
@@ -90,19 +123,8 @@ def compute_metrics(task: TaskSpec, outputs: np.ndarray, labels: np.ndarray, *,
   Returns:
     {metric name + suffix: value}, the task's primary metric first.
   """
-  outputs, labels = np.asarray(outputs), np.asarray(labels).ravel()
-  if task.is_regression:
-    if outputs.ndim == 2 and outputs.shape[1] == 1:
-      outputs = outputs[:, 0]
-    if outputs.ndim != 1:
-      raise ValueError(f'Regression outputs must be (N,) or (N, 1), got {outputs.shape}.')
-    preds = outputs
-  elif outputs.ndim == 2:
-    preds = np.argmax(outputs, axis=-1)
-  elif outputs.ndim == 1 and np.issubdtype(outputs.dtype, np.integer):
-    preds = outputs
-  else:
-    raise ValueError(f'Classification outputs must be (N, C) logits, got {outputs.shape}.')
+  labels = np.asarray(labels).ravel()
+  preds = _preds(task, outputs)
   if len(preds) != len(labels):
     raise ValueError(f'{len(preds)} predictions for {len(labels)} labels.')
   return {f'{name}{suffix}': _FNS[name](preds, labels) for name in task.metrics}

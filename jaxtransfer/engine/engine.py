@@ -5,7 +5,9 @@ group's pure step (step.py) is vmapped over a trial axis sharded across all devi
 trained with device-side batch indexing (no host round trip per step), checkpointed with orbax and
 evaluated on the dev sets. Finished trials are appended to `trials.jsonl` as one atomic write per
 group, so a re-run of the same command skips them and resumes the group in flight from its last
-checkpoint. A study adds per-trial metrics and side files through `TrialHooks`.
+checkpoint; each group's ok trials' dev predictions are written to `predictions/<group_id>.npz`
+just before its records (runtime/predictions.py). A study adds per-trial metrics and side files
+through `TrialHooks`.
 
 A group runs in four phases: restore-or-init, the training loop (progress, TensorBoard, periodic
 evals, checkpoints), the final evaluation, and the records. Each step's examples are packed into a
@@ -34,6 +36,7 @@ from jaxtransfer.engine import batching
 from jaxtransfer.runtime import distributed as dist
 from jaxtransfer.engine import outcomes
 from jaxtransfer.core import packing
+from jaxtransfer.runtime import predictions as predictions_lib
 from jaxtransfer.runtime import records as records_lib
 from jaxtransfer.core import step as step_lib
 from jaxtransfer.engine import trials as trials_lib
@@ -230,11 +233,13 @@ class Engine:
   def _run_group(self, group: Group, progress: Progress) -> list[dict]:
     run = self._start_group(group, progress)
     self._train(run, progress)
-    final = self._evaluate(run)
+    final_preds: dict[str, np.ndarray] = {}
+    final = self._evaluate(run, final_preds)
     run.meta['evals'].append({'step': group.steps, 'metrics': final})
     self._log_eval(run, final, group.steps)
     records = self._records(run, final, self._wall(run))
     self._trial_outputs(run, records)
+    self._write_predictions(run, records, final_preds)
     if run.writer:
       run.writer.close([r['metrics'] for r in records], group.steps)
     return records
@@ -328,8 +333,12 @@ class Engine:
     """Periodic evaluation and checkpoint at their boundaries; on a signal, checkpoint and stop."""
     spec, steps = self.spec, run.group.steps
     if spec.eval_every and step % spec.eval_every == 0 and step < steps:
-      ev = self._evaluate(run)
+      preds: dict[str, np.ndarray] = {}
+      ev = self._evaluate(run, preds if spec.select_best else None)
       run.meta['evals'].append({'step': step, 'metrics': ev})
+      if spec.select_best:  # a record may report this eval: its predictions survive a resume
+        run.meta.setdefault('predictions', {})[str(step)] = {k: v.tolist()
+                                                              for k, v in preds.items()}
       self._log_eval(run, ev, step)
     stop_now = self._stop and step < steps
     if stop_now or (spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < steps):
@@ -367,8 +376,9 @@ class Engine:
       bounds.append(step + int(other[0]) if len(other) else steps)
     return min(bounds)
 
-  def _evaluate(self, run: _GroupRun) -> list[dict[str, float]]:
-    return self.dev_sets.evaluate(run.fns, run.state, run.frozen_shared, run.arrays, run.n_real)
+  def _evaluate(self, run: _GroupRun, keep=None) -> list[dict[str, float]]:
+    return self.dev_sets.evaluate(run.fns, run.state, run.frozen_shared, run.arrays, run.n_real,
+                                  keep)
 
   def _log_eval(self, run: _GroupRun, ev, step: int) -> None:
     primary = self.spec.task.primary_metric
@@ -386,6 +396,29 @@ class Engine:
     bad = dist.gather(run.state.stats.bad_step)[:run.n_real]
     return outcomes.build_records(self.spec, run.group, final, run.meta['evals'], extra, bad,
                                   run.last_loss, wall, run.compile_s)
+
+  def _write_predictions(self, run: _GroupRun, records: list[dict], final_preds) -> None:
+    """predictions/<group_id>.npz: every ok trial's dev predictions behind its record's metrics
+    (with select_best, its chosen eval's), written (process 0) before the records are appended."""
+    saved = run.meta.get('predictions', {})
+    steps = {i: r.get('best_step', run.group.steps) for i, r in enumerate(records)
+             if r['status'] == 'ok'}
+    lost = [records[i]['trial_id'] for i, s in steps.items()
+            if s != run.group.steps and str(s) not in saved]
+    if lost:  # only a checkpoint written before predictions were kept lacks them
+      logging.warning('No dev predictions kept of the chosen evals of %s: left out of %s.', lost,
+                      predictions_lib.DIRNAME)
+    ok = [i for i in steps if records[i]['trial_id'] not in lost]
+    if not dist.is_main() or not ok:
+      return
+    preds = {}
+    for suffix, final in final_preds.items():
+      preds[suffix] = np.stack([final[i] if steps[i] == run.group.steps else
+                                np.asarray(saved[str(steps[i])][suffix][i], final.dtype)
+                                for i in ok])
+    predictions_lib.write(self.spec.workdir, run.group.group_id,
+                          [records[i]['trial_id'] for i in ok], preds,
+                          {s: self.dev_data[s]['labels'] for s in preds})
 
   def _trial_outputs(self, run: _GroupRun, records: list[dict]) -> None:
     """The study's per-trial metrics (merged into the records) and side files."""

@@ -44,9 +44,11 @@ class DevSets:
                multiple: int, mesh):
     self.task, self.batch_size = task, batch_size
     self.splits = {}
+    self.orders = {}  # suffix -> each sorted row's index in the dev set, to give predictions back
     for suffix, dev in dev_data.items():
       width = dev['input_ids'].shape[1] if 'input_ids' in dev else 0
-      ordered, _, widths = batching.sorted_by_length(dev, batch_size, multiple or width)
+      ordered, self.orders[suffix], widths = batching.sorted_by_length(dev, batch_size,
+                                                                       multiple or width)
       n = len(dev['labels'])
       padded = {k: np.concatenate([v, np.repeat(v[:1], -n % batch_size, axis=0)])
                 for k, v in ordered.items()}
@@ -59,8 +61,10 @@ class DevSets:
       self._device[suffix] = dist.put(self.splits[suffix][0], dist.replicated(self._mesh))
     return self._device[suffix]
 
-  def evaluate(self, fns, state, frozen_shared, arrays, n_real: int) -> list[dict[str, float]]:
-    """Metrics of the first `n_real` trials of a group (the rest pad the trial axis)."""
+  def evaluate(self, fns, state, frozen_shared, arrays, n_real: int,
+               keep: dict[str, np.ndarray] | None = None) -> list[dict[str, float]]:
+    """Metrics of the first `n_real` trials of a group (the rest pad the trial axis); with `keep`,
+    also the predictions behind them (`predictions`), filled in per split suffix."""
     per_trial: list[dict[str, float]] = [{} for _ in range(n_real)]
     for suffix, (_, labels, widths) in self.splits.items():
       dev = self._on_device(suffix)
@@ -68,9 +72,19 @@ class DevSets:
                                       jnp.int32(i * self.batch_size), w))
               for i, w in enumerate(widths)]
       outs = np.concatenate(outs, axis=1)[:n_real, :len(labels)]
+      if keep is not None:
+        keep[suffix] = self.predictions(suffix, outs)
       for i in range(n_real):
         per_trial[i].update(name_metrics(suffix, metrics_lib.compute_metrics(self.task, outs[i],
                                                                              labels)))
         if suffix == '':
           per_trial[i]['degenerate'] = float(degenerate(self.task, outs[i], labels))
     return per_trial
+
+  def predictions(self, suffix: str, outs: np.ndarray) -> np.ndarray:
+    """(trials, N) compact predictions (`metrics.predictions`) of a split's sorted outputs, put
+    back in the dev set's own row order, so that files of other runs line up with them."""
+    compact = np.stack([metrics_lib.predictions(self.task, o) for o in outs])
+    out = np.empty_like(compact)
+    out[:, self.orders[suffix]] = compact
+    return out

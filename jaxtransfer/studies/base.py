@@ -21,6 +21,7 @@ from jaxtransfer.engine import engine as engine_lib
 from jaxtransfer.data import metrics as metrics_lib
 from jaxtransfer.core import program as program_lib
 from jaxtransfer.report import best as best_lib
+from jaxtransfer.report import bootstrap
 from jaxtransfer.report import summary
 from jaxtransfer.runtime import workdir as workdir_lib
 from jaxtransfer.report import plots
@@ -261,6 +262,13 @@ class Experiment:
   def finalize(self, ctx: Context, records: list[dict]) -> None:
     """Tables and figures from this run's records (process 0 only)."""
 
+  def reference_setting(self, ctx: Context, records: list[dict]) -> dict | None:
+    """The setting every other one is compared with in differences.csv (the paired bootstrap
+    over dev examples and seeds, report/bootstrap.py), as the key=values that make a setting the
+    reference (e.g. {'k': L}; its other keys follow the compared setting's); None: no table."""
+    del ctx, records
+    return None
+
   # ------------------------------------------------------------------------- per-trial hooks
 
   def uses_params(self, ctx: Context, program) -> bool:
@@ -341,6 +349,12 @@ class Experiment:
     for r in rows:
       if r['metric'] == primary:
         logging.info('%s', summary.describe_row(r))
+    reference = self.reference_setting(ctx, records)
+    if reference is not None:
+      for r in bootstrap.write_differences_csv(ctx.workdir, records, reference, primary):
+        logging.info('%s - %s at train size %s: %s %+.4f (95%% CI %+.4f..%+.4f, p %.3f)',
+                     r['setting'], r['reference'], r['train_size'], primary, r['diff'],
+                     r['ci95_low'], r['ci95_high'], r['p'])
     os.makedirs(os.path.join(ctx.workdir, 'plots'), exist_ok=True)
     swept = bool(ctx.config.get('learning_rates', ()))
     if swept or ctx.config.get('selection_split', 0):

@@ -113,6 +113,11 @@ class Freeze(base.Experiment):
   def trial_metrics(self, ctx, trial, params):
     return dict(ctx.prepared[trial.program])
 
+  def reference_setting(self, ctx, records):
+    """Full fine-tuning, k = L (when the sweep ran it)."""
+    L = ctx.pretrained.config.num_layers
+    return {'trainable_blocks': L} if L in self.sweep(ctx) else None
+
   def finalize(self, ctx, records):
     lee.write_all(ctx.workdir, records, {ctx.task.name: ctx.pretrained.config.num_layers},
                   ctx.info)

@@ -166,6 +166,11 @@ class ProgressiveReinit(BlockStudy):
                     self.reinit_arrays(iv.reinit_from(k, L), mult), scheme)
             for scheme in self.schemes(ctx) for k in expand(c.ks, 'ks', 0, L, L)]
 
+  def reference_setting(self, ctx, records):
+    """The unmodified model, k = L (when the sweep ran it), of each scheme and lr multiplier."""
+    L = ctx.pretrained.num_layers
+    return {'k': L} if L in expand(ctx.config.ks, 'ks', 0, L, L) else None
+
   def validate(self, ctx):
     super().validate(ctx)
     if ctx.config.probe_dir:
