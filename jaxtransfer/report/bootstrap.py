@@ -27,7 +27,6 @@ from typing import Any
 from absl import logging
 import numpy as np
 
-from jaxtransfer.data import custom as custom_data
 from jaxtransfer.data import glue
 from jaxtransfer.data import metrics as metrics_lib
 from jaxtransfer.data.types import TaskSpec
@@ -251,15 +250,8 @@ def read_workdir(workdir: str) -> tuple[list[dict], TaskSpec]:
   if not records:
     raise UserError(f'{workdir} holds no trial records (trials.jsonl is missing or empty): give '
                     'the --workdir of a run that finished some trials.')
-  name = records[0].get('task')
-  if name != custom_data.NAME:
-    return records, glue.get_task(name)
-  info = custom_data.read_info(workdir)
-  if info is None:
-    raise UserError(f'{workdir} holds a task=custom run but no readable '
-                    f'{custom_data.TASK_JSON}, which says how its labels are scored: restore it '
-                    'from the run (it is written at the start).')
-  return records, custom_data.spec_from_info(info)
+  # A custom task is read from the workdir's task.json, as every analysis reads it.
+  return records, glue.record_spec(records[0].get('task'), records, (workdir,))
 
 
 def choose_metric(task: TaskSpec, metric: str | None) -> str:
