@@ -191,3 +191,29 @@ def test_rows_wider_than_the_data():
   packed = step_lib.step_batch(data, arrays, 0, packing.Layout(8, 1))
   np.testing.assert_array_equal(packed['input_ids'], [[0, 1, 2, 3, 4, 5, 6, 0]])
   np.testing.assert_array_equal(packed['position_ids'], [[0, 1, 2, 3, 0, 1, 2, 0]])
+
+
+@pytest.mark.parametrize('task', ['CoLA', 'SST-2', 'MRPC', 'RTE'])
+def test_vectorized_plan_equals_plan_step_on_glue(glue_dir, minilm, task):
+  """`plan` (every step at once) gives `plan_step`'s rows and columns on the real GLUE lengths,
+  for length-grouped and shuffled batches with an epoch's weight-0 padding."""
+  import csv
+  from jaxtransfer.engine import trials as trials_lib
+  with open(glue_dir / task / 'train.tsv', newline='') as f:
+    rows = list(csv.reader(f, delimiter='\t', quoting=csv.QUOTE_NONE))
+  text = {'CoLA': lambda r: (r[3],), 'SST-2': lambda r: (r[0],), 'MRPC': lambda r: (r[3], r[4]),
+          'RTE': lambda r: (r[1], r[2])}[task]
+  body = rows if task == 'CoLA' else rows[1:]
+  pairs = [text(r) for r in body[:4000]]
+  enc = minilm.tokenizer(*zip(*pairs), truncation=True, max_length=128)
+  lengths = np.array([len(x) for x in enc['input_ids']])
+  for seed, grouped, width in [(1, True, 128), (2, False, 160)]:
+    idx, w = trials_lib.trial_batches(seed, len(lengths), 300, 32, 40,
+                                      lengths if grouped else None)
+    assert (w == 0).any()  # the epoch's last batch is padded
+    row, col, rows_needed = packing.plan(lengths, idx[None], w[None], width)
+    for s in range(idx.shape[0]):
+      want_row, want_col = packing.plan_step(np.minimum(lengths[idx[s]], width), w[s], width)
+      np.testing.assert_array_equal(row[0, s], want_row)
+      np.testing.assert_array_equal(col[0, s], want_col)
+    assert rows_needed == row.max() + 1

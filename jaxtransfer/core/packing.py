@@ -54,16 +54,43 @@ def plan_step(lengths: np.ndarray, weights: np.ndarray, width: int) -> tuple[np.
   return row, col
 
 
-def plan(lengths: np.ndarray, batch_idx: np.ndarray, batch_w: np.ndarray, width: int):
+def plan(lengths: np.ndarray, batch_idx: np.ndarray, batch_w: np.ndarray, width: int,
+         block: int = 1 << 15):
   """Packing of every step of a group's trials: (row, col) of shape (T, steps, B) and the rows
-  the widest step needs. Each trial's layout depends on its own batches alone."""
+  the widest step needs. Each trial's layout depends on its own batches alone.
+
+  `plan_step` for every (trial, step) at once: the examples of all steps are placed one rank at
+  a time (longest first, ties by batch position, as `plan_step`'s stable sort), each into the
+  first row of its step with room; `block` steps at a time bound the memory.
+  """
   lengths = np.minimum(lengths, width)
-  row = np.full(batch_idx.shape, -1, np.int32)
-  col = np.zeros(batch_idx.shape, np.int32)
-  for t in range(batch_idx.shape[0]):
-    for s in range(batch_idx.shape[1]):
-      row[t, s], col[t, s] = plan_step(lengths[batch_idx[t, s]], batch_w[t, s], width)
-  return row, col, max(1, int(row.max()) + 1)
+  shape = batch_idx.shape
+  idx, w = batch_idx.reshape(-1, shape[-1]), batch_w.reshape(-1, shape[-1])
+  row = np.full(idx.shape, -1, np.int32)
+  col = np.zeros(idx.shape, np.int32)
+  for lo in range(0, len(idx), block):
+    row[lo:lo + block], col[lo:lo + block] = _plan_steps(lengths[idx[lo:lo + block]],
+                                                         w[lo:lo + block] > 0, width)
+  return row.reshape(shape), col.reshape(shape), max(1, int(row.max(initial=-1)) + 1)
+
+
+def _plan_steps(n: np.ndarray, real: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """First-fit decreasing of P steps' examples ((P, B) lengths, which are real) at once."""
+  p, b = n.shape
+  order = np.argsort(np.where(real, -n.astype(np.int64), 1), axis=1, kind='stable')
+  loads = np.zeros((p, b), np.int64)  # at most one row per example
+  row = np.full((p, b), -1, np.int32)
+  col = np.zeros((p, b), np.int32)
+  steps = np.arange(p)
+  for rank in range(b):
+    ex = order[:, rank]
+    go = real[steps, ex]
+    size = n[steps, ex].astype(np.int64)
+    r = np.argmax(loads + size[:, None] <= width, axis=1)  # a fresh row (load 0) always fits
+    row[steps[go], ex[go]] = r[go]
+    col[steps[go], ex[go]] = loads[steps[go], r[go]]
+    loads[steps[go], r[go]] += size[go]
+  return row, col
 
 
 def token_cost(width: int, hidden: int) -> float:
@@ -83,12 +110,13 @@ def choose_width(lengths: np.ndarray, batch_size: int, multiple: int, hidden: in
   first = -(-longest // multiple) * multiple
   rng = np.random.default_rng(0)
   n = min(batch_size, len(lengths))
-  batches = [rng.choice(len(lengths), n, replace=False) for _ in range(min(steps, sample))]
+  batches = np.stack([rng.choice(len(lengths), n, replace=False)
+                      for _ in range(min(steps, sample))])
   # A compile costs the same share of the sampled steps as of the real ones.
   per_sample = compile_steps * len(batches) / steps
 
   def cost(width):
-    rows = np.array([plan_step(lengths[b], np.ones(n), width)[0].max() + 1 for b in batches])
+    rows = plan(lengths, batches[None], np.ones((1, *batches.shape)), width)[0][0].max(1) + 1
     # The sample's maximum is noisy (rare long examples decide it): rows are costed by their mean
     # unless the run affords a single compiled count.
     several = len(set(row_shapes(rows, per_sample).tolist())) > 1
@@ -104,14 +132,20 @@ def row_shapes(needed: np.ndarray, compile_steps: float, max_shapes: int = 3) ->
   more row-steps than a compile costs (`compile_steps` steps of the largest shape)."""
   shapes = [int(needed.max())]
   while len(shapes) < max_shapes:
-    current = np.array([min(s for s in shapes if s >= n) for n in needed])
+    current = _round_up(needed, shapes)
     gains = {r: int(np.sum(np.where(needed <= r, current - r, 0)))
              for r in np.unique(needed) if r not in shapes}
     best = max(gains, key=gains.get, default=None)
     if best is None or gains[best] <= compile_steps * shapes[0]:
       break
     shapes.append(int(best))
-  return np.array([min(s for s in shapes if s >= n) for n in needed], np.int32)
+  return _round_up(needed, shapes).astype(np.int32)
+
+
+def _round_up(needed: np.ndarray, shapes: list[int]) -> np.ndarray:
+  """Each of `needed` rounded up to the smallest of `shapes` that holds it."""
+  ordered = np.sort(np.asarray(shapes))
+  return ordered[np.searchsorted(ordered, needed, side='left')]
 
 
 class Planner:
