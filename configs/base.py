@@ -69,6 +69,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500         # steps between checkpoints of the group in flight (and SIGTERM)
   c.export_model = False           # write models/<trial_id>/ in HF format
   c.allow_mixed = False            # run on a workdir whose finished trials used another config
+  # Independent workers on one workdir (README "Scaling out"): group j runs on worker j mod N
+  # first; 0 = one worker, or the Slurm array's size (SLURM_ARRAY_TASK_COUNT) when it is one.
+  c.num_workers = 0
+  c.worker_index = -1              # -1 = SLURM_ARRAY_TASK_ID (- _MIN) or JOB_COMPLETION_INDEX
+  c.lease_timeout = 600.0          # seconds without a heartbeat before another worker takes a group
+  c.summarize_only = False         # rebuild summary, tables and figures from the records; train nothing
   return c
 
 

@@ -17,6 +17,7 @@ from jaxtransfer.runtime import distributed as dist
 from jaxtransfer import studies as experiments
 from jaxtransfer.runtime import files
 from jaxtransfer.runtime import workdir as workdir_lib
+from jaxtransfer.runtime import workers as workers_lib
 from jaxtransfer.engine.trials import Preempted
 from jaxtransfer.errors import UserError, check_choices
 
@@ -45,6 +46,7 @@ def validate(config) -> None:
   if config.learning_rate <= 0:
     raise UserError(f'learning_rate={config.learning_rate} must be positive (--config.learning_rate).')
   _validate_protocol(config)
+  _validate_workers(config)
   decay = config.get('layer_lr_decay', 1.0)
   if not 0 < decay <= 1:
     raise UserError(f'layer_lr_decay={decay} must be in (0, 1]: block i of L trains at lr x '
@@ -79,6 +81,18 @@ def _validate_protocol(config) -> None:
       size >= 1 and float(size) != int(size)):
     raise UserError(f'selection_split={size!r} must be 0 (off), a fraction in (0, 1) or a whole '
                     'number of training examples (--config.selection_split).')
+
+
+def _validate_workers(config) -> None:
+  count = config.get('num_workers', 0)
+  if count < 0:
+    raise UserError(f'num_workers={count} must be >= 0 (0 or 1: a single worker; '
+                    '--config.num_workers).')
+  if workers_lib.Workers.from_config(config) and os.environ.get('JAXTRANSFER_NUM_PROCESSES'):
+    raise UserError('num_workers > 1 and JAXTRANSFER_NUM_PROCESSES are both set: independent '
+                    'workers each run on their own, so do not join them with jax.distributed. '
+                    'Drop --config.num_workers for a multi-host run, or start the workers '
+                    'without launch/local_multiprocess.sh.')
 
 
 def enable_compilation_cache() -> None:

@@ -26,6 +26,8 @@ Environment:
   CPU_DEVICES_PER_PROCESS  K > 1: each process gets K CPU devices (XLA_FLAGS
                            --xla_force_host_platform_device_count=K), to exercise sharding
   KILL_GRACE               seconds between SIGTERM and SIGKILL when stopping the others (default 10)
+  PREEMPT_WAIT             when a process exits 75 (preempted), seconds the others get to checkpoint
+                           the same step and exit on their own before they are stopped (default 120)
   DRY_RUN=1 or --dry-run   print the N commands, prefixed with '+ ', and start nothing
 EOF
 }
@@ -41,6 +43,8 @@ shift
 PYTHON=${PYTHON:-python}
 GRACE=${KILL_GRACE:-10}
 [[ $GRACE =~ ^[0-9]+$ ]] || die_usage "KILL_GRACE must be a whole number of seconds, got '$GRACE'"
+PREEMPT_WAIT=${PREEMPT_WAIT:-120}
+[[ $PREEMPT_WAIT =~ ^[0-9]+$ ]] || die_usage "PREEMPT_WAIT must be a whole number of seconds, got '$PREEMPT_WAIT'"
 
 free_port() {  # Asks the OS for a free port (bound and released at once; the race is harmless here).
   local py port
@@ -133,8 +137,19 @@ done
 if ((first < 0)); then exit 0; fi
 
 rc=${STATUS[first]}
-log "process $first exited with code $rc; stopping the others"
+if ((rc == 75)); then
+  # Preempted: the others saw the same stop at the same step and are checkpointing it; give them
+  # time to finish on their own rather than cutting their checkpoint short.
+  log "process $first was preempted (exit 75); waiting up to ${PREEMPT_WAIT}s for the others"
+  for ((t = 0; t < PREEMPT_WAIT * 10 && ${#STATUS[@]} < N; t++)); do
+    reap
+    sleep 0.1
+  done
+else
+  log "process $first exited with code $rc; stopping the others"
+fi
 stop_all
+for ((i = 0; i < N; i++)); do log "process $i exited with code ${STATUS[i]}"; done
 for ((i = 0; i < N; i++)); do
   # Bad input (2) wins: it is what the user must fix, and no retry will help. (A process stopped
   # here ends with 143 or 137, never 2.)

@@ -11,7 +11,7 @@ import helpers
 from jaxtransfer import studies as experiments
 
 CONFIGS = sorted(p for p in (pathlib.Path(__file__).resolve().parents[1] / 'configs').glob('*.py')
-                 if p.stem not in ('__init__', 'base', 'rerun'))  # rerun: a workdir's config
+                 if p.stem not in ('__init__', 'base', 'rerun', 'summarize'))  # a workdir's config
 
 
 def _lists(c: ml_collections.ConfigDict, prefix=''):

@@ -227,9 +227,13 @@ def _records(workdir):
   return {r['trial_id']: r for r in records_lib.read_records(pathlib.Path(workdir) / 'trials.jsonl')}
 
 
-def test_kill_9_mid_group_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
-  """A sweep killed with SIGKILL mid-run and re-run ends with every trial once, same results."""
-  steps = ['--config.num_train_steps=40', '--config.checkpoint_every=4']
+def test_kill_9_then_a_torn_checkpoint_resumes_to_the_uninterrupted_records(tiny_model_dir,
+                                                                           tmp_path):
+  """A sweep killed with SIGKILL mid-run, its newest checkpoint then torn (every file truncated):
+  the re-run sets that one aside, resumes from the one before and ends with every trial once, the
+  same metrics and the same train_loss (one log interval spans the whole run, so the loss sums
+  before the checkpoint must come back from it)."""
+  steps = ['--config.num_train_steps=40', '--config.checkpoint_every=4', '--config.log_every=40']
   cache = tmp_path / 'cache'
   ref = _run_main(_cli_args(tiny_model_dir, tmp_path / 'ref', cache, steps), timeout=600)
   assert ref.returncode == 0, ref.stderr[-3000:]
@@ -240,24 +244,33 @@ def test_kill_9_mid_group_then_resume_matches_uninterrupted(tiny_model_dir, tmp_
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
   ckpt_root = work / 'checkpoints'
-  # Wait for a finalized checkpoint past the first one, then kill without warning.
+  saved = []
+  # Wait for two finalized checkpoints, then kill without warning.
   while time.time() < deadline:
-    saved = [int(p.name) for p in ckpt_root.glob('g*/*') if p.name.isdigit()] if ckpt_root.exists() else []
-    if any(s >= 8 for s in saved):
+    saved = sorted(int(p.name) for p in ckpt_root.glob('g*/*') if p.name.isdigit()) \
+        if ckpt_root.exists() else []
+    if len(saved) >= 2:
       break
     assert proc.poll() is None, 'finished before it could be killed; make the run longer'
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not (work / 'trials.jsonl').exists() or not _records(work)
+  kept = sorted((p for p in ckpt_root.glob('g*/*') if p.name.isdigit()), key=lambda p: int(p.name))
+  assert len(kept) == 2, kept  # the last two are kept
+  for f in kept[-1].rglob('*'):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 3])
   resumed = _run_main(_cli_args(tiny_model_dir, work, cache, steps), timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert 'Restored group' in resumed.stderr
+  assert f'set aside as {kept[-1].name}.unreadable' in resumed.stderr
+  assert f'Restored group {kept[0].parent.name} at step {kept[0].name} of 40' in resumed.stderr
   got, want = _records(work), _records(tmp_path / 'ref')
   lines = (work / 'trials.jsonl').read_text().splitlines()
   assert len(lines) == len(want) == 2
   for tid, rec in want.items():
     assert got[tid]['metrics'] == pytest.approx(rec['metrics'], abs=1e-6)
+    assert got[tid]['train_loss'] == pytest.approx(rec['train_loss'], abs=1e-5)
   assert not (work / 'checkpoints').exists()  # cleaned up after the group finished
 
 

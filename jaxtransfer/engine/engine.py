@@ -38,6 +38,7 @@ from jaxtransfer.engine import outcomes
 from jaxtransfer.core import packing
 from jaxtransfer.runtime import predictions as predictions_lib
 from jaxtransfer.runtime import records as records_lib
+from jaxtransfer.runtime.workers import Leases, Workers
 from jaxtransfer.core import step as step_lib
 from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.engine.checkpoints import GroupCheckpoints
@@ -94,13 +95,19 @@ class Engine:
 
   def __init__(self, spec: RunSpec, pretrained: dict, train_data: dict[str, np.ndarray],
                dev_data: dict[str, dict[str, np.ndarray]], hooks: TrialHooks | None = None,
-               after_group: Callable[[], None] | None = None):
+               after_group: Callable[[], None] | None = None,
+               workers: Workers | None = None, lease_timeout: float = 600.0,
+               before_group: Callable[[], None] | None = None):
     self.spec = spec
     self.pretrained = pretrained
     self.train_data = batching.trim_padding(train_data)
     self.dev_data = {k: batching.trim_padding(v) for k, v in dev_data.items()}
     self.hooks = hooks
     self.after_group = after_group  # e.g. upload a remote workdir's mirror
+    self.before_group = before_group  # workers on a remote workdir: fetch the others' records
+    self.workers = workers
+    self.leases = Leases(spec.workdir_root or spec.workdir, lease_timeout) if workers else None
+    self._lease: str | None = None
     self.mesh = dist.trial_mesh()
     self.dev_sets = DevSets(self.dev_data, spec.task, spec.eval_batch_size, spec.pad_to_multiple_of,
                             self.mesh)
@@ -125,7 +132,11 @@ class Engine:
     assert not dup, f'duplicate trial ids {dup[:5]}'
     self._check_sizes(trials)
     pending = self._pending(trials)
-    groups = trials_lib.group_trials(pending, self.steps_of, self.max_per_group)
+    # Independent workers share the groups of the whole sweep, so every worker forms the same ones.
+    groups = trials_lib.group_trials(trials if self.workers else pending, self.steps_of,
+                                     self.max_per_group)
+    if self.workers:
+      groups = self.workers.order(groups)
     total = sum(g.steps * len(g.trials) for g in groups)
     logging.info('%d trials to run in %d compiled group(s), %d trial-steps.', len(pending),
                  len(groups), total)
@@ -135,26 +146,54 @@ class Engine:
       signal.signal(s, self._on_signal)
     try:
       for i, group in enumerate(groups):
-        if self._stop:
+        if self._stopping():
           raise Preempted(f'Stopped before group {i + 1} of {len(groups)}; '
                           f'{progress.done} of {len(trials)} trials are finished in '
                           f'{self.records_path}.')
-        logging.info('Group %d/%d (%s): %d trials x %d steps, program %s', i + 1, len(groups),
-                     group.group_id, len(group.trials), group.steps, group.program.describe())
-        records = self._run_group(group, progress)
-        if dist.is_main():
-          records_lib.append_records(self.records_path, records)
-        dist.barrier(f'records-{group.group_id}')
-        self._checkpoints(group).remove()
-        if self.after_group is not None:
-          self.after_group()
-        progress.trials_done(len(records))
+        self._one_group(group, f'{i + 1}/{len(groups)}', progress)
     finally:
       for s, handler in previous.items():
         signal.signal(s, handler)
       progress.close()
     wanted = set(ids)
     return [r for r in records_lib.read_records(self.records_path) if r['trial_id'] in wanted]
+
+  def _one_group(self, group: Group, which: str, progress: Progress) -> None:
+    """Runs one group and appends its records; a worker first checks that no other worker has
+    finished or holds it, and runs what is left of it under its lease."""
+    lease = None
+    if self.workers:
+      if self.before_group is not None:
+        self.before_group()  # a remote workdir: fetch the records other workers wrote
+      done = records_lib.finished_ids(self.records_path)
+      left = [t for t in group.trials if t.trial_id not in done]
+      if not left or not self.leases.acquire(group.group_id):
+        logging.info('Group %s (%s): %s.', which, group.group_id,
+                     'finished' if not left else 'held by another worker')
+        return
+      lease, group = group.group_id, Group(group.program, group.steps, left)
+    logging.info('Group %s (%s): %d trials x %d steps, program %s', which, group.group_id,
+                 len(group.trials), group.steps, group.program.describe())
+    self._lease = lease
+    records = self._run_group(group, progress)
+    if self.workers:
+      records_lib.write_group(self.records_path, group.group_id, records)
+    elif dist.is_main():
+      records_lib.append_records(self.records_path, records)
+    dist.barrier(f'records-{group.group_id}')
+    self._checkpoints(group).remove()
+    if self.after_group is not None:
+      self.after_group()
+    if lease is not None:
+      self.leases.release(lease)
+    progress.trials_done(len(records))
+
+  def records_of(self, trials: Sequence[Trial]) -> list[dict]:
+    """The records the workdir already holds of these trials (nothing is run)."""
+    wanted = {t.trial_id for t in trials}
+    got = [r for r in records_lib.read_records(self.records_path) if r['trial_id'] in wanted]
+    logging.info('%d of %d trials are finished in %s.', len(got), len(wanted), self.records_path)
+    return got
 
   def steps_of(self, trial: Trial) -> int:
     return self.spec.num_steps(trial.train_size or len(self.train_data['labels']))
@@ -223,6 +262,12 @@ class Engine:
     logging.warning('%s: checkpointing the group in flight after the current step (Ctrl-C again '
                     'aborts at once).', signal.Signals(signum).name)
 
+  def _stopping(self) -> bool:
+    """Whether any process got a stop signal; all processes ask at the same chunk boundary, so a
+    preempted host and the others checkpoint the same step and exit together."""
+    self._stop = dist.any_process(self._stop)
+    return self._stop
+
   def _checkpoints(self, group: Group) -> GroupCheckpoints:
     root = self.spec.checkpoint_dir or os.path.abspath(os.path.join(self.spec.workdir,
                                                                     'checkpoints'))
@@ -266,9 +311,12 @@ class Engine:
           self.spec.pad_to_multiple_of or width, width)
       logging.info('Length buckets: step widths %s; %.0f%% of the computed tokens are real.',
                    sorted(set(run.widths.tolist())), 100 * efficiency)
+    restored = None
     if run.ckpt.latest_step() is not None:
       abstract = jax.eval_shape(fns.init, pretrained, run.arrays)
-      run.state, run.meta = run.ckpt.restore(abstract, dist.trial_sharding(self.mesh))
+      restored = run.ckpt.restore(abstract, dist.trial_sharding(self.mesh))
+    if restored is not None:
+      run.state, run.meta = restored
       run.start = int(run.meta['step'])
       logging.info('Restored group %s at step %d of %d.', group.group_id, run.start, group.steps)
       progress.advance(run.start * run.n_real)
@@ -301,11 +349,17 @@ class Engine:
       stop = self._next_stop(run, step, step_s)
       exe = self._train_executable(run, data, run.layout(step))
       ts = time.time()
+      # The running sums restart after each log line. A resumed group's sums come from its
+      # checkpoint, so they restart only at a log boundary: train_loss stays the uninterrupted one.
+      reset = step % max(1, self.spec.log_every) == 0
       run.state = exe(run.state, run.frozen_shared, run.arrays, data, jnp.int32(step),
-                      jnp.int32(stop), jnp.bool_(not since_log))
+                      jnp.int32(stop), jnp.bool_(reset))
       jax.block_until_ready(run.state.stats.count)
       dt = time.time() - ts
-      step_s = dt / (stop - step)
+      if self._lease is not None:
+        self.leases.heartbeat(self._lease)
+      step_s, stop_all = dist.agree_chunk(dt / (stop - step), self._stop)
+      self._stop |= stop_all  # a signal landing after the agreement counts at the next chunk
       self.chunk_times.append((run.n_real, stop - step, dt))
       progress.advance((stop - step) * run.n_real)
       since_log.append((stop - step, dt))
@@ -313,7 +367,7 @@ class Engine:
       if step == run.group.steps or step % max(1, self.spec.log_every) == 0:
         self._log_train(run, progress, since_log, step)
         since_log = []
-      self._after_chunk(run, step)
+      self._after_chunk(run, step, stop_all)
     run.ckpt.close()
 
   def _train_executable(self, run: _GroupRun, data, layout):
@@ -329,7 +383,7 @@ class Engine:
         logging.info('Compiled width %s in %.1f s.', layout, time.time() - tc)
     return exe
 
-  def _after_chunk(self, run: _GroupRun, step: int) -> None:
+  def _after_chunk(self, run: _GroupRun, step: int, stop_all: bool) -> None:
     """Periodic evaluation and checkpoint at their boundaries; on a signal, checkpoint and stop."""
     spec, steps = self.spec, run.group.steps
     if spec.eval_every and step % spec.eval_every == 0 and step < steps:
@@ -340,7 +394,10 @@ class Engine:
         run.meta.setdefault('predictions', {})[str(step)] = {k: v.tolist()
                                                               for k, v in preds.items()}
       self._log_eval(run, ev, step)
-    stop_now = self._stop and step < steps
+      # A signal that lands during the eval stops here, not a chunk later: every process has
+      # reached this eval, so agreeing once more is safe.
+      stop_all = dist.any_process(self._stop)
+    stop_now = stop_all and step < steps
     if stop_now or (spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < steps):
       run.ckpt.save(step, run.state, {**run.meta, 'step': step, 'wall_s': self._wall(run)})
       if stop_now:

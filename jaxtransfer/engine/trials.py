@@ -52,6 +52,7 @@ class RunSpec:
   pack_sequences: bool = True   # a step's examples packed end to end in rows (packing.py)
   config_hash: str = ''         # of the run's resolved config (config_history.jsonl), per record
   layer_lr_decay: float = 1.0   # recorded per trial; the programs apply it (Program.layer_decay)
+  workdir_root: str = ''        # the shared workdir behind a remote one's mirror ('' = workdir)
 
   @classmethod
   def from_config(cls, config, task: TaskSpec, workdir: str, **overrides) -> RunSpec:

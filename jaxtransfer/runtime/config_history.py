@@ -27,7 +27,8 @@ CONFIG = 'config.json'
 HISTORY = 'config_history.jsonl'
 RUN_ONLY = frozenset({'log_every', 'checkpoint_every', 'trials_per_program', 'export_model',
                       'eval_batch_size', 'feature_batch_size', 'cache_dir', 'probe_dir',
-                      'allow_mixed'})
+                      'allow_mixed', 'num_workers', 'worker_index', 'lease_timeout',
+                      'summarize_only'})
 SWEEP = frozenset({'seeds', 'train_sizes'})
 # Keys added since that change a trial's result, with the behaviour a config without them had:
 # an earlier config is compared as if it held these values.

@@ -91,6 +91,23 @@ def agree(flag: bool) -> bool:
   return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
+def any_process(flag: bool) -> bool:
+  """True on every process when `flag` is true on any (one host's preemption notice stops all of
+  them at the same step). A collective: every process calls it at the same point."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
+
+
+def agree_chunk(step_s: float, stop: bool) -> tuple[float, bool]:
+  """Process 0's step time (so every process cuts the next chunk of the shared program at the
+  same step) and whether any process must stop, in one collective."""
+  if jax.process_count() == 1:
+    return step_s, bool(stop)
+  both = np.asarray(multihost_utils.process_allgather(np.asarray([step_s, float(stop)])))
+  return float(both[0, 0]), bool(both[:, 1].any())
+
+
 def barrier(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)

@@ -12,6 +12,8 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from jaxtransfer.runtime import files
+
 
 Record = dict[str, Any]
 
@@ -129,12 +131,40 @@ def fsync_dir(dirname: str) -> None:
     os.close(fd)
 
 
+TRIALS = 'trials.jsonl'
+GROUPS_DIR = 'records'  # beside trials.jsonl: one file per group written by independent workers
+
+
+def write_group(path: str | os.PathLike[str], group_id: str,
+                records: Sequence[Mapping[str, Any]]) -> str:
+  """Writes a finished group's records to `records/<group_id>.jsonl` beside trials.jsonl `path`,
+  whole (a rename): the file of one writer, so workers never contend for a file or an object."""
+  target = os.path.join(os.path.dirname(os.path.abspath(path)), GROUPS_DIR, f'{group_id}.jsonl')
+  with files.atomic_write(target, 'wb') as f:
+    f.write(_encode_records(records))
+  return target
+
+
 def read_records(path: str | os.PathLike[str]) -> list[Record]:
-  """Returns every complete, valid record in `path` in file order; [] if the file is missing.
+  """Returns every complete, valid record in `path` in file order, then (for a workdir's
+  trials.jsonl) those of the per-group files in `records/` beside it (`write_group`); [] if none.
 
   A torn last line (no trailing newline, from a kill mid-write) is ignored silently. Invalid
   complete lines are skipped with a warning. Of records sharing a trial_id, the first wins.
   """
+  groups = os.path.join(os.path.dirname(os.path.abspath(path)), GROUPS_DIR)
+  merge = os.path.basename(os.fspath(path)) == TRIALS and os.path.isdir(groups)
+  parts = [path] + (sorted(os.path.join(groups, n) for n in os.listdir(groups)
+                           if n.endswith('.jsonl')) if merge else [])
+  records: list[Record] = []
+  seen: set[Any] = set()
+  for part in parts:
+    records += _read_one(part, seen)
+  return records
+
+
+def _read_one(path, seen: set) -> list[Record]:
+  """The records of one file not already `seen` (updated)."""
   try:
     with open(path, 'rb') as f:
       data = f.read()
@@ -145,7 +175,6 @@ def read_records(path: str | os.PathLike[str]) -> list[Record]:
   if torn.strip():
     logging.info('Ignoring a torn last line (%d bytes) in %s.', len(torn), path)
   records: list[Record] = []
-  seen: set[Any] = set()
   for lineno, line in enumerate(lines, start=1):
     if not line.strip():
       continue

@@ -45,20 +45,23 @@ class Workdir:
       self.local = self.path
       self.checkpoints = os.path.abspath(os.path.join(self.path, CHECKPOINTS))
 
-  def pull(self) -> None:
-    """Copies the remote workdir's files (not its checkpoints) into the mirror."""
+  def pull(self, sub: str = '') -> None:
+    """Copies the remote workdir's files (not its checkpoints; with `sub`, only that folder's)
+    into the mirror."""
     os.makedirs(self.local, exist_ok=True)
     if not self.remote:
       return
     try:
       root = _epath(self.remote)
-      if not root.exists():
+      if not (root / sub).exists():
         return
-      for src in root.rglob('*'):
+      for src in (root / sub).rglob('*'):
         rel = str(src.relative_to(root))
         if rel.split('/')[0] == CHECKPOINTS or src.is_dir():
           continue
         dst = os.path.join(self.local, rel)
+        if sub and os.path.exists(dst):
+          continue  # a finished group's records never change
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         with files.atomic_write(dst, 'wb') as f:
           f.write(src.read_bytes())
@@ -66,7 +69,8 @@ class Workdir:
       raise UserError(f'workdir={self.remote!r} needs a filesystem library for that storage '
                       f'({e}). For gs:// install gcsfs (pip install gcsfs), or use a local '
                       'or gcsfuse-mounted directory.') from None
-    logging.info('Mirroring %s in %s.', self.remote, self.local)
+    if not sub:
+      logging.info('Mirroring %s in %s.', self.remote, self.local)
 
   def push(self) -> None:
     """Uploads every file of the mirror (process 0 only; checkpoints are written remotely)."""

@@ -23,7 +23,9 @@ from jaxtransfer.core import program as program_lib
 from jaxtransfer.report import best as best_lib
 from jaxtransfer.report import bootstrap
 from jaxtransfer.report import summary
+from jaxtransfer.runtime import records as records_lib
 from jaxtransfer.runtime import workdir as workdir_lib
+from jaxtransfer.runtime.workers import Workers
 from jaxtransfer.report import plots
 from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.models import convert
@@ -323,6 +325,7 @@ class Experiment:
     del trials
     return trials_lib.RunSpec.from_config(
         ctx.config, ctx.task, ctx.workdir, checkpoint_dir=ctx.run_dir.checkpoints,
+        workdir_root=ctx.run_dir.path,
         config_hash=config_history.config_hash(config_history.resolved(ctx.config)))
 
   def execute(self, ctx: Context, engine: engine_lib.Engine, trials) -> list[dict]:
@@ -335,9 +338,15 @@ class Experiment:
     self.validate(ctx)
     trials = expand_learning_rates(config, self.trials(ctx))
     ctx.prepared = self.prepare(ctx, trials)
+    workers = Workers.from_config(config)
     eng = engine_lib.Engine(self.run_spec(ctx, trials), *self.engine_inputs(ctx, trials),
-                            hooks=_Hooks(self, ctx), after_group=ctx.run_dir.push)
-    records = self.execute(ctx, eng, trials)
+                            hooks=_Hooks(self, ctx), after_group=ctx.run_dir.push,
+                            workers=workers, lease_timeout=config.get('lease_timeout', 600),
+                            before_group=lambda: ctx.run_dir.pull(records_lib.GROUPS_DIR))
+    if config.get('summarize_only', False):
+      records = eng.records_of(trials)
+    else:
+      records = self.execute(ctx, eng, trials)
     if dist.is_main():
       self.summarize(ctx, records)
     return records
