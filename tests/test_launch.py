@@ -108,6 +108,11 @@ def test_bash_syntax(script):
   assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.parametrize('script', [s for s in SCRIPTS if s != 'lib.sh'])
+def test_executable(script):
+  assert os.access(LAUNCH / script, os.X_OK), f'chmod +x launch/{script}'
+
+
 @pytest.mark.skipif(shutil.which('shellcheck') is None, reason='shellcheck not installed')
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_shellcheck(script):
@@ -156,6 +161,11 @@ BAD = [
     ('slurm/submit.sh', ['--nodes', '1', '--workdir', 'w'], '--gpus-per-node is required'),
     ('slurm/submit.sh', ['--nodes', '1', '--gpus-per-node', '8'], '--workdir is required'),
     ('slurm/submit.sh', ['--nodes', '0', '--gpus-per-node', '8', '--workdir', 'w'], 'integer >= 1'),
+    ('slurm/array.sh', ['--workdir', 'w'], '--workers is required'),
+    ('slurm/array.sh', ['--workers', '4'], '--workdir is required'),
+    ('slurm/array.sh', ['--workers', '0', '--workdir', 'w'], 'integer >= 1'),
+    ('slurm/array.sh', ['--workers', '4', '--workdir', 'w', '--', '--config.num_workers=4'],
+     'sets the worker count'),
     ('local_multiprocess.sh', [], 'N (the number of processes) is required'),
     ('local_multiprocess.sh', ['0'], 'positive integer'),
     ('local_multiprocess.sh', ['two', '--config=x'], 'positive integer'),
@@ -649,6 +659,66 @@ def test_sbatch_several_nodes_join_through_the_first(fake_python, tmp_path):
        'JAXTRANSFER_PROCESS_ID': str(i)} for i in range(2)]
   assert all(rec['argv'] == ['-m', 'jaxtransfer.main', '--workdir=/w', *TRICKY] for rec in recs)
   assert '--ntasks-per-node=1' in (tmp_path / 'srun_args').read_text()
+
+
+def test_array_submits_one_worker_per_task():
+  (cmd,) = dry('slurm/array.sh', '--workers', '8', '--max-running', '3', '--gpus', '2', '--time',
+               '4:00:00', '--workdir', 'runs/x', '--', *TRICKY)
+  assert cmd == ['sbatch', '--job-name=jaxtransfer', '--array=0-7%3', '--nodes=1', '--ntasks=1',
+                 '--gpus=2', '--time=4:00:00', f'--chdir={ROOT}',
+                 str(LAUNCH / 'slurm' / 'worker.sbatch'), f'--workdir={ROOT}/runs/x', *TRICKY]
+  (cpu,) = dry('slurm/array.sh', '--workers', '2', '--gpus', '0', '--workdir', 'gs://b/p')
+  assert '--array=0-1' in cpu and not any(a.startswith('--gpus') for a in cpu)
+
+
+def test_worker_sbatch_runs_one_process_outside_jax_distributed(fake_python):
+  r = sh('slurm/worker.sbatch', '--workdir=/w', *TRICKY,
+         env={'PYTHON': str(fake_python), 'SLURM_ARRAY_TASK_ID': '3', 'SLURM_ARRAY_TASK_COUNT': '8',
+              'JAXTRANSFER_NUM_PROCESSES': '2', 'JAXTRANSFER_PROCESS_ID': '1'})
+  assert r.returncode == 0, r.stderr
+  (rec,) = [json.loads(l) for l in r.stdout.splitlines()]
+  assert rec['argv'] == ['-m', 'jaxtransfer.main', '--workdir=/w', *TRICKY]
+  assert rec['env'] == {}
+
+
+def test_worker_index_from_the_array_environment():
+  """What worker.sbatch's tasks and the indexed Job's pods see: each its own index, all one count."""
+  from jaxtransfer.runtime.workers import Workers
+  cfg = {'num_workers': 0, 'worker_index': -1}
+  slurm = [Workers.from_config(cfg, env={'SLURM_ARRAY_TASK_ID': str(5 + i), 'SLURM_ARRAY_TASK_MIN': '5',
+                                         'SLURM_ARRAY_TASK_COUNT': '3'}) for i in range(3)]
+  assert [(w.index, w.count) for w in slurm] == [(0, 3), (1, 3), (2, 3)]
+  k8s = [Workers.from_config({**cfg, 'num_workers': 4}, env={'JOB_COMPLETION_INDEX': str(i)})
+         for i in range(4)]
+  assert [(w.index, w.count) for w in k8s] == [(i, 4) for i in range(4)]
+
+
+def test_k8s_indexed_job_dry_run():
+  """The example manifest: an indexed Job whose worker count agrees in its three places, whose
+  pods run jaxtransfer.main with a config that parses, and whose failure policy retries a
+  preemption (75) and stops on bad input (2)."""
+  yaml = pytest.importorskip('yaml')
+  (job,) = yaml.safe_load_all((LAUNCH / 'k8s' / 'indexed-job.yaml').read_text())
+  assert (job['apiVersion'], job['kind']) == ('batch/v1', 'Job')
+  spec = job['spec']
+  assert spec['completionMode'] == 'Indexed'
+  pod = spec['template']['spec']
+  assert pod['restartPolicy'] == 'Never'  # podFailurePolicy requires it
+  rules = {r['onExitCodes']['values'][0]: r['action'] for r in spec['podFailurePolicy']['rules']}
+  assert rules == {75: 'Ignore', 2: 'FailJob'}
+  (container,) = pod['containers']
+  cmd = container['command']
+  assert cmd[:3] == ['python', '-m', 'jaxtransfer.main']
+  flags = dict(a[2:].split('=', 1) for a in cmd[3:])
+  assert int(flags['config.num_workers']) == spec['completions'] == spec['parallelism']
+  assert (ROOT / flags['config']).is_file() and '://' in flags['workdir']
+  import importlib.util  # the study's config holds every key the manifest sets
+  spec_ = importlib.util.spec_from_file_location('cfg', ROOT / flags['config'])
+  module = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(module)
+  config = module.get_config()
+  for key in (k.split('.', 1)[1] for k in flags if k.startswith('config.')):
+    assert key in config, key
 
 
 # ---------------------------------------------------------------------------------------------
