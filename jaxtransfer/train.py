@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 import re
-import shutil
 
 from absl import logging
 
@@ -117,7 +116,7 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   # Your own data is read (and its columns and labels checked) before the model is loaded.
   custom = custom_data.from_config(config) if custom_data.is_custom(config.task) else None
   path = workdir or default_workdir(config)
-  created = not workdir_lib.is_remote(path) and not os.path.exists(path)
+  created = dist.is_main() and not workdir_lib.exists(path)
   wd = workdir_lib.open_workdir(path)
   _check_history(config, wd.local, (*exp.sweep_keys, 'learning_rates'))
   if dist.is_main():
@@ -129,8 +128,8 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   try:
     return exp.run(config, wd, custom or data_lib.get_task(config.task))
   except UserError:
-    if created and dist.is_main():
-      _remove_if_unused(wd.local)
+    if created and _unused(wd.local):
+      wd.discard()
     raise
   except Preempted as e:
     e.workdir = wd.path  # main names it in the command that resumes
@@ -164,12 +163,13 @@ def _check_history(config, workdir: str, sweep_keys) -> None:
     raise error or UserError(f'Process 0 refused the workdir {workdir}: see its message.')
 
 
-def _remove_if_unused(workdir: str) -> None:
-  """Removes a workdir this run created when it holds no result yet (the run failed on bad
-  input), so that nothing left behind looks like a run and a fixed re-run starts clean."""
+def _unused(workdir: str) -> bool:
+  """Whether a workdir this run created holds no result yet (the run failed on bad input): then
+  it is removed, local or remote, so that nothing left behind looks like a run and a fixed re-run
+  starts clean."""
   for entry in os.scandir(workdir):
     empty_dir = entry.is_dir() and not any(os.scandir(entry.path))
     ours = (config_history.CONFIG, config_history.HISTORY, custom_data.TASK_JSON)
     if entry.name not in ours and not empty_dir:
-      return
-  shutil.rmtree(workdir, ignore_errors=True)
+      return False
+  return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 
 from absl import logging
 
@@ -55,10 +56,8 @@ class Workdir:
       root = _epath(self.remote)
       if not (root / sub).exists():
         return
-      for src in (root / sub).rglob('*'):
+      for src in _files(root / sub, skip=root / CHECKPOINTS):
         rel = str(src.relative_to(root))
-        if rel.split('/')[0] == CHECKPOINTS or src.is_dir():
-          continue
         dst = os.path.join(self.local, rel)
         if sub and os.path.exists(dst):
           continue  # a finished group's records never change
@@ -74,8 +73,8 @@ class Workdir:
 
   def push(self) -> None:
     """Uploads every file of the mirror (process 0 only; checkpoints are written remotely)."""
-    if not self.remote or not dist.is_main():
-      return
+    if not self.remote or not dist.is_main() or not os.path.isdir(self.local):
+      return  # no mirror: the run discarded the workdir it created (bad input)
     root = _epath(self.remote)
     for dirpath, dirnames, filenames in os.walk(self.local):
       dirnames[:] = [d for d in dirnames if d != CHECKPOINTS]
@@ -87,6 +86,37 @@ class Workdir:
         dst.parent.mkdir(parents=True, exist_ok=True)
         with open(src, 'rb') as f:
           dst.write_bytes(f.read())
+
+
+  def discard(self) -> None:
+    """Removes the mirror and, for a remote workdir, the remote folder (checkpoint folders
+    included): for a workdir this run created that holds no result."""
+    shutil.rmtree(self.local, ignore_errors=True)
+    if self.remote:
+      root = _epath(self.remote)
+      if root.exists():
+        root.rmtree()
+
+
+def _files(folder, skip):
+  """Every file under `folder` but those under `skip`, listed folder by folder: object stores
+  refuse a recursive glob, and the checkpoints (most of the objects) are never listed."""
+  for entry in folder.iterdir():
+    if entry.is_dir():
+      if str(entry) != str(skip):
+        yield from _files(entry, skip)
+    else:
+      yield entry
+
+
+def exists(path: str) -> bool:
+  """Whether the workdir is there already, on local disk or in object storage."""
+  if not is_remote(path):
+    return os.path.exists(path)
+  try:
+    return _epath(path).exists()
+  except Exception:  # noqa: BLE001 -- no filesystem library: open_workdir says how to fix it
+    return False
 
 
 def open_workdir(path: str) -> Workdir:
