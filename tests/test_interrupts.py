@@ -80,24 +80,38 @@ def test_signal_checkpoints_mid_chunk_and_the_rerun_resumes(tiny_model_dir, tmp_
   assert got['wall_s'] >= want['wall_s'] * 0.5  # both attempts counted, not the last one alone
 
 
-# Timing-dependent on a saturated CPU (a tiny checkpoint can finish before the second SIGINT
-# lands): in the slow set until it is made deterministic.
-@pytest.mark.slow
+# The checkpoint that the first Ctrl-C starts is held open until the second arrives, so the test
+# does not race a tiny checkpoint that could finish first on a loaded machine.
+_HELD_CHECKPOINT = """
+import sys, time
+from jaxtransfer.engine import checkpoints
+def held_save(self, step, state, meta):
+  sys.stderr.write('Writing the checkpoint.\\n'); sys.stderr.flush()
+  time.sleep(600)
+checkpoints.GroupCheckpoints.save = held_save
+from jaxtransfer import main
+sys.argv[0] = 'jaxtransfer.main'
+main.run()
+"""
+
+
 def test_second_ctrl_c_aborts_at_once(tiny_model_dir, tmp_path):
   extra = ['--config.num_train_steps=3000', '--config.log_every=3000', '--config.seeds=[1]']
   log = tmp_path / 'log.txt'
-  proc = _start(_args(tiny_model_dir, tmp_path / 'run', tmp_path / 'cache', extra=extra), log)
+  proc = subprocess.Popen([sys.executable, '-c', _HELD_CHECKPOINT,
+                           *_args(tiny_model_dir, tmp_path / 'run', tmp_path / 'cache', extra=extra)],
+                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open('w'))
   _wait_for_training(proc, log)
   proc.send_signal(signal.SIGINT)
-  # A person presses Ctrl-C again once the first is acknowledged (two signals before Python runs
-  # its handler arrive as one).
-  deadline = time.time() + 60
-  while 'SIGINT: checkpointing' not in log.read_text() and time.time() < deadline:
+  deadline = time.time() + 120
+  while 'Writing the checkpoint.' not in log.read_text():
+    assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
     time.sleep(0.01)
   proc.send_signal(signal.SIGINT)
   rc = proc.wait(timeout=120)
   text = log.read_text()
   assert rc == 130, text[-3000:]
+  assert 'SIGINT: checkpointing' in text
   assert 'Aborted by a second Ctrl-C' in text and 'Traceback' not in text
 
 
