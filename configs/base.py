@@ -11,6 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = 'bert-base-uncased'    # hub id, local HF directory, or minilm-l6 (packaged MiniLM)
   c.task = 'sst2'                  # cola sst2 mrpc stsb qqp mnli qnli rte wnli, or custom (below)
   c.data_dir = ''                  # GLUE-format root; '' = the hub (datasets); 'demo' = built-in set
+  c.data_fingerprint = ''          # '' = unchecked; else the data must hash to it (configs/rerun.py)
   # Your own data (task=custom): local files, the format following the extension (.csv; .tsv is
   # tab-separated without quoting, as GLUE; .json/.jsonl; .parquet), or a hub dataset.
   c.train_file = ''

@@ -7,12 +7,16 @@ The engine is deterministic on one machine, so a re-run trial's record equals th
 (`--config.key=value` narrows it to some seeds or settings, as above). Keys the config.json
 predates take the study's current defaults, except those that changed results when they were
 added (`config_history.ADDED`, e.g. `pack_sequences=False`): those take the value the run had.
+Data paths are stored relative to the workdir, so a committed workdir re-runs on any machine that
+has the data at the same place beside it; elsewhere pass `--config.data_dir=...`. The run's
+`data_fingerprint` comes along: data that differs from the run's is exit 2.
 """
 
 import importlib
 import json
 import os
 
+from jaxtransfer.data import locations
 from jaxtransfer.runtime import config_history
 
 
@@ -33,6 +37,7 @@ def get_config(workdir=None):
                      'run, e.g. --config=configs/rerun.py:results/lee2019/cola')
   with open(path) as f:
     values = json.load(f)
+  values = locations.resolve(values, workdir)  # data paths are stored relative to the workdir
   c = importlib.import_module(f'configs.{values["experiment"]}').get_config()
   values = config_history.with_added(values, c.to_dict())
   with c.unlocked():

@@ -15,6 +15,7 @@ from jaxtransfer.data import glue as data_lib
 from jaxtransfer.runtime import distributed as dist
 from jaxtransfer import studies as experiments
 from jaxtransfer.runtime import files
+from jaxtransfer.data import locations
 from jaxtransfer.runtime import workdir as workdir_lib
 from jaxtransfer.runtime import workers as workers_lib
 from jaxtransfer.engine.trials import Preempted
@@ -46,6 +47,7 @@ def validate(config) -> None:
     raise UserError(f'learning_rate={config.learning_rate} must be positive (--config.learning_rate).')
   _validate_protocol(config)
   _validate_workers(config)
+  locations.check(config)
   decay = config.get('layer_lr_decay', 1.0)
   if not 0 < decay <= 1:
     raise UserError(f'layer_lr_decay={decay} must be in (0, 1]: block i of L trains at lr x '
@@ -118,9 +120,10 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   path = workdir or default_workdir(config)
   created = dist.is_main() and not workdir_lib.exists(path)
   wd = workdir_lib.open_workdir(path)
-  _check_history(config, wd.local, (*exp.sweep_keys, 'learning_rates'))
+  stored = locations.stored(config, wd.data_base)
+  _check_history(config, wd.local, (*exp.sweep_keys, 'learning_rates'), stored)
   if dist.is_main():
-    config_history.record(config, wd.local)
+    config_history.record(config, wd.local, stored)
     if custom is not None:
       _write_task(custom.info(), wd.local)
   logging.info('Experiment %s, model %s, task %s, workdir %s', config.experiment, config.model,
@@ -151,12 +154,12 @@ def _write_task(info: dict, workdir: str) -> None:
     json.dump(info, f, indent=2, sort_keys=True)
 
 
-def _check_history(config, workdir: str, sweep_keys) -> None:
+def _check_history(config, workdir: str, sweep_keys, stored: dict) -> None:
   """Refuses a config that would mix with the workdir's results (process 0 decides for all)."""
   error = None
   if dist.is_main():
     try:
-      config_history.check(config, workdir, sweep_keys)
+      config_history.check(config, workdir, sweep_keys, stored)
     except UserError as e:
       error = e
   if dist.agree(error is not None):

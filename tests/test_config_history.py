@@ -1,6 +1,8 @@
 """A workdir states how each result was made: config drift is refused, or recorded with allow_mixed."""
 
 import json
+import random
+import shutil
 
 import pytest
 
@@ -144,3 +146,56 @@ def test_rerun_config_of_a_workdir_from_before_packing():
       json.dump(old, f)
     c = rerun.get_config(d)
   assert c.pack_sequences is False and c.seeds == (4, 5) and c.experiment == 'finetune'
+
+
+def _tiny_sst2(folder):
+  """A GLUE-format SST-2 folder of 60 + 20 sentences from the demo set's vocabulary."""
+  rng = random.Random(0)
+  words = ['good', 'bad', 'fine', 'awful', 'great', 'dull', 'film', 'plot', 'very', 'not']
+  (folder / 'SST-2').mkdir(parents=True)
+  for split, n in (('train', 60), ('dev', 20)):
+    rows = [f'{" ".join(rng.choices(words, k=6))}\t{rng.randint(0, 1)}' for _ in range(n)]
+    (folder / 'SST-2' / f'{split}.tsv').write_text('sentence\tlabel\n' + '\n'.join(rows) + '\n')
+
+
+def test_a_workdir_moved_with_its_data_reruns_and_checks_the_data(tiny_model_dir, tmp_path):
+  """config.json stores data paths relative to the workdir with a fingerprint of the data: a
+  workdir copied with its data to another place re-runs to the same record; data that changed
+  is exit 2 naming data_dir."""
+  here, there = tmp_path / 'here', tmp_path / 'there'
+  _tiny_sst2(here / 'glue')
+  first = _tiny_run(tiny_model_dir, here / 'results' / 'run', '--config.seeds=(3,)',
+                    '--config.task=sst2', f'--config.data_dir={here / "glue"}')
+  assert first.returncode == 0, first.stderr[-3000:]
+  stored = json.loads((here / 'results' / 'run' / 'config.json').read_text())
+  assert stored['data_dir'] == '../../glue' and len(stored['data_fingerprint']) == 16
+  shutil.copytree(here, there)
+  shutil.rmtree(here)  # the machine that wrote it is gone
+  again = run_main(f'--config=configs/rerun.py:{there / "results" / "run"}',
+                   f'--workdir={tmp_path / "check"}')
+  assert again.returncode == 0, again.stderr[-3000:]
+  a, = records_lib.read_records(there / 'results' / 'run' / 'trials.jsonl')
+  b, = records_lib.read_records(tmp_path / 'check' / 'trials.jsonl')
+  assert a['config_hash'] == b['config_hash'] and a['metrics'] == b['metrics']
+  dev = there / 'glue' / 'SST-2' / 'dev.tsv'
+  dev.write_text(dev.read_text().replace('\t0\n', '\t1\n', 1))
+  changed = run_main(f'--config=configs/rerun.py:{there / "results" / "run"}',
+                     f'--workdir={tmp_path / "check2"}')
+  assert_bad_input(changed, 'differs from the data the run was made with', '--config.data_dir')
+  assert not (tmp_path / 'check2').exists()
+
+
+def test_data_locations_compare_by_kind_and_fingerprint():
+  base = config_history.resolved(_config())
+  local = {**base, 'data_dir': '/a/glue', 'data_fingerprint': 'f' * 16}
+  moved = {**local, 'data_dir': '../../glue'}
+  assert config_history.changed_keys(local, moved) == []
+  assert config_history.config_hash(local) == config_history.config_hash(moved)
+  assert config_history.changed_keys(local, {**moved, 'data_fingerprint': 'e' * 16}) == [
+      'data_fingerprint']
+  assert config_history.changed_keys(local, {**base, 'data_dir': ''}) == ['data_dir']  # the hub
+  # A config from before fingerprints hashes as it always did.
+  before = {k: v for k, v in local.items() if k != 'data_fingerprint'}
+  assert config_history.config_hash(before) != config_history.config_hash(local)
+  assert config_history.config_hash({**base, 'data_fingerprint': ''}) == config_history.config_hash(
+      {k: v for k, v in base.items() if k != 'data_fingerprint'})

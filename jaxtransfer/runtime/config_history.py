@@ -30,6 +30,10 @@ RUN_ONLY = frozenset({'log_every', 'checkpoint_every', 'trials_per_program', 'ex
                       'allow_mixed', 'num_workers', 'worker_index', 'lease_timeout',
                       'summarize_only'})
 SWEEP = frozenset({'seeds', 'train_sizes'})
+# Where the data is: stored relative to the workdir (data/locations.py) and compared through the
+# data's fingerprint, so that the same data at another path is the same config.
+LOCATIONS = ('data_dir', 'train_file', 'dev_file')
+FINGERPRINT = 'data_fingerprint'
 # Keys added since that change a trial's result, with the behaviour a config without them had:
 # an earlier config is compared as if it held these values.
 ADDED = {'pack_sequences': False}
@@ -43,8 +47,12 @@ def resolved(config) -> Config:
 
 
 def config_hash(values: Config) -> str:
-  """12 hex digits of sha256 over the config without its run-only keys."""
-  kept = {k: v for k, v in values.items() if k not in RUN_ONLY}
+  """12 hex digits of sha256 over the config without its run-only keys. Where the data has a
+  fingerprint, that stands for it instead of its paths (the same data elsewhere is the same
+  config); configs without one hash as they always did."""
+  fingerprinted = bool(values.get(FINGERPRINT))
+  kept = {k: v for k, v in values.items() if k not in RUN_ONLY
+          and (k != FINGERPRINT or fingerprinted) and (k not in LOCATIONS or not fingerprinted)}
   text = json.dumps(kept, sort_keys=True, separators=(',', ':'))
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -102,13 +110,28 @@ def changed_keys(before: Config, after: Config, ignore: Iterable[str] = ()) -> l
   another value)."""
   skip = RUN_ONLY | SWEEP | set(ignore)
   before = with_added(before, after)
-  return sorted(k for k in set(before) - skip if before[k] != after.get(k))
+  return sorted(k for k in set(before) - skip if _differs(k, before[k], after.get(k)))
 
 
-def check(config, workdir: str, sweep_keys: Iterable[str] = ()) -> None:
+def _where(value):
+  """A data location's kind: the hub (''), the demo set, a URL, or some local path (which path
+  does not matter: the fingerprint compares the data itself)."""
+  return value if not value or value == 'demo' or '://' in str(value) else 'a local path'
+
+
+def _differs(key: str, before, after) -> bool:
+  if key in LOCATIONS:
+    return _where(before) != _where(after)
+  if key == FINGERPRINT:  # '' = no files to fingerprint here (missing data is reported on load)
+    return bool(before and after) and before != after
+  return before != after
+
+
+def check(config, workdir: str, sweep_keys: Iterable[str] = (), now: Config | None = None) -> None:
   """UserError when the workdir's results were made with a config that differs from `config` in
-  a key that changes results (and allow_mixed is off)."""
-  now = resolved(config)
+  a key that changes results (and allow_mixed is off). `now`: the config as config.json would
+  store it, when the caller has it."""
+  now = now or resolved(config)
   if now.get('allow_mixed'):
     return
   diffs = {}
@@ -128,10 +151,11 @@ def check(config, workdir: str, sweep_keys: Iterable[str] = ()) -> None:
       f'this config (each trial record names its config_hash; {HISTORY} keeps both configs).')
 
 
-def record(config, workdir: str) -> str:
-  """Writes config.json (this run's config) and adds it to config_history.jsonl if new there;
-  returns its hash. A config.json from before hashes enters the history first."""
-  now = resolved(config)
+def record(config, workdir: str, now: Config | None = None) -> str:
+  """Writes config.json (this run's config, or `now`: the config as it is to be stored) and adds
+  it to config_history.jsonl if new there; returns its hash. A config.json from before hashes
+  enters the history first."""
+  now = now or resolved(config)
   h = config_hash(now)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, HISTORY)

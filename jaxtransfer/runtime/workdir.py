@@ -46,6 +46,12 @@ class Workdir:
       self.local = self.path
       self.checkpoints = os.path.abspath(os.path.join(self.path, CHECKPOINTS))
 
+  @property
+  def data_base(self) -> str | None:
+    """What config.json's data paths are relative to: a local workdir itself; None (absolute
+    paths) for a remote one, whose mirror's place says nothing about another machine's."""
+    return None if self.remote else self.local
+
   def pull(self, sub: str = '') -> None:
     """Copies the remote workdir's files (not its checkpoints; with `sub`, only that folder's)
     into the mirror."""

@@ -14,6 +14,7 @@ from flax import traverse_util
 from jaxtransfer.runtime import config_history
 from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.data import custom as custom_data
+from jaxtransfer.data import locations
 from jaxtransfer.data import glue as data_lib
 from jaxtransfer.data.types import TaskSpec
 from jaxtransfer.runtime import distributed as dist
@@ -326,7 +327,8 @@ class Experiment:
     return trials_lib.RunSpec.from_config(
         ctx.config, ctx.task, ctx.workdir, checkpoint_dir=ctx.run_dir.checkpoints,
         workdir_root=ctx.run_dir.path,
-        config_hash=config_history.config_hash(config_history.resolved(ctx.config)))
+        config_hash=config_history.config_hash(locations.stored(ctx.config,
+                                                                ctx.run_dir.data_base)))
 
   def execute(self, ctx: Context, engine: engine_lib.Engine, trials) -> list[dict]:
     """Trains the trials; a study with phases (closeness) runs the same engine again."""
