@@ -7,7 +7,8 @@ What the engine does for a group before its first step (`Engine.group_arrays` an
 `packing.Planner.group`), on real token lengths: QNLI's sentence pairs (its dev set, MiniLM
 tokenizer, length 128) tiled to MNLI's 392,702 examples (neither MNLI nor QNLI's training set
 is in ../shared/glue). `--tokenize` times reading, tokenizing and caching SST-2's 67,349
-training sentences cold and reading them back from the cache. Side by
+training sentences, and 392,702 sentence pairs (QNLI's dev pairs tiled to MNLI's size), cold and
+read back from the cache. Side by
 side, on the first trial's first `--loop_steps` steps, the per-step `packing.plan_step` loop the
 planner used before and the vectorized `packing.plan`, with the ratio. The last line is
 `planned T trials x S steps in X s`.
@@ -28,24 +29,43 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _tile_qnli(data_dir: str, out: str, n: int) -> None:
+  """A GLUE-format QNLI folder whose train.tsv repeats QNLI's dev pairs to n rows."""
+  lines = (pathlib.Path(data_dir) / 'QNLI' / 'dev.tsv').read_text().splitlines()
+  header, rows = lines[0], lines[1:]
+  os.makedirs(os.path.join(out, 'QNLI'))
+  with open(os.path.join(out, 'QNLI', 'train.tsv'), 'w') as f:
+    f.write(header + '\n')
+    for i in range(n):
+      f.write(f'{i}\t' + rows[i % len(rows)].split('\t', 1)[1] + '\n')
+
+
+def time_tokenizing(load, data_dir: str, task: str, what: str) -> None:
+  """Reads, tokenizes and caches a task's training set cold, then reads it back from the cache."""
+  with tempfile.TemporaryDirectory() as fresh:
+    t0 = time.time()
+    td = load(task, 'train', fresh, data_dir)
+    cold = time.time() - t0
+    t0 = time.time()
+    load(task, 'train', fresh, data_dir)
+    warm = time.time() - t0
+  n = len(td.train.labels)
+  print(f'read, tokenized and cached {n} {what} in {cold:.1f} s ({n / cold:.0f}/s); '
+        f'read back from the cache in {warm:.2f} s')
+
+
 def pair_lengths(data_dir: str, cache_dir: str, tokenize: bool) -> np.ndarray:
   """QNLI's dev token lengths through the project's own reader, tokenizer and cache."""
   import jaxtransfer as jt
   from jaxtransfer.data import glue as data_lib
   pre = jt.load_pretrained('minilm-l6')
-  load = lambda task, split, cache: data_lib.load_task_data(
-      task, data_dir, pre.tokenizer, pre.path, 128, splits=(split,), cache_dir=cache)
+  load = lambda task, split, cache, root=data_dir: data_lib.load_task_data(
+      task, root, pre.tokenizer, pre.path, 128, splits=(split,), cache_dir=cache)
   if tokenize:
-    with tempfile.TemporaryDirectory() as fresh:
-      t0 = time.time()
-      td = load('sst2', 'train', fresh)
-      cold = time.time() - t0
-      t0 = time.time()
-      load('sst2', 'train', fresh)
-      warm = time.time() - t0
-    n = len(td.train.labels)
-    print(f'read, tokenized and cached {n} SST-2 sentences in {cold:.1f} s ({n / cold:.0f}/s); '
-          f'read back from the cache in {warm:.2f} s')
+    time_tokenizing(load, data_dir, 'sst2', 'sentences')
+    with tempfile.TemporaryDirectory() as tiled:
+      _tile_qnli(data_dir, tiled, 392_702)  # MNLI's training set size, as pairs
+      time_tokenizing(load, tiled, 'qnli', 'sentence pairs (QNLI dev tiled)')
   dev = load('qnli', 'dev', cache_dir).dev
   return np.asarray(next(iter(dev.values())).attention_mask.sum(1))
 

@@ -113,15 +113,16 @@ def parse_args(argv=None, parser=None):
 
 
 def train_flops_per_example(enc: dict, seq: int, num_labels: int = 2) -> float:
-  """Model FLOPs of one training example (forward + backward = 3x forward), from the HF config.
-
-  6 * (matmul params of the encoder blocks) * tokens, + attention scores and the weighted sum
-  (12 * L * S^2 * H, bidirectional), + pooler and classifier on one token. Embedding lookups,
-  LayerNorm, softmax and the optimizer are not model FLOPs (the PaLM appendix-B convention).
+  """Model FLOPs of one training example (forward + backward = 3x forward), from the HF config,
+  for its family (jaxtransfer/models/flops.py): for BERT 6 * (matmul params of the encoder
+  blocks) * tokens + attention scores and the weighted sum (12 * L * S^2 * H, bidirectional) +
+  pooler and classifier on one token. Embedding lookups, LayerNorm, softmax and the optimizer are
+  not model FLOPs (the PaLM appendix-B convention).
   """
-  h, i, l = enc['hidden_size'], enc['intermediate_size'], enc['num_hidden_layers']
-  block = 4 * h * h + 2 * h * i
-  return 6.0 * l * block * seq + 12.0 * l * seq * seq * h + 6.0 * (h * h + h * num_labels)
+  sys.path.insert(0, str(ROOT))
+  from jaxtransfer.models import flops
+  from jaxtransfer.models.config import EncoderConfig
+  return flops.train_per_example(EncoderConfig.from_hf(enc), seq, num_labels, batch=1)
 
 
 def cpu_peak_flops(threads: int, dtype: str) -> tuple[float, str]:

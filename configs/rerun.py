@@ -38,6 +38,8 @@ def get_config(workdir=None):
   with open(path) as f:
     values = json.load(f)
   values = locations.resolve(values, workdir)  # data paths are stored relative to the workdir
+  for key in ('summarize_only', 'num_workers', 'worker_index'):  # how that run was invoked
+    values.pop(key, None)
   c = importlib.import_module(f'configs.{values["experiment"]}').get_config()
   values = config_history.with_added(values, c.to_dict())
   with c.unlocked():

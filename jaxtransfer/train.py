@@ -122,7 +122,7 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   wd = workdir_lib.open_workdir(path)
   stored = locations.stored(config, wd.data_base)
   _check_history(config, wd.local, (*exp.sweep_keys, 'learning_rates'), stored)
-  if dist.is_main():
+  if dist.is_main() and not config.get('summarize_only', False):  # a summary changes no config
     config_history.record(config, wd.local, stored)
     if custom is not None:
       _write_task(custom.info(), wd.local)

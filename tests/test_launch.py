@@ -62,7 +62,7 @@ def write_exe(path, text):
 
 
 # A stand-in for `python`: prints its argv and jaxtransfer's environment as one JSON line, then
-# exits with the code given by --fake_exit=ID:CODE for its process id (after 0.5 s), or 0 after
+# exits with the code given by --fake_exit=ID:CODE for its process id (after 3 s), or 0 after
 # sleeping --fake_sleep=S.
 FAKE_PYTHON = f'''
   #!{sys.executable}
@@ -77,7 +77,7 @@ FAKE_PYTHON = f'''
       code = int(c) if who == pid else code
     if a.startswith('--fake_sleep='):
       sleep = float(a.split('=', 1)[1])
-  time.sleep(sleep if code == 0 else 0.5)  # the failing one lets the others start first
+  time.sleep(sleep if code == 0 else 3.0)  # the failing one lets the others start first
   sys.exit(code)
 '''
 

@@ -156,7 +156,7 @@ def test_train_flops_fraction_counts_lora_and_bitfit():
   """train_flops_fraction against the matmul FLOPs JAX actually runs: LoRA adds only its low-rank
   matmuls (no weight gradient of a frozen kernel is ever formed), BitFit only activation gradients."""
   pre = _random_pre(hidden=64, intermediate=256)
-  ctx = _ctx(pre, lora_targets=('query', 'value', 'intermediate'))
+  ctx = _ctx(pre, lora_targets=('query', 'value', 'intermediate'), max_seq_length=16)
   batch = {k: jnp.asarray(v) for k, v in _data(pre, 4, 0, seq=16).items()}
   measured = {}
   for name, (head, m, method, full) in {'full_ft': (3, 4, 'finetune', True),
@@ -169,9 +169,11 @@ def test_train_flops_fraction_counts_lora_and_bitfit():
                                                              arrays, jax.random.key(2))
     measured[name] = (matmul_flops(jaxpr.jaxpr), program.train_flops_fraction())
   for name, (flops, fraction) in measured.items():
-    # The count leaves out the attention-score matmuls and the head: a few percent at S=16, H=64.
+    # The fraction leaves out the head: a few percent at S=16, H=64.
     assert flops / measured['full_ft'][0] == pytest.approx(fraction, rel=0.05), (name, flops)
-  assert measured['full_bitfit'][1] == pytest.approx(2 / 3)
+  # BitFit: forward + activation gradients, 2/3 of full fine-tuning but for the attention scores,
+  # whose backward pass is twice their forward (both inputs are activations).
+  assert measured['full_bitfit'][1] == pytest.approx(2 / 3, abs=0.02)
   assert 2 / 3 < measured['full_lora'][1] < 1
 
 

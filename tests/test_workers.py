@@ -89,9 +89,11 @@ def test_two_workers_share_a_workdir_and_match_one_process(tiny_model_dir, tmp_p
   want = {r['trial_id']: r for r in records_lib.read_records(tmp_path / 'single' / 'trials.jsonl')}
   for r in lines:
     assert abs(r['metrics']['accuracy'] - want[r['trial_id']]['metrics']['accuracy']) <= 0.006
+  config_before = (work / 'config.json').read_text()
   summary = subprocess.run([sys.executable, '-m', 'jaxtransfer.main',
                             f'--config=configs/summarize.py:{work}', f'--workdir={work}'],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert summary.returncode == 0, summary.stderr[-3000:]
   assert '4 of 4 trials are finished' in summary.stderr
+  assert (work / 'config.json').read_text() == config_before  # a summary changes no config
   assert 'n=4' in summary.stderr or ',4,' in (work / 'summary.csv').read_text()

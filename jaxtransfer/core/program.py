@@ -25,6 +25,7 @@ from jaxtransfer.core import interventions as iv
 from jaxtransfer.models import config as model_config
 from jaxtransfer.core import packing
 from jaxtransfer.models import bert
+from jaxtransfer.models import flops
 from jaxtransfer.models import heads
 from jaxtransfer.models import lora as lora_lib
 from jaxtransfer.models.heads import LinearHead, MlpHead
@@ -158,6 +159,7 @@ class Program:
   grads_of_frozen: bool = False        # let the backward pass reach the frozen params too (their
                                        # gradients count in the clipping norm: Lee et al.'s code)
   layer_lr_decay: float = 1.0          # layer-wise lr decay d (`layer_decay`); 1.0 = off
+  flops_seq_len: int = 128             # tokens per row at which train_flops_fraction counts
 
   def __post_init__(self):
     assert 0 <= self.frozen_blocks <= self.num_blocks <= self.encoder.num_layers, self
@@ -400,28 +402,31 @@ class Program:
                           straight_through=False)
 
   def train_flops_fraction(self) -> float:
-    """Training FLOPs per example relative to full fine-tuning of all L blocks (Kaplan-style count:
-    forward 2·P·tokens for every computed block; backward 2× forward through trained blocks, 1×
-    (activation gradients only) through blocks that are differentiated but not trained)."""
-    L, f, n = self.encoder.num_layers, self.frozen_blocks, self.num_blocks
-    full = 3.0 * L
+    """Training FLOPs per example relative to full fine-tuning of all L blocks, with each family's
+    block cost (models/flops.py) at `flops_seq_len` tokens. Forward through every computed block;
+    backward through the differentiated ones: activation gradients (the weight matrices once,
+    the attention scores twice: both their inputs are activations) and, for trained weights,
+    weight gradients (the matrices once more); adapters and LoRA paths always train (3x)."""
+    c, seq = self.encoder, self.flops_seq_len
+    L, f, n = c.num_layers, self.frozen_blocks, self.num_blocks
+    m = flops.block_matmuls(c)
+    attention = flops.block_forward(c, seq) - m
     backward_blocks = n - f
     # Mask scores need the same outer products as weight gradients; LayerNorm-only and bias-only
     # training do not.
     weight_grads = backward_blocks if (self.block_params == 'all' or self.masked) else 0
-    cost = n + backward_blocks + weight_grads
+    cost = n * (m + attention) + backward_blocks * (m + 2 * attention) + weight_grads * m
     if self.grads_of_frozen:  # the frozen prefix is differentiated too (weights: for the norm)
-      cost += 2 * f
-    c = self.encoder
-    block = 4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size
-    # Adapters and LoRA factors of the tuned blocks, in block units by the parameters they multiply:
-    # forward, activation gradients and weight gradients (they always train).
+      cost += f * (2 * m + 2 * attention)
+    elif backward_blocks and not (f == 0 and self.train_embeddings):
+      # The lowest differentiated block reads a frozen input: no gradient through its q, k, v.
+      shapes = bert.matrix_shapes(c)
+      cost -= 2.0 * sum(i * o for name, (i, o) in shapes.items() if name in ('query', 'key', 'value'))
     if self.adapter_size:
-      cost += 3 * backward_blocks * (4 * c.hidden_size * self.adapter_size) / block
+      cost += 3 * backward_blocks * flops.adapter_forward(c, self.adapter_size)
     if self.lora:
-      lora = lora_lib.matmul_params(self.lora, bert.matrix_shapes(c))
-      cost += 3 * backward_blocks * lora / block
-    return float(cost / full)
+      cost += 3 * backward_blocks * flops.lora_forward(c, self.lora)
+    return float(cost / (3 * L * (m + attention)))
 
   # ------------------------------------------------------------------------- export
 

@@ -114,5 +114,7 @@ class GroupCheckpoints:
         path.rmtree()
       return
     shutil.rmtree(os.path.join(self.root, self.group_id), ignore_errors=True)
-    if os.path.isdir(self.root) and not os.listdir(self.root):
-      os.rmdir(self.root)
+    try:
+      os.rmdir(self.root)  # only when empty
+    except OSError:
+      pass  # not empty (another group's checkpoints, another worker's), or removed by one

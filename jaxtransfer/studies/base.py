@@ -149,7 +149,7 @@ def make_program(ctx: Context, **overrides) -> program_lib.Program:
             num_blocks=ctx.pretrained.config.num_layers, head=default_head(c, ctx.pretrained),
             pooling=c.pooling, dtype=c.dtype, remat=c.get('remat', 'none') == 'block',
             head_init=c.get('head_init', 'normal'),
-            layer_lr_decay=float(c.get('layer_lr_decay', 1.0)))
+            layer_lr_decay=float(c.get('layer_lr_decay', 1.0)), flops_seq_len=c.max_seq_length)
   kw.update(overrides)
   return program_lib.Program(**kw)
 
@@ -346,7 +346,10 @@ class Experiment:
                             workers=workers, lease_timeout=config.get('lease_timeout', 600),
                             before_group=lambda: ctx.run_dir.pull(records_lib.GROUPS_DIR))
     if config.get('summarize_only', False):
-      records = eng.records_of(trials)
+      eng.records_of(trials)  # logs how many of this config's trials are finished
+      # Every record of the workdir, also those of trials this config does not list (seeds that a
+      # preset added for some sizes, a worker's other settings).
+      records = records_lib.read_records(eng.records_path)
     else:
       records = self.execute(ctx, eng, trials)
     if dist.is_main():
