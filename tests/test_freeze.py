@@ -446,3 +446,30 @@ def test_clip_frozen_grads_clips_by_the_norm_over_every_parameter(tiny):
     gc = gv * min(1.0, cfg.max_grad_norm / (norm + 1e-6))
     np.testing.assert_allclose(after[path] - p, -1e-2 * gc / (np.abs(gc) + cfg.adam_eps),
                                rtol=1e-3, atol=2e-7, err_msg=str(path))  # float32 ulp at 1
+
+
+def test_lee_vs_paper_figure_uses_each_tasks_own_row_and_majority_lines(tmp_path, monkeypatch):
+  kept = []
+  save = lee.plots.save
+  monkeypatch.setattr(lee.plots, 'save', lambda fig, *a: kept.append(fig) or save(fig, *a))
+  runs = {('cola', 6): [0.50, 0.48], ('cola', 3): [0.40, 0.38], ('sst2', 6): [0.90, 0.92],
+          ('sst2', 3): [0.89, 0.88]}
+  records = [_record(t, k, s, v) for (t, k), vals in runs.items() for s, v in enumerate(vals)]
+  layers = {'cola': 6, 'sst2': 6}
+  cola = [r for r in records if r['task'] == 'cola']
+  lee.plot_relative(str(tmp_path), cola, lee.rows(cola, layers), layers)
+  paper = next(l for l in kept[1].axes[0].get_lines() if l.get_label().startswith('Lee'))
+  # docs/PROTOCOLS.md's CoLA row, blocks 6-11 of 12 trained: 53.27 / 58.26.
+  y = dict(zip(paper.get_xdata(), paper.get_ydata()))
+  assert y[0.5] == pytest.approx(100 * 53.27 / 58.26) and 'CoLA row' in paper.get_label()
+  infos = {'cola': lee.plots.RunInfo('CoLA', 'mcc', 0.0),
+           'sst2': lee.plots.RunInfo('SST-2', 'accuracy', 0.509)}
+  lee.plot_relative(str(tmp_path), records, lee.rows(records, layers), layers, infos=infos)
+  ax = kept[2].axes[0]
+  chance = {l.get_label(): l.get_ydata()[0] for l in ax.get_lines() if 'majority' in l.get_label()}
+  assert chance['always the majority class, SST-2 (0.509)'] == pytest.approx(
+      100 * 0.509 / 0.91)
+  assert chance['always the majority class, CoLA (MCC 0)'] == 0
+  paper = next(l for l in kept[3].axes[0].get_lines() if l.get_label().startswith('Lee'))
+  y = dict(zip(paper.get_xdata(), paper.get_ydata()))
+  assert y[0.5] == pytest.approx(50 * (53.27 / 58.26 + 92.06 / 92.69))
