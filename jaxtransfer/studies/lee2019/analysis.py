@@ -267,7 +267,7 @@ def _plot_vs_k(workdir, curves, names, models, info, chance) -> str:
   ax.set_xlabel('trainable blocks k (top k of L; k = L: full fine-tuning incl. embeddings)')
   ax.set_ylabel('dev score, % of full fine-tuning (mean of its runs)')
   ax.set_xticks(sorted({k for c in curves for k in c[4]}))
-  plots.legend(ax, fontsize=7)
+  _legend(ax, len(curves))
   tasks = (info.data if info is not None and info.data else
            ', '.join(names[t] for t in dict.fromkeys(c[0] for c in curves)))
   ax.set_title(f'Freezing: relative score vs trainable blocks\n{tasks}, {", ".join(models)}',
@@ -288,19 +288,37 @@ def _plot_vs_fraction(workdir, curves, table, num_layers, names, models, info, c
   which = [names[t] for t in tasks if t in PAPER_BERT_BASE]
   what = ((which[0] + ' row') if len(which) == 1 else
           f'mean over {", ".join(which)}' if which else 'mean over its 8 tasks')
-  ax.plot([k / PAPER_LAYERS for k in pk], [paper[k] for k in pk], 'k--', marker='s',
-          label=f'Lee et al., BERT-base ({what})')
+  _row(ax, [k / PAPER_LAYERS for k in pk], [paper[k] for k in pk], 1 / PAPER_LAYERS,
+       linestyle='--', marker='s', label=f'Lee et al., BERT-base ({what})')
   ours_row = mean_relative(table, num_layers)
   if ours_row:
-    ax.plot(list(ours_row), list(ours_row.values()), 'k-', marker='D', linewidth=2,
-            label='ours, mean over tasks (Rel. % row, plain means)')
+    L = max(c[3] for c in curves)
+    _row(ax, list(ours_row), list(ours_row.values()), 1 / L, linestyle='-', marker='D',
+         linewidth=2, label='ours, mean over tasks (Rel. % row, plain means)')
   ax.axhline(90, color='gray', linestyle=':', linewidth=1)
   ax.set_xlabel('fraction of blocks trained (k / L)')
   ax.set_ylabel('dev score, % of full fine-tuning (mean of its runs)')
-  plots.legend(ax, fontsize=7)
+  _legend(ax, len(curves))
   ours = f'{", ".join(models)} on {info.data}' if info is not None and info.data else ', '.join(models)
   ax.set_title(f'Ours ({ours})\nvs Lee et al. BERT-base', fontsize=9)
   return plots.save(fig, workdir, 'relative_vs_fraction_vs_paper')
+
+
+def _row(ax, xs, ys, step: float, **style) -> None:
+  """A row of means (no spread) in black, joined only across neighbouring grid values that were
+  run (`plots.runs`): the paper ran no k between L/2 and L either."""
+  for i, idx in enumerate(plots.runs(xs, step)):
+    ax.plot([xs[j] for j in idx], [ys[j] for j in idx], color='black',
+            **{**style, 'label': style.get('label') if i == 0 else None})
+
+
+def _legend(ax, n_curves: int) -> None:
+  """Beside the axes when several tasks' curves and majority lines would cover the data."""
+  if n_curves > 1:
+    ax.figure.set_size_inches(9.6, 4.2)
+    plots.legend(ax, fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+  else:
+    plots.legend(ax, fontsize=7)
 
 
 # ----------------------------------------------------------------------------- entry points

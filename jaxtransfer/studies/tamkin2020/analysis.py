@@ -107,7 +107,7 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
   saved = []
   for variant in variants:
     sub = [(r, v) for r, v in pairs if tuple(r['setting'].get(k) for k in keys) == variant]
-    fig, ax = plots.figure()
+    fig, ax = plots.figure(9.0, 4.2)  # the legend beside the axes, off the error bars
     ks = sorted({r['setting']['k'] for r, _ in sub} | {r['setting']['k'] for r, _ in probe})
     colors = {}
     for size in sorted({r['train_size'] for r, _ in sub}, key=plots.size_order):
@@ -135,7 +135,7 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
     extra = _variant_text(variant, keys)
     ax.set_title(plots.title(what, task, model, info) + (f'\n{extra}' if extra else ''),
                  fontsize=10)
-    _finish(ax, metric, info, fontsize=8)
+    _finish(ax, metric, info, fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     name = f'{prefix}reinit_vs_k{_suffix(variant, keys, len(variants))}'
     saved.append(plots.save(fig, workdir, name))
   return saved
