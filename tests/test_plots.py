@@ -176,3 +176,62 @@ def test_variability_axis_has_readable_ticks(tmp_path, figures, nu, scale):
   shown = [t for t in ax.get_yticks() if lo <= t <= hi]
   labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
   assert len(shown) >= 4 and len(labels) >= 4, (shown, labels)
+
+
+def test_bands_join_only_consecutive_k_and_lone_points_get_error_bars():
+  # k = 0, 1, 2 run, 3 and 5 not: one band over 0..2, markers with 95% CI bars at 4 and 6.
+  xs, samples = [0, 1, 2, 4, 6], [[0.5, 0.6], [0.6, 0.7], [0.7, 0.8], [0.7, 0.9], [0.8, 0.84]]
+  fig, ax = plots.figure()
+  plots.line_with_ci(ax, xs, samples, 'k', bounds=plots.bounds('accuracy'), step=1)
+  plots.legend(ax)
+  assert plots.runs(xs, 1) == [[0, 1, 2], [3], [4]] and plots.runs(xs) == [[0, 1, 2, 3, 4]]
+  bands = [c for c in ax.collections
+           if type(c).__name__ in ('PolyCollection', 'FillBetweenPolyCollection')]
+  assert len(bands) == 1
+  assert bands[0].get_paths()[0].vertices[:, 0].min() == 0
+  assert bands[0].get_paths()[0].vertices[:, 0].max() == 2
+  bars = [c for c in ax.collections if type(c).__name__ == 'LineCollection']
+  segments = sorted(seg[0].tolist() for c in bars for seg in [c.get_segments()] if len(seg))
+  for x, vals in ((4, samples[3]), (6, samples[4])):
+    low, high = scipy.stats.t.interval(0.95, 1, loc=np.mean(vals), scale=scipy.stats.sem(vals))
+    want = [[x, max(low, 0.0)], [x, min(high, 1.0)]]
+    assert any(np.allclose(s, want) for s in segments), (x, segments)
+  lines = [l for l in ax.get_lines() if len(l.get_xdata()) > 1]
+  assert [list(l.get_xdata()) for l in lines] == [[0, 1, 2]]
+  assert plots.BAR_LABEL in _legend_texts(ax) and plots.BAND_LABEL in _legend_texts(ax)
+
+
+def test_masks_plot_at_the_achieved_sparsity_or_against_the_swept_lr(tmp_path, figures):
+  # Two targets: x is the achieved sparsity (here not the target), one point per target.
+  recs = [_record({'method': 'mask', 'target_sparsity': t}, s, 0.7, sparsity=a)
+          for t, a in ((0.1, 0.12), (0.5, 0.47)) for s in (1, 2)]
+  path = masks.plot_accuracy_vs_sparsity(str(tmp_path), recs, data_lib.get_task('sst2'), 'm', INFO)
+  assert path.endswith('accuracy_vs_sparsity.png')
+  xs = [l.get_xdata() for l in figures[0].axes[0].get_lines() if l.get_label().startswith('masks')]
+  assert list(xs[0]) == pytest.approx([0.12, 0.47])
+  # One target, three mask lrs (results/radiya2020/sst2_mask_lr): the lr is the x axis.
+  recs = [_record({'method': 'mask', 'target_sparsity': 0.1, 'mask_lr': lr}, 1, v, sparsity=0.1)
+          for lr, v in ((3e-3, 0.80), (1e-2, 0.82), (3e-2, 0.83))]
+  path = masks.plot_accuracy_vs_sparsity(str(tmp_path), recs, data_lib.get_task('sst2'), 'm', INFO)
+  assert path.endswith('accuracy_vs_mask_lr.png')
+  ax = figures[1].axes[0]
+  line = next(l for l in ax.get_lines() if l.get_label().startswith('masks'))
+  assert list(line.get_xdata()) == pytest.approx([3e-3, 1e-2, 3e-2])
+  assert list(line.get_ydata()) == pytest.approx([0.80, 0.82, 0.83])
+  assert ax.get_xscale() == 'log' and 'sparsity 0.1' in ax.get_title()
+  # One target and nothing swept: a marker with error bars, and the title says so.
+  recs = [_record({'method': 'mask', 'target_sparsity': 0.1}, s, v, sparsity=0.1)
+          for s, v in ((1, 0.8), (2, 0.9))]
+  masks.plot_accuracy_vs_sparsity(str(tmp_path), recs, data_lib.get_task('sst2'), 'm', INFO)
+  assert 'only sparsity 0.10 was run' in figures[2].axes[0].get_title()
+
+
+def test_merged_figures_read_the_majority_class_from_the_workdirs_dev_set(tmp_path):
+  (tmp_path / 'SST-2').mkdir()
+  (tmp_path / 'SST-2' / 'dev.tsv').write_text('sentence\tlabel\na\t1\nb\t1\nc\t0\nd\t1\n')
+  configs = {'cola/reinit': {'task': 'cola', 'data_dir': str(tmp_path)},
+             'sst2/reinit': {'task': 'sst2', 'data_dir': str(tmp_path), 'eval_max_examples': 0}}
+  info = base.merged_run_info(configs, 'sst2')
+  assert (info.data, info.metric, info.chance) == ('SST-2', 'accuracy', 0.75)
+  assert base.merged_run_info(configs, 'cola') is None  # no CoLA dev set there
+  assert base.merged_run_info({'x': {'task': 'sst2', 'data_dir': 'demo'}}, 'sst2') is None

@@ -19,6 +19,7 @@ METRIC_LABELS = {
     'sparsity': 'mask sparsity', 'train_flops_fraction': 'training FLOPs / full fine-tuning',
 }
 BAND_LABEL = 'shaded: 95% CI of the mean'
+BAR_LABEL = 'error bars: 95% CI of the mean'
 CHANCE_STYLE = dict(color='0.35', linestyle='-.', linewidth=1)
 
 
@@ -109,14 +110,42 @@ def mean_ci(values: Sequence[float], bounds: tuple[float, float] = (-np.inf, np.
   return mean, float(np.clip(low, *bounds)), float(np.clip(high, *bounds))
 
 
+def runs(xs: Sequence[float], step: float | None = None) -> list[list[int]]:
+  """Indices of `xs` (sorted) split where a grid value between two of them was never run: with
+  `step` (the grid's spacing, e.g. 1 for block counts k), neighbours further apart than a step
+  start a new run; without one, every x is joined to the next."""
+  if not len(xs):
+    return []
+  out = [[0]]
+  for i in range(1, len(xs)):
+    if step is not None and xs[i] - xs[i - 1] > step * (1 + 1e-6):
+      out.append([])
+    out[-1].append(i)
+  return out
+
+
 def line_with_ci(ax, xs: Sequence[float], samples: Sequence[Sequence[float]], label: str,
                  dashed: bool = False, color=None, marker: str = 'o',
-                 bounds: tuple[float, float] = (-np.inf, np.inf)):
-  """Mean line over the x positions with a shaded 95% CI band (clipped to `bounds`)."""
+                 bounds: tuple[float, float] = (-np.inf, np.inf), step: float | None = None):
+  """Mean line with a shaded 95% CI band (clipped to `bounds`) over each run of consecutive x
+  positions (`runs`): a line and band across x values never run would show a curve nobody
+  measured, so an isolated point is a marker with 95% CI error bars instead."""
   stats = np.array([mean_ci(s, bounds) if len(s) else (np.nan,) * 3 for s in samples])
-  line, = ax.plot(xs, stats[:, 0], linestyle='--' if dashed else '-', marker=marker, label=label,
-                  color=color)
-  band(ax, xs, stats[:, 1], stats[:, 2], line.get_color())
+  xs = np.asarray(xs, float)
+  line = None
+  for idx in runs(xs, step):
+    style = dict(marker=marker, color=color if line is None else line.get_color(),
+                 label=label if line is None else None)
+    if len(idx) == 1:
+      mean, low, high = stats[idx[0]]
+      cap = ax.errorbar(xs[idx], [mean], yerr=[[mean - low], [high - mean]], capsize=4,
+                        linestyle='none', **style)
+      ax.has_ci_bars = True
+      line = line or cap.lines[0]
+      continue
+    seg, = ax.plot(xs[idx], stats[idx, 0], linestyle='--' if dashed else '-', **style)
+    band(ax, xs[idx], stats[idx, 1], stats[idx, 2], seg.get_color())
+    line = line or seg
   return line
 
 
@@ -136,12 +165,15 @@ def reference(ax, values: Sequence[float], label: str, color=None, linestyle: st
   return line
 
 
-def chance_line(ax, info: RunInfo | None, metric: str, scale: float = 1.0) -> None:
-  """The score of always predicting the dev set's majority class (MCC 0), when it applies."""
+def chance_line(ax, info: RunInfo | None, metric: str, scale: float = 1.0, name: str = '',
+                color=None) -> None:
+  """The score of always predicting the dev set's majority class (MCC 0), when it applies;
+  `name` and `color` tell several tasks' lines apart on one axes."""
   if info is None or info.chance is None or info.metric != metric:
     return
   what = 'MCC 0' if metric == 'mcc' else f'{info.chance:.3f}'
-  ax.axhline(info.chance * scale, label=f'always the majority class ({what})', **CHANCE_STYLE)
+  style = {**CHANCE_STYLE, **({'color': color} if color is not None else {})}
+  ax.axhline(info.chance * scale, label=f'always the majority class{name} ({what})', **style)
 
 
 def legend(ax, **kwargs) -> None:
@@ -151,6 +183,10 @@ def legend(ax, **kwargs) -> None:
   if getattr(ax, 'has_ci_band', False):
     handles.append(Patch(color='0.5', alpha=0.3, lw=0))
     labels.append(BAND_LABEL)
+  if getattr(ax, 'has_ci_bars', False):
+    from matplotlib.lines import Line2D
+    handles.append(Line2D([], [], color='0.4', marker='|', markersize=10, linestyle='none'))
+    labels.append(BAR_LABEL)
   if handles:
     ax.legend(handles, labels, **kwargs)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from absl import logging
@@ -75,6 +75,24 @@ def run_info(config, task_data: data_lib.TaskData, n_dev_total: int) -> plots.Ru
   else:
     data = task.dirname + ('' if n_dev == n_dev_total else f' ({dev_text} examples)')
   return plots.RunInfo(data, task.primary_metric, majority_score(task, dev.labels))
+
+
+def merged_run_info(configs: Mapping[str, Mapping[str, Any]], task: str) -> plots.RunInfo | None:
+  """The RunInfo of a figure merging finished workdirs (their config.json by workdir): the GLUE
+  dev set of `task` read from the first such workdir's data_dir, for the majority-class line.
+  None when no workdir of `task` has a readable local GLUE dev set (a hub or custom run)."""
+  for cfg in configs.values():
+    if cfg.get('task') != task or str(cfg.get('data_dir', '')).strip() in ('', 'demo'):
+      continue
+    try:
+      spec = data_lib.get_task(task)
+      labels = data_lib.read_split(spec, cfg['data_dir'], 'dev').labels
+    except (OSError, UserError):
+      continue
+    if cfg.get('eval_max_examples'):
+      labels = labels[:int(cfg['eval_max_examples'])]
+    return plots.RunInfo(spec.dirname, spec.primary_metric, majority_score(spec, labels))
+  return None
 
 
 SELECTION = 'selection_'  # the held-out split's key among the dev sets, and its metrics' prefix

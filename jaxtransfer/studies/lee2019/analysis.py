@@ -24,6 +24,7 @@ from jaxtransfer.runtime import records as records_lib
 from jaxtransfer.report import stats as stats_lib
 from jaxtransfer.report import summary
 from jaxtransfer.report import plots
+from jaxtransfer.studies import base
 
 KEY = 'trainable_blocks'
 FLOPS = 'train_flops_fraction'
@@ -73,9 +74,11 @@ def relative_to_full(table: Mapping[int, float], num_layers: int) -> dict[int, f
   return {k: (100.0 * v / full if ok else math.nan) for k, v in table.items()}
 
 
-def paper_relative() -> dict[int, float]:
-  """Mean over the paper's 8 task columns of (setting / full) x 100, as `rows` computes ours."""
-  rel = [relative_to_full(t, PAPER_LAYERS) for t in PAPER_BERT_BASE.values()]
+def paper_relative(tasks: Sequence[str] = ()) -> dict[int, float]:
+  """Mean over the paper's task columns (all 8, or those of `tasks` it has) of (setting / full)
+  x 100, as `rows` computes ours: one task gives that task's own row."""
+  chosen = [t for t in tasks if t in PAPER_BERT_BASE] or list(PAPER_BERT_BASE)
+  rel = [relative_to_full(PAPER_BERT_BASE[t], PAPER_LAYERS) for t in chosen]
   return {k: float(np.mean([r[k] for r in rel])) for k in PAPER_BERT_BASE_REL}
 
 
@@ -228,58 +231,94 @@ def mean_relative(table: Sequence[Mapping[str, Any]],
 
 def plot_relative(workdir: str, records: Sequence[Mapping[str, Any]],
                   table: Sequence[Mapping[str, Any]], num_layers: Mapping[str, int],
-                  info: plots.RunInfo | None = None) -> list[str]:
+                  info: plots.RunInfo | None = None,
+                  infos: Mapping[str, plots.RunInfo | None] | None = None) -> list[str]:
   """Score as % of full fine-tuning vs trainable blocks: one line per task (mean ± 95% CI over
   runs, `relative_curves`), and against the fraction of blocks trained beside the paper's
-  BERT-base Rel. % row and ours (`mean_relative`)."""
-  full = {(r['task'], r['model'], r['train_size']): r['mean'] for r in table
-          if r['trainable_blocks'] == num_layers[r['task']]}
+  BERT-base row of the same tasks and ours (`mean_relative`). Each task's majority-class score
+  (`info` for a single run, `infos` by task for merged ones) is drawn in its curve's color."""
   curves = relative_curves(records, table, num_layers)
   if not curves:
     return []
+  full = {(r['task'], r['model'], r['train_size']): r['mean'] for r in table
+          if r['trainable_blocks'] == num_layers[r['task']]}
   names = {r['task']: r['task_name'] for r in table}
-  multi = len({(m, s) for _, m, s, *_ in curves}) > 1
   models = sorted({os.path.basename(str(m)) for _, m, *_ in curves})
-  paths = []
+  infos = dict(infos or {})
+  if info is not None and len({c[0] for c in curves}) == 1:
+    infos[curves[0][0]] = info
+  chance = lambda ax, curve, color: plots.chance_line(
+      ax, infos.get(curve[0]), curve[-1], 100.0 * 100.0 / full[curve[:3]],
+      '' if len(curves) == 1 else f', {names[curve[0]]}', None if len(curves) == 1 else color)
+  return [_plot_vs_k(workdir, curves, names, models, info, chance),
+          _plot_vs_fraction(workdir, curves, table, num_layers, names, models, info, chance)]
 
+
+def _plot_vs_k(workdir, curves, names, models, info, chance) -> str:
+  multi = len({(m, s) for _, m, s, *_ in curves}) > 1
   fig, ax = plots.figure()
-  for task, model, size, L, ks, samples, lim, metric in curves:
+  for curve in curves:
+    task, model, size, L, ks, samples, lim, metric = curve
     label = _curve_label(names[task], metric, info) + (f' ({os.path.basename(str(model))}, '
                                         f'{plots.size_label(size)})' if multi else '')
-    plots.line_with_ci(ax, ks, samples, label, bounds=lim)
+    line = plots.line_with_ci(ax, ks, samples, label, bounds=lim, step=1)
+    chance(ax, curve, line.get_color())
   ax.axhline(90, color='gray', linestyle=':', linewidth=1, label='90% of full')
-  if len(curves) == 1:  # one task: its majority-class score, as % of full fine-tuning
-    metric, ref = curves[0][-1], full[curves[0][:3]]
-    plots.chance_line(ax, info, metric, scale=100.0 * 100.0 / ref)
   ax.set_xlabel('trainable blocks k (top k of L; k = L: full fine-tuning incl. embeddings)')
   ax.set_ylabel('dev score, % of full fine-tuning (mean of its runs)')
   ax.set_xticks(sorted({k for c in curves for k in c[4]}))
-  plots.legend(ax, fontsize=8)
+  _legend(ax, len(curves))
   tasks = (info.data if info is not None and info.data else
            ', '.join(names[t] for t in dict.fromkeys(c[0] for c in curves)))
   ax.set_title(f'Freezing: relative score vs trainable blocks\n{tasks}, {", ".join(models)}',
                fontsize=9)
-  paths.append(plots.save(fig, workdir, 'relative_vs_trainable_blocks'))
+  return plots.save(fig, workdir, 'relative_vs_trainable_blocks')
 
+
+def _plot_vs_fraction(workdir, curves, table, num_layers, names, models, info, chance) -> str:
   fig, ax = plots.figure()
-  for task, model, size, L, ks, samples, lim, metric in curves:
-    plots.line_with_ci(ax, [k / L for k in ks], samples, _curve_label(names[task], metric, info),
-                       bounds=lim)
-  pk = sorted(PAPER_BERT_BASE_REL)
-  ax.plot([k / PAPER_LAYERS for k in pk], [PAPER_BERT_BASE_REL[k] for k in pk], 'k--', marker='s',
-          label='Lee et al., BERT-base (Rel. % row)')
+  for curve in curves:
+    task, _, _, L, ks, samples, lim, metric = curve
+    line = plots.line_with_ci(ax, [k / L for k in ks], samples,
+                              _curve_label(names[task], metric, info), bounds=lim, step=1 / L)
+    chance(ax, curve, line.get_color())
+  # The paper's row over the same tasks (a task's own row in its own workdir), not its 8-task one.
+  tasks = list(dict.fromkeys(c[0] for c in curves))
+  paper, pk = paper_relative(tasks), sorted(PAPER_BERT_BASE_REL)
+  which = [names[t] for t in tasks if t in PAPER_BERT_BASE]
+  what = ((which[0] + ' row') if len(which) == 1 else
+          f'mean over {", ".join(which)}' if which else 'mean over its 8 tasks')
+  _row(ax, [k / PAPER_LAYERS for k in pk], [paper[k] for k in pk], 1 / PAPER_LAYERS,
+       linestyle='--', marker='s', label=f'Lee et al., BERT-base ({what})')
   ours_row = mean_relative(table, num_layers)
   if ours_row:
-    ax.plot(list(ours_row), list(ours_row.values()), 'k-', marker='D', linewidth=2,
-            label='ours, mean over tasks (Rel. % row, plain means)')
+    L = max(c[3] for c in curves)
+    _row(ax, list(ours_row), list(ours_row.values()), 1 / L, linestyle='-', marker='D',
+         linewidth=2, label='ours, mean over tasks (Rel. % row, plain means)')
   ax.axhline(90, color='gray', linestyle=':', linewidth=1)
   ax.set_xlabel('fraction of blocks trained (k / L)')
   ax.set_ylabel('dev score, % of full fine-tuning (mean of its runs)')
-  plots.legend(ax, fontsize=8)
+  _legend(ax, len(curves))
   ours = f'{", ".join(models)} on {info.data}' if info is not None and info.data else ', '.join(models)
   ax.set_title(f'Ours ({ours})\nvs Lee et al. BERT-base', fontsize=9)
-  paths.append(plots.save(fig, workdir, 'relative_vs_fraction_vs_paper'))
-  return paths
+  return plots.save(fig, workdir, 'relative_vs_fraction_vs_paper')
+
+
+def _row(ax, xs, ys, step: float, **style) -> None:
+  """A row of means (no spread) in black, joined only across neighbouring grid values that were
+  run (`plots.runs`): the paper ran no k between L/2 and L either."""
+  for i, idx in enumerate(plots.runs(xs, step)):
+    ax.plot([xs[j] for j in idx], [ys[j] for j in idx], color='black',
+            **{**style, 'label': style.get('label') if i == 0 else None})
+
+
+def _legend(ax, n_curves: int) -> None:
+  """Beside the axes when several tasks' curves and majority lines would cover the data."""
+  if n_curves > 1:
+    ax.figure.set_size_inches(9.6, 4.2)
+    plots.legend(ax, fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+  else:
+    plots.legend(ax, fontsize=7)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -294,7 +333,8 @@ def _curve_label(name: str, metric: str, info: plots.RunInfo | None) -> str:
 
 def write_all(workdir: str, records: Sequence[Mapping[str, Any]],
               num_layers: Mapping[str, int], info: plots.RunInfo | None = None,
-              sources: Sequence[str] = ()) -> list[dict]:
+              sources: Sequence[str] = (),
+              infos: Mapping[str, plots.RunInfo | None] | None = None) -> list[dict]:
   """table.md, table.csv and plots/ in `workdir`; returns the table rows. A custom task's name
   comes from the task.json of `workdir` or of the first of `sources` (the merged workdirs)."""
   table = rows(records, num_layers, (workdir, *sources))
@@ -303,7 +343,7 @@ def write_all(workdir: str, records: Sequence[Mapping[str, Any]],
       f.write(f'Data: {info.data}.\n\n')
     f.write(markdown(table))
   write_csv(os.path.join(workdir, 'table.csv'), table)
-  plot_relative(workdir, records, table, num_layers, info)
+  plot_relative(workdir, records, table, num_layers, info, infos)
   return table
 
 
@@ -338,7 +378,8 @@ def combine(workdirs: Sequence[str], out: str, num_layers: int = 0) -> list[dict
   layers = infer_num_layers(records)
   if num_layers:
     layers = {t: num_layers for t in layers}
-  return write_all(out, records, layers, sources=workdirs)
+  infos = {t: base.merged_run_info(configs, t) for t in layers}
+  return write_all(out, records, layers, sources=workdirs, infos=infos)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -84,17 +84,22 @@ def save_trial_masks(workdir: str, trial_id: str, program, train: Params, frozen
   return save_masks(os.path.join(workdir, 'masks', f'{trial_id}.npz'), masks, blocks)
 
 
-def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: str,
-                              info=None) -> str | None:
-  """The task's metric against the achieved sparsity (mean, 95% CI over seeds): one line per
-  train size, masked block set and mask learning rate; the baselines as dashed bands."""
+def mask_lines(records: list[dict], metric: str) -> tuple[str, dict, dict]:
+  """(x key, {label: [(x, scores)]}, {(method, size): scores}) of a masks run. x is the achieved
+  sparsity (mean over seeds); when the run holds one target sparsity and sweeps another key of
+  the masks (the mask lr), x is that key: every point would sit at one sparsity otherwise."""
   import json
 
-  from jaxtransfer.report import summary
   from jaxtransfer.report import plots
-  metric = task.primary_metric
+  from jaxtransfer.report import summary
   scores = summary.group_by_setting(records, metric)
   achieved = summary.group_by_setting(records, 'sparsity')
+  masked = [(size, json.loads(setting)) for size, setting in scores
+            if json.loads(setting).get('method') == 'mask' and (size, setting) in achieved]
+  swept = [k for k in sorted({k for _, s in masked for k in s} - {'method', 'target_sparsity'})
+           if len({str(s.get(k)) for _, s in masked}) > 1]
+  one_sparsity = len({s.get('target_sparsity') for _, s in masked}) == 1
+  x_key = swept[0] if one_sparsity and len(swept) == 1 else 'sparsity'
   lines: dict[str, list[tuple[float, np.ndarray]]] = {}
   baselines = {}
   for (size, setting), values in scores.items():
@@ -104,9 +109,23 @@ def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: st
       continue
     if (size, setting) not in achieved:
       continue
-    rest = {k: v for k, v in s.items() if k not in ('method', 'target_sparsity')}
+    drop = ('method', 'target_sparsity', x_key)
+    rest = {k: v for k, v in s.items() if k not in drop}
     label = ', '.join([plots.size_label(size)] + [f'{k}={v}' for k, v in sorted(rest.items())])
-    lines.setdefault(label, []).append((float(np.mean(achieved[(size, setting)])), values))
+    x = float(np.mean(achieved[(size, setting)])) if x_key == 'sparsity' else float(s[x_key])
+    lines.setdefault(label, []).append((x, values))
+  return x_key, lines, baselines
+
+
+def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: str,
+                              info=None) -> str | None:
+  """The task's metric against the achieved sparsity (mean, 95% CI over seeds; a sparsity alone
+  is a marker with error bars): one line per train size, masked block set and mask lr; the
+  baselines as dashed bands. A run at one sparsity sweeping the mask lr plots against the lr
+  (plots/accuracy_vs_mask_lr.png)."""
+  from jaxtransfer.report import plots
+  metric = task.primary_metric
+  x_key, lines, baselines = mask_lines(records, metric)
   if not lines:
     return None
   fig, ax = plots.figure()
@@ -123,12 +142,23 @@ def plot_accuracy_vs_sparsity(workdir: str, records: list[dict], task, model: st
     plots.reference(ax, values, f'{names.get(method, method)}, {plots.size_label(size)}',
                     color=color, linestyle=linestyle, bounds=lim)
   plots.chance_line(ax, info, metric)
-  ax.set_xlabel('achieved sparsity (fraction of masked-matrix entries zeroed)')
   ax.set_ylabel(plots.metric_label(metric))
+  xs = sorted({p[0] for points in lines.values() for p in points})
   # Name only the baselines this run has (the demo runs none).
   vs = ', '.join(dict.fromkeys(names.get(m, m) for m, _ in baselines))
-  what = 'Learned masks' + (f' vs {vs}' if vs else '') + ': score vs sparsity'
-  ax.set_title(plots.title(what, task.name, model, info), fontsize=10)
+  if x_key == 'sparsity':
+    ax.set_xlabel('achieved sparsity (fraction of masked-matrix entries zeroed)')
+    what = 'Learned masks' + (f' vs {vs}' if vs else '') + ': score vs sparsity'
+    note = f'\nonly sparsity {xs[0]:.2f} was run: a point, not a curve' if len(xs) == 1 else ''
+  else:
+    sparsity = next(r['setting']['target_sparsity'] for r in records
+                    if (r.get('setting') or {}).get('method') == 'mask')
+    ax.set_xscale('log')
+    ax.set_xticks(xs, [f'{x:g}' for x in xs])
+    ax.set_xlabel(f'{x_key} (one target sparsity: {sparsity:g})')
+    what, note = f'Learned masks at sparsity {sparsity:g}: score vs {x_key}', ''
+  ax.set_title(plots.title(what, task.name, model, info) + note, fontsize=10)
   plots.legend(ax, fontsize=8)
   plots.limit_y(ax, metric)
-  return plots.save(fig, workdir, 'accuracy_vs_sparsity')
+  return plots.save(fig, workdir, 'accuracy_vs_sparsity' if x_key == 'sparsity'
+                    else f'accuracy_vs_{x_key}')

@@ -27,6 +27,7 @@ from jaxtransfer.report import summary
 from jaxtransfer.studies.tamkin2020 import permutations
 from jaxtransfer.data import glue as data_lib
 from jaxtransfer.report import plots
+from jaxtransfer.studies import base
 from jaxtransfer.errors import UserError
 
 Record = Mapping[str, Any]
@@ -106,7 +107,7 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
   saved = []
   for variant in variants:
     sub = [(r, v) for r, v in pairs if tuple(r['setting'].get(k) for k in keys) == variant]
-    fig, ax = plots.figure()
+    fig, ax = plots.figure(9.0, 4.2)  # the legend beside the axes, off the error bars
     ks = sorted({r['setting']['k'] for r, _ in sub} | {r['setting']['k'] for r, _ in probe})
     colors = {}
     for size in sorted({r['train_size'] for r, _ in sub}, key=plots.size_order):
@@ -114,7 +115,7 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
                        lambda r: r['setting']['k'])
       xs = sorted(per_k)
       line = plots.line_with_ci(ax, xs, [per_k[k] for k in xs],
-                                f'fine-tuned, {plots.size_label(size)}', bounds=lim)
+                                f'fine-tuned, {plots.size_label(size)}', bounds=lim, step=1)
       colors[size] = line.get_color()
     spare, used = iter(PROBE_COLORS), set()
     for (size, read), per_k in probe_lines(probe).items():
@@ -125,7 +126,7 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
       used.add(color)
       plots.line_with_ci(ax, xs, [per_k[k] for k in xs],
                          f'linear probe on {read}, {plots.size_label(size)}', dashed=True,
-                         color=color, marker='s', bounds=lim)
+                         color=color, marker='s', bounds=lim, step=1)
     L = num_layers or max(ks)
     ax.set_xticks(range(0, L + 1))
     ax.set_xlabel(f'pretrained blocks kept, k (blocks k..{L - 1} reinitialized)')
@@ -134,7 +135,7 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
     extra = _variant_text(variant, keys)
     ax.set_title(plots.title(what, task, model, info) + (f'\n{extra}' if extra else ''),
                  fontsize=10)
-    _finish(ax, metric, info, fontsize=8)
+    _finish(ax, metric, info, fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     name = f'{prefix}reinit_vs_k{_suffix(variant, keys, len(variants))}'
     saved.append(plots.save(fig, workdir, name))
   return saved
@@ -169,7 +170,7 @@ def plot_probe(workdir: str, records: Sequence[Record], metric: str, prefix: str
   for (size, read), per_k in probe_lines(pairs).items():
     xs = sorted(per_k)
     plots.line_with_ci(ax, xs, [per_k[k] for k in xs], f'{read}, {plots.size_label(size)}',
-                       dashed=True, marker='s', bounds=plots.bounds(metric))
+                       dashed=True, marker='s', bounds=plots.bounds(metric), step=1)
   ks = sorted({r['setting']['k'] for r, _ in pairs})
   ax.set_xticks(ks)
   ax.set_xlabel('probed layer k (0 = embeddings, k = output of block k-1)')
@@ -255,7 +256,8 @@ def plot_block_reinit(workdir: str, records: Sequence[Record], metric: str, num_
       if per_s:
         xs = sorted(per_s)
         plots.line_with_ci(ax, xs, [per_s[s] for s in xs], label,
-                           marker='o' if mode == 'reinit' else '^', bounds=plots.bounds(metric))
+                           marker='o' if mode == 'reinit' else '^', bounds=plots.bounds(metric),
+                           step=1)
     ax.set_xticks(starts)
     ax.set_xticklabels([f'{s}–{s + size_b - 1}' for s in starts])
     ax.set_xlabel('blocks in the window (0-based)')
@@ -334,19 +336,22 @@ def plot_permute(workdir: str, records: Sequence[Record], metric: str,
 # ----------------------------------------------------------------------------- merging runs
 
 
-def plot_all(out: str, records: Sequence[Record], prefix_tasks: bool = True) -> list[str]:
-  """Every figure the records support, per task (plots/<task>_<figure>.png)."""
+def plot_all(out: str, records: Sequence[Record], prefix_tasks: bool = True,
+             configs: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+  """Every figure the records support, per task (plots/<task>_<figure>.png); `configs` (the
+  merged workdirs' config.json) give each task's dev set for the majority-class line."""
   saved = []
   tasks = sorted({r.get('task') for r in records})
   for task in tasks:
     metric = data_lib.record_spec(task, records).primary_metric
     of = lambda exp: [r for r in records if r.get('task') == task and r.get('experiment') == exp]
     prefix = f'{task}_' if prefix_tasks else ''
-    saved += plot_reinit(out, of('reinit'), of('probe'), metric, prefix=prefix)
-    saved += plot_trials(out, of('reinit'), metric, prefix=prefix)
-    saved += plot_probe(out, of('probe'), metric, prefix=prefix)
-    saved += plot_block_reinit(out, of('block_reinit'), metric, prefix=prefix)
-    saved += plot_permute(out, of('permute'), metric, prefix=prefix)
+    info = base.merged_run_info(configs or {}, task)
+    saved += plot_reinit(out, of('reinit'), of('probe'), metric, prefix=prefix, info=info)
+    saved += plot_trials(out, of('reinit'), metric, prefix=prefix, info=info)
+    saved += plot_probe(out, of('probe'), metric, prefix=prefix, info=info)
+    saved += plot_block_reinit(out, of('block_reinit'), metric, prefix=prefix, info=info)
+    saved += plot_permute(out, of('permute'), metric, prefix=prefix, info=info)
   return saved
 
 
@@ -370,7 +375,8 @@ def combine(workdirs: Sequence[str], out: str) -> list[str]:
   with open(os.path.join(out, 'config.json'), 'w', encoding='utf-8') as f:
     json.dump(configs, f, indent=2, sort_keys=True)
   metric_of = lambda task: data_lib.record_spec(task, records).primary_metric
-  return permutations.write_correlations(out, records, metric_of) + plot_all(out, records)
+  return (permutations.write_correlations(out, records, metric_of)
+          + plot_all(out, records, configs=configs))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
