@@ -58,7 +58,8 @@ def setup(args):
   spec = trials_lib.RunSpec(experiment='max_trials', model=args.model,
                             task=data_lib.get_task('sst2'), workdir='/tmp/unused',
                             batch_size=args.batch, learning_rate=args.lr,
-                            num_train_steps=args.steps, eval_batch_size=args.eval_batch)
+                            num_train_steps=args.steps, eval_batch_size=args.eval_batch,
+                            pack_sequences=False)  # the bound: every row at the full width
   eng = engine_lib.Engine(spec, params, train, {'': dev})
   size = throughput.trial_train_size(args, len(train['labels']))
   make_trials = lambda t: [trials_lib.Trial(seed=s, train_size=size, setting={}, program=program)
@@ -92,9 +93,12 @@ def program_bytes(eng, program, trials, steps: int) -> dict[str, int]:
     return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
                + m.temp_size_in_bytes)
 
-  zero, one = jnp.int32(0), jnp.int32(1)
-  return {'train': peak(fns.train.lower(state, frozen, arrays, data, zero, one).compile()),
-          'eval': peak(fns.predict.lower(state, frozen, arrays, dev, zero).compile())}
+  width = int(np.shape(eng.train_data['input_ids'])[1])  # rows at the full width: the worst step
+  train_exe, _ = fns.compiled_train(state, frozen, arrays, data, width)
+  dev_width = int(np.shape(eng.dev_data['']['input_ids'])[1])
+  return {'train': peak(train_exe),
+          'eval': peak(fns.predict.lower(state, frozen, arrays, dev, jnp.int32(0),
+                                         dev_width).compile())}
 
 
 def device_limit() -> int:

@@ -96,8 +96,9 @@ def test_full_fine_tuning_step_is_three_forward_passes(name):
 def test_lora_step_flops_and_fraction():
   """A LoRA program: frozen weights, low-rank paths trained. Its step costs the forward pass,
   the activation gradients through every block and the LoRA paths' weight gradients, which is
-  what train_flops_fraction reports relative to full fine-tuning."""
-  c = _config('bert')
+  what train_flops_fraction reports relative to full fine-tuning. Two blocks, so that the scan
+  over the tuned blocks is a loop (its body counted once in both programs), as in a real model."""
+  c = EncoderConfig.from_hf(transformers.BertConfig(**{**_WIDE, 'num_hidden_layers': 2}).to_dict())
   lora = lora_lib.Lora(rank=64, alpha=16, targets=('query', 'value'))
   program = program_lib.Program(encoder=c, num_labels=2, num_blocks=c.num_layers, lora=lora,
                                 block_params='none', train_embeddings=False, flops_seq_len=SEQ)

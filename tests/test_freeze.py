@@ -223,6 +223,7 @@ def test_train_flops_fraction_matches_the_differentiated_graph():
   """Counted from what JAX actually differentiates: no backward pass through the frozen prefix."""
   pre = _random_pre(abstract=True)  # shapes only: nothing is computed
   ctx = _ctx(pre)
+  ctx.config.max_seq_length = 32  # the attention terms are counted at the rows' length
   batch = {k: jnp.asarray(v) for k, v in _data(pre, 4, 0, seq=32).items()}
   measured = {}
   for k in (4, 2, 1, 0):

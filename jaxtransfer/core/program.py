@@ -405,8 +405,9 @@ class Program:
     """Training FLOPs per example relative to full fine-tuning of all L blocks, with each family's
     block cost (models/flops.py) at `flops_seq_len` tokens. Forward through every computed block;
     backward through the differentiated ones: activation gradients (the weight matrices once,
-    the attention scores twice: both their inputs are activations) and, for trained weights,
-    weight gradients (the matrices once more); adapters and LoRA paths always train (3x)."""
+    the attention scores twice: both their inputs are activations; the tuned blocks run in one
+    scan, so the lowest one computes its input's gradient too) and, for trained weights, weight
+    gradients (the matrices once more); adapters and LoRA paths always train (3x)."""
     c, seq = self.encoder, self.flops_seq_len
     L, f, n = c.num_layers, self.frozen_blocks, self.num_blocks
     m = flops.block_matmuls(c)
@@ -418,10 +419,6 @@ class Program:
     cost = n * (m + attention) + backward_blocks * (m + 2 * attention) + weight_grads * m
     if self.grads_of_frozen:  # the frozen prefix is differentiated too (weights: for the norm)
       cost += f * (2 * m + 2 * attention)
-    elif backward_blocks and not (f == 0 and self.train_embeddings):
-      # The lowest differentiated block reads a frozen input: no gradient through its q, k, v.
-      shapes = bert.matrix_shapes(c)
-      cost -= 2.0 * sum(i * o for name, (i, o) in shapes.items() if name in ('query', 'key', 'value'))
     if self.adapter_size:
       cost += 3 * backward_blocks * flops.adapter_forward(c, self.adapter_size)
     if self.lora:
