@@ -124,7 +124,10 @@ def require_classification(task: TaskSpec, study: str) -> None:
 def default_head(config, pre: Pretrained) -> str:
   if config.head != 'auto':
     return config.head
-  # BERT classifies through its pretrained pooler; RoBERTa (no pooler) through a fresh dense-tanh.
+  # BERT classifies through its pretrained pooler; RoBERTa (no pooler) through a fresh dense-tanh,
+  # and MPNet through its own (MPNetForSequenceClassification never reads the pooler).
+  if pre.config.model_type == 'mpnet':
+    return 'mlp'
   return 'pooler' if pre.config.has_pooler else 'mlp'
 
 
@@ -226,8 +229,9 @@ def export_trial(program, train, frozen, arrays, outdir: str, hf_config: dict,
   cfg.update(heads.label_config(program.num_labels, label_names))
   cfg['num_hidden_layers'] = program.num_blocks
   head = program.export_head(train, frozen)
-  if program.encoder.model_type == 'roberta' and program.uses_pooler:
-    # HF's RoBERTa classifiers read no pooler (they would re-initialize a pooler + linear head).
+  if program.encoder.model_type in heads.MLP_HEAD and program.uses_pooler:
+    # HF's RoBERTa and MPNet classifiers read no pooler (they would re-initialize a pooler +
+    # linear head).
     head = heads.pooler_head_as_roberta(tree['pooler'], head)
   # convert.export writes the family's own *ForSequenceClassification class as `architectures`.
   convert.export(outdir, tree, cfg, head=head)
