@@ -131,6 +131,35 @@ def default_head(config, pre: Pretrained) -> str:
   return 'pooler' if pre.config.has_pooler else 'mlp'
 
 
+POOLINGS = ('auto', 'cls', 'mean')
+
+
+def resolve_pooling(config, model_path: str, workdir: str | None = None) -> str:
+  """`pooling=auto` made concrete in config.pooling, so that config.json, its hash and every
+  record name what ran: the pooling a workdir's finished trials (or group in flight) were made
+  with, so that it resumes as it was made; else mean for a sentence-transformers folder whose
+  Pooling config says mean (its 1_Pooling/config.json), else cls (each family's own head on the
+  first token). Process 0 decides (it reads the workdir) for every process."""
+  if config.pooling != 'auto':
+    return config.pooling
+  made = set()
+  if workdir is not None and dist.is_main():
+    made = {c.get('pooling', 'cls') for c in config_history.bound_configs(workdir).values()}
+  trained = sentence_pooling(model_path)
+  if len(made) == 1 and made <= {'cls', 'mean'}:
+    choice, why = next(iter(made)), f'as the finished trials in {workdir} were made'
+  elif trained == 'mean':
+    choice, why = 'mean', (f'{model_path} is a sentence-transformers folder whose Pooling config '
+                           'says pooling_mode_mean_tokens')
+  else:
+    choice, why = 'cls', ("the family's own head on the first token" +
+                          (f'; its sentence-transformers pooling is {trained}' if trained else ''))
+  choice = 'mean' if dist.agree(choice == 'mean') else 'cls'
+  logging.info('pooling=auto: %s (%s).', choice, why)
+  config.pooling = choice
+  return choice
+
+
 def warn_pooling(config, pre: Pretrained) -> None:
   """A sentence-transformers encoder whose frozen blocks are read through the first token learns
   slowly: say so before training."""
@@ -140,8 +169,8 @@ def warn_pooling(config, pre: Pretrained) -> None:
         'model %s is a sentence-transformers encoder trained to be read through the mean of its '
         'token vectors, and this run reads its first token (pooling=cls): heads over its frozen '
         'blocks learn slowly there (select.py with a fresh first-token head on all-MiniLM-L6-v2 stayed at '
-        '0.51-0.53 dev accuracy on SST-2 after 150 steps). Pass --config.pooling=mean to read it '
-        'as it was trained.', config.model)
+        '0.51-0.53 dev accuracy on SST-2 after 150 steps). Pass --config.pooling=mean (or auto, '
+        'in a new workdir) to read it as it was trained.', config.model)
 
 
 def make_program(ctx: Context, **overrides) -> program_lib.Program:
@@ -301,6 +330,7 @@ class Experiment:
     wd = workdir if isinstance(workdir, workdir_lib.Workdir) else workdir_lib.Workdir(workdir)
     task = config.task if task is None else task
     pre = load_pretrained(config.model)
+    resolve_pooling(config, pre.path)  # the CLI resolved it already, with the workdir's history
     if self.trains_heads_on_frozen_blocks:
       warn_pooling(config, pre)
     if pre.tokenizer is None:
