@@ -134,27 +134,34 @@ def default_head(config, pre: Pretrained) -> str:
 POOLINGS = ('auto', 'cls', 'mean')
 
 
+def model_pooling(model_path: str) -> tuple[str, str]:
+  """What `pooling=auto` reads a checkpoint by, and why: mean for a sentence-transformers folder
+  whose Pooling config (its 1_Pooling/config.json) says mean, else cls (each family's own head on
+  the first token)."""
+  trained = sentence_pooling(model_path)
+  if trained == 'mean':
+    return 'mean', (f'{model_path} is a sentence-transformers folder whose Pooling config says '
+                    'pooling_mode_mean_tokens')
+  return 'cls', ("the family's own head on the first token" +
+                 (f'; its sentence-transformers pooling is {trained}' if trained else ''))
+
+
 def resolve_pooling(config, model_path: str, workdir: str | None = None) -> str:
   """`pooling=auto` made concrete in config.pooling, so that config.json, its hash and every
   record name what ran: the pooling a workdir's finished trials (or group in flight) were made
-  with, so that it resumes as it was made; else mean for a sentence-transformers folder whose
-  Pooling config says mean (its 1_Pooling/config.json), else cls (each family's own head on the
-  first token). Process 0 decides (it reads the workdir) for every process."""
+  with, so that it resumes as it was made; else `model_pooling`. Process 0 decides (it reads the
+  workdir) for every process."""
   if config.pooling != 'auto':
     return config.pooling
   made = set()
   if workdir is not None and dist.is_main():
     made = {c.get('pooling', 'cls') for c in config_history.bound_configs(workdir).values()}
-  trained = sentence_pooling(model_path)
   if len(made) == 1 and made <= {'cls', 'mean'}:
     choice, why = next(iter(made)), f'as the finished trials in {workdir} were made'
-  elif trained == 'mean':
-    choice, why = 'mean', (f'{model_path} is a sentence-transformers folder whose Pooling config '
-                           'says pooling_mode_mean_tokens')
   else:
-    choice, why = 'cls', ("the family's own head on the first token" +
-                          (f'; its sentence-transformers pooling is {trained}' if trained else ''))
-  choice = 'mean' if dist.agree(choice == 'mean') else 'cls'
+    choice, why = model_pooling(model_path)
+  if workdir is not None:
+    choice = 'mean' if dist.agree(choice == 'mean') else 'cls'
   logging.info('pooling=auto: %s (%s).', choice, why)
   config.pooling = choice
   return choice
@@ -178,7 +185,8 @@ def make_program(ctx: Context, **overrides) -> program_lib.Program:
   c = ctx.config
   kw = dict(encoder=ctx.pretrained.config, num_labels=ctx.task.num_labels,
             num_blocks=ctx.pretrained.config.num_layers, head=default_head(c, ctx.pretrained),
-            pooling=c.pooling, dtype=c.dtype, remat=c.get('remat', 'none') == 'block',
+            pooling=(model_pooling(ctx.pretrained.path)[0] if c.pooling == 'auto' else c.pooling),
+            dtype=c.dtype, remat=c.get('remat', 'none') == 'block',
             head_init=c.get('head_init', 'normal'),
             layer_lr_decay=float(c.get('layer_lr_decay', 1.0)))
   kw.update(overrides)
