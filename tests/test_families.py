@@ -286,9 +286,12 @@ _QUICK = ['--config.max_seq_length=32', '--config.batch_size=8', '--config.num_t
           '--config.eval_batch_size=16', '--config.log_every=3']
 
 
-# One family end to end in the default run; every other family's parity, packing and export are
-# tested above, and their end-to-end runs are the slow set (`pytest -m slow`).
-@pytest.mark.parametrize('name', [n if n == 'xlm-roberta' else pytest.param(n, marks=pytest.mark.slow)
+# Two families end to end in the default run: XLM-RoBERTa, and MPNet (its shared position bias,
+# own head and sentence-transformers pooling are the most family-specific paths); every other
+# family's parity, packing and export are tested above, and their end-to-end runs are the slow
+# set (`pytest -m slow`).
+@pytest.mark.parametrize('name', [n if n in ('xlm-roberta', 'mpnet')
+                                  else pytest.param(n, marks=pytest.mark.slow)
                                   for n in STUDY_VARIANTS])
 def test_reinit_and_freeze_studies_through_the_cli(name, tmp_path, tmp_path_factory):
   path = family_dir(name, tmp_path_factory)
