@@ -257,6 +257,11 @@ def export_trial(program, train, frozen, arrays, outdir: str, hf_config: dict,
                  label_names: Sequence[str] = ()) -> None:
   """A trial's fine-tuned (or masked) encoder + classifier in HF format, its outputs named by
   `label_names` (the task's, in class-id order; none for regression)."""
+  if program.pooling == 'mean' and not heads.export_config(program.encoder, 'mean'):
+    # Only ModernBERT's HF classifier can mean-pool (classifier_pooling); the others read <s>.
+    logging.warning('Exporting a trial that pooled by the token mean (pooling=mean): transformers\' '
+                    '%s reads the first token, so its logits differ from the trial\'s; the encoder '
+                    'and head weights are the trial\'s.', convert.architecture(program.encoder, True))
   tree = program.export_params(train, frozen, arrays)
   # The source checkpoint's labels and problem type belong to its own head, not to this trial's.
   cfg = {k: v for k, v in hf_config.items()
