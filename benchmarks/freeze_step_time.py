@@ -95,8 +95,8 @@ def main():
     t0 = time.time()
     compiled = step.lower(state, fr, arrays, batches[0], seeds, 0).compile()
     compile_s = time.time() - t0
-    n_train = sum(x.size for x in jax.tree.leaves(state['train'])) // args.trials
-    n_opt = sum(x.size for x in jax.tree.leaves(state['opt']) if x.ndim > 1) // args.trials
+    n_train = sum(x.size for x in jax.tree.leaves(state.train)) // args.trials
+    n_opt = sum(x.size for x in jax.tree.leaves(state.opt) if x.ndim > 1) // args.trials
     runs[name] = dict(program=program, step=compiled, state=state, frozen=fr, arrays=arrays,
                       seeds=seeds, times=[])
     print(f'  {name:>6}: compiled in {compile_s:.1f} s; trainable params {n_train:,}, optimizer '

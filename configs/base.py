@@ -49,9 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.exclude_degenerate = False     # leave degenerate trials (majority-class) out of the means
   c.layer_lr_decay = 1.0           # block i of L at lr x d^(L - i), embeddings d^(L + 1); 1.0 = off
   # Model structure shared by every experiment.
-  c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa: dense-tanh-linear;
+  c.head = 'auto'                  # auto (BERT: pooler + linear; RoBERTa, MPNet: dense-tanh-linear;
                                    # DistilBERT, ELECTRA, DeBERTa, ModernBERT: their own head), pooler, mlp
-  c.pooling = 'cls'                # cls or mean
+  c.pooling = 'auto'               # auto (mean for a sentence-transformers folder whose
+                                   # 1_Pooling says mean, else cls), cls (first token), or mean
   c.dtype = 'float32'              # compute dtype (params stay fp32): float32 or bfloat16
   c.remat = 'none'                 # none, or block: recompute tuned blocks in the backward pass
   # Evaluation.

@@ -47,8 +47,8 @@ hidden dropout, 0.1) before its residual (where inside the adapter their dropout
 reading). `configs/select.py:authors` switches to the authors' optimizer, head init and adapters
 (eps 1e-6, no clipping, fine-tuning at 3e-4, `head_init=torch`, `adapter_style=xie`; see
 `authors` below). On a mean-pooling sentence
-encoder (the packaged MiniLM) pass `--config.pooling=mean`: a fresh head on its first token learns
-slowly (the run warns).
+encoder (the packaged MiniLM) the default `pooling=auto` reads the token mean, as it was trained;
+with `--config.pooling=cls` a fresh head on its first token learns slowly (the run warns).
 
 results/xie2022 (MiniLM-L6, SST-2, 1,000 examples, 3 seeds): see its README for the numbers.
 """

@@ -14,6 +14,8 @@ from jaxtransfer.data import custom as custom_data
 from jaxtransfer.data import glue as data_lib
 from jaxtransfer.runtime import distributed as dist
 from jaxtransfer import studies as experiments
+from jaxtransfer.models import pretrained
+from jaxtransfer.studies import base
 from jaxtransfer.runtime import files
 from jaxtransfer.data import locations
 from jaxtransfer.runtime import workdir as workdir_lib
@@ -65,7 +67,7 @@ def validate(config) -> None:
   check_choices('dtype', config.dtype, ('float32', 'bfloat16'))
   check_choices('head', config.head, ('auto', 'pooler', 'mlp'))
   check_choices('head_init', config.get('head_init', 'normal'), ('normal', 'torch'))
-  check_choices('pooling', config.pooling, ('cls', 'mean'))
+  check_choices('pooling', config.pooling, base.POOLINGS)
   check_choices('remat', config.get('remat', 'none'), ('none', 'block'))
 
 
@@ -117,9 +119,11 @@ def train_and_evaluate(config, workdir: str | None = None) -> list[dict]:
   validate(config)
   # Your own data is read (and its columns and labels checked) before the model is loaded.
   custom = custom_data.from_config(config) if custom_data.is_custom(config.task) else None
+  model_path = pretrained.resolve(config.model)  # a bad model fails before a workdir exists
   path = workdir or default_workdir(config)
   created = dist.is_main() and not workdir_lib.exists(path)
   wd = workdir_lib.open_workdir(path)
+  base.resolve_pooling(config, model_path, wd.local)  # before config.json: it holds cls / mean
   stored = locations.stored(config, wd.data_base)
   _check_history(config, wd.local, (*exp.sweep_keys, 'learning_rates'), stored)
   if dist.is_main() and not config.get('summarize_only', False):  # a summary changes no config

@@ -45,6 +45,7 @@ FAMILIES = {
     'modernbert': (lambda: transformers.ModernBertConfig(
         **_BERTLIKE, local_attention=4, global_attn_every_n_layers=2, bos_token_id=2,
         eos_token_id=3, cls_token_id=2, sep_token_id=3), 'ModernBertForSequenceClassification'),
+    'mpnet': (lambda: transformers.MPNetConfig(**_BERTLIKE), 'MPNetForSequenceClassification'),
 }
 
 

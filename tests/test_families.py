@@ -1,7 +1,8 @@
 """Every encoder family against HF transformers' PyTorch model, and the studies run on each.
 
 Each checkpoint is a small random-init HF model written by `save_pretrained`, with its LayerNorm
-scales and all biases randomized (a mis-mapped parameter cannot hide behind 1/0), and a tiny
+scales and all biases randomized (a mis-mapped parameter cannot hide behind 1/0; MPNet's relative
+position bias at unit scale, where a flipped direction or a wrong bucket shows), and a tiny
 BertTokenizerFast over the demo set's words beside it, so the CLI can run real studies on it.
 """
 
@@ -65,12 +66,16 @@ CONFIGS = {
     'modernbert': lambda: transformers.ModernBertConfig(
         **_BERTLIKE, local_attention=4, global_attn_every_n_layers=2,
         bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3),
+    # HF's MPNet always looks up 32 relative buckets (fewer rows are an IndexError there); 16
+    # tokens reach the logarithmic ones (distance >= 8). An odd intermediate size.
+    'mpnet': lambda: transformers.MPNetConfig(
+        **dict(_BERTLIKE, intermediate_size=37), relative_attention_num_buckets=32),
     'modernbert-biases': lambda: transformers.ModernBertConfig(
         **_BERTLIKE, local_attention=4, global_attn_every_n_layers=2, attention_bias=True,
         mlp_bias=True, norm_bias=True, classifier_bias=True,
         bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3),
 }
-STUDY_VARIANTS = ['distilbert', 'electra', 'xlm-roberta', 'deberta-v3', 'modernbert']
+STUDY_VARIANTS = ['distilbert', 'electra', 'xlm-roberta', 'deberta-v3', 'modernbert', 'mpnet']
 
 
 def _save_tokenizer(path: pathlib.Path) -> None:
@@ -97,6 +102,8 @@ def family_dir(variant: str, tmp_path_factory) -> pathlib.Path:
       for name, p in model.named_parameters():
         if 'norm' in name.lower() or name.endswith('bias'):
           p.add_(0.1 * torch.randn_like(p))
+        elif 'relative_attention_bias' in name:  # MPNet's shared bias: large enough to matter
+          p.add_(torch.randn_like(p))
     path = tmp_path_factory.mktemp(f'family-{variant}')
     model.save_pretrained(path)
     _save_tokenizer(path)
@@ -178,8 +185,8 @@ def test_export_loads_in_transformers(variant, model_dir, tmp_path):
   cfg = pre.config
   # Change the weights so that the test cannot pass by reading the original files.
   params = jax.tree.map(lambda p: np.asarray(p) * 1.01, pre.params)
-  # The experiments' default head (RoBERTa's classifier never reads its pooler).
-  head = 'pooler' if cfg.has_pooler and cfg.model_type != 'roberta' else 'mlp'
+  # The experiments' default head (RoBERTa's and MPNet's classifiers never read the pooler).
+  head = 'pooler' if cfg.has_pooler and cfg.model_type not in heads.MLP_HEAD else 'mlp'
   program = program_lib.Program(encoder=cfg, num_labels=3, num_blocks=cfg.num_layers, head=head)
   train, frozen = program.init(params, {k: np.asarray(v) for k, v in program.defaults().items()},
                                jax.random.key(1))
@@ -229,6 +236,31 @@ def test_family_reinit_scheme():
   assert np.all(fresh['output_ln']['scale'] == 1)
 
 
+def test_mpnet_shared_position_bias_under_interventions(tmp_path_factory):
+  """MPNet's one relative position bias is no block's: reinit past k keeps it and a permutation
+  leaves it in place, so a permuted model adds the same (heads, S, S) bias as HF's to every block."""
+  from jaxtransfer.core import interventions as iv
+  pre = jt.load_pretrained(str(family_dir('mpnet', tmp_path_factory)), with_tokenizer=False)
+  table = pre.params['embeddings']['relative_attention_bias']['embedding']
+  reinit = iv.Reinit('family').apply(pre.config, pre.params, {'reinit': np.array([False, True])},
+                                     jax.random.key(0))
+  permuted = iv.Permute().apply(pre.config, pre.params, {'perm': np.array([1, 0])}, None)
+  for out in (reinit, permuted):
+    np.testing.assert_array_equal(out['embeddings']['relative_attention_bias']['embedding'], table)
+  # HF's own bias for 16 tokens, against the table we read it from.
+  model = transformers.AutoModel.from_pretrained(str(family_dir('mpnet', tmp_path_factory)))
+  with torch.no_grad():
+    ref = model.encoder.compute_position_bias(torch.zeros(1, 16, 32)).numpy()
+  np.testing.assert_array_equal(bert.position_bias(pre.config, pre.params['embeddings'], 16), ref)
+
+
+def test_mpnet_with_fewer_than_32_buckets_is_refused():
+  hf = CONFIGS['mpnet']().to_dict()
+  hf['relative_attention_num_buckets'] = 8  # HF: IndexError at the first distance past 3
+  with pytest.raises(UserError, match='relative_attention_num_buckets=8'):
+    model_config.EncoderConfig.from_hf(hf)
+
+
 def test_refused_families_name_the_supported_ones(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'model_type': 'deberta', 'vocab_size': 10}))
   (tmp_path / 'model.safetensors').write_bytes(b'')
@@ -254,9 +286,12 @@ _QUICK = ['--config.max_seq_length=32', '--config.batch_size=8', '--config.num_t
           '--config.eval_batch_size=16', '--config.log_every=3']
 
 
-# One family end to end in the default run; every other family's parity, packing and export are
-# tested above, and their end-to-end runs are the slow set (`pytest -m slow`).
-@pytest.mark.parametrize('name', [n if n == 'xlm-roberta' else pytest.param(n, marks=pytest.mark.slow)
+# Two families end to end in the default run: XLM-RoBERTa, and MPNet (its shared position bias,
+# own head and sentence-transformers pooling are the most family-specific paths); every other
+# family's parity, packing and export are tested above, and their end-to-end runs are the slow
+# set (`pytest -m slow`).
+@pytest.mark.parametrize('name', [n if n in ('xlm-roberta', 'mpnet')
+                                  else pytest.param(n, marks=pytest.mark.slow)
                                   for n in STUDY_VARIANTS])
 def test_reinit_and_freeze_studies_through_the_cli(name, tmp_path, tmp_path_factory):
   path = family_dir(name, tmp_path_factory)

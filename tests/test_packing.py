@@ -33,6 +33,7 @@ FAMILIES = {
         **_BERTLIKE, relative_attention=True, pos_att_type='p2c|c2p', position_buckets=8,
         max_relative_positions=32, share_att_key=True, norm_rel_ebd='layer_norm',
         position_biased_input=False, type_vocab_size=0),
+    'mpnet': lambda: transformers.MPNetConfig(**_BERTLIKE),
     'modernbert': lambda: transformers.ModernBertConfig(
         **_BERTLIKE, local_attention=4, global_attn_every_n_layers=2, bos_token_id=2,
         eos_token_id=3, cls_token_id=2, sep_token_id=3),

@@ -39,6 +39,7 @@ def build_records(spec: RunSpec, group: Group, final, evals, extra, bad, last_lo
         'trial_id': t.trial_id, 'experiment': spec.experiment, 'task': spec.task.name,
         'model': spec.model, 'seed': t.seed, 'train_size': t.train_size,
         'config_hash': spec.config_hash or None, 'layer_lr_decay': spec.layer_lr_decay,
+        'pooling': spec.pooling or None,
         'setting': t.setting, 'metrics': {} if failed else m,
         'learning_rate': spec.learning_rate if t.learning_rate is None else t.learning_rate,
         'degenerate': False if failed else degenerate,

@@ -22,6 +22,8 @@ families is a static field of `EncoderConfig`, read from the HF config in `from_
     embed_proj               DeBERTa-v2, embedding_size != hidden_size: Linear before it
     rel_embeddings, rel_embeddings_norm   DeBERTa-v2: the relative position table every block
                              reads, and its LayerNorm (norm_rel_ebd) - HF's encoder.rel_embeddings
+    relative_attention_bias  MPNet: the (buckets, heads) relative position bias every block adds
+                             to its attention scores - HF's encoder.relative_attention_bias
     final_norm               ModernBERT: the norm after the last block
   pooler                     what the classifier reads through (BERT's pooler; the family heads
                              of models/heads.py)
@@ -44,6 +46,7 @@ from jaxtransfer.models import positions as pos_lib
 from jaxtransfer.models.dropout import TokenDropout
 from jaxtransfer.models import heads
 from jaxtransfer.models.blocks import Adapter, block_module, dense, layer_norm
+from jaxtransfer.models import config as model_config
 from jaxtransfer.models.config import EncoderConfig
 
 Params = dict[str, Any]
@@ -85,14 +88,16 @@ class Embeddings(nn.Module):
                                               param_dtype=jnp.float32)
     x = embed(c.vocab_size, 'word_embeddings')(input_ids)
     if c.absolute_positions:
+      after_padding = c.model_type in ('roberta', 'mpnet')
+      pad = c.position_padding_id
       if position_ids is not None:
         # Packed rows (packing.py): each example's positions restart at 0 (fairseq's after the
         # padding index).
-        positions = position_ids + (c.pad_token_id + 1 if c.model_type == 'roberta' else 0)
-      elif c.model_type == 'roberta':
+        positions = position_ids + (pad + 1 if after_padding else 0)
+      elif after_padding:
         # fairseq positions: count real tokens, starting after the padding index; padding keeps it.
-        real = (input_ids != c.pad_token_id).astype(jnp.int32)
-        positions = jnp.cumsum(real, axis=1) * real + c.pad_token_id
+        real = (input_ids != pad).astype(jnp.int32)
+        positions = jnp.cumsum(real, axis=1) * real + pad
       else:
         positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
       table = embed(c.max_position_embeddings, 'position_embeddings',
@@ -114,7 +119,7 @@ class Embeddings(nn.Module):
 # ----------------------------------------------------------------------------- functional API
 
 # Entries of `embeddings` that the embedding layer itself does not use.
-SHARED_EMBEDDINGS = ('rel_embeddings', 'rel_embeddings_norm', 'final_norm')
+SHARED_EMBEDDINGS = ('rel_embeddings', 'rel_embeddings_norm', 'final_norm', 'relative_attention_bias')
 
 
 def attention_bias(attention_mask, segment_ids=None) -> jax.Array:
@@ -151,6 +156,18 @@ def relative_embeddings(config: EncoderConfig, embeddings: Params | None):
   return table
 
 
+def position_bias(config: EncoderConfig, embeddings: Params | None, seq: int):
+  """MPNet's relative position bias (1, heads, S, S), read from the shared (buckets, heads) table
+  once per forward and added to every block's attention scores (0 for the other families)."""
+  if not config.relative_attention_buckets:
+    return 0.0
+  if embeddings is None or 'relative_attention_bias' not in embeddings:
+    raise ValueError('MPNet blocks read the relative position bias: pass embeddings=')
+  table = embeddings['relative_attention_bias']['embedding']
+  index = pos_lib.t5_buckets(seq, model_config.MPNET_BUCKETS, model_config.MPNET_MAX_DISTANCE)
+  return jnp.transpose(table[index], (2, 0, 1))[None].astype(jnp.float32)
+
+
 def final_norm(config: EncoderConfig, embeddings: Params, x, dtype=jnp.float32):
   """ModernBERT's norm after the last block (the identity for the other families)."""
   if not config.final_norm:
@@ -178,7 +195,7 @@ def apply_blocks(config: EncoderConfig, blocks: Params, x, attention_mask, *, fi
   Returns the final hidden state, and with `collect` also every block's output (n, B, S, H).
   """
   n = jax.tree.leaves(blocks)[0].shape[0]
-  bias = attention_bias(attention_mask, segment_ids)
+  bias = attention_bias(attention_mask, segment_ids) + position_bias(config, embeddings, x.shape[1])
   rel = relative_embeddings(config, embeddings)
   module = block_module(config)(config, adapter_size, dtype, lora, adapter_style)
 
@@ -244,6 +261,10 @@ def init_embeddings(config: EncoderConfig, rng) -> Params:
     if config.norm_rel_ebd:
       params['rel_embeddings_norm'] = {'scale': jnp.ones(config.hidden_size, jnp.float32),
                                        'bias': jnp.zeros(config.hidden_size, jnp.float32)}
+  if config.relative_attention_buckets:
+    params['relative_attention_bias'] = {'embedding': config.initializer_range * jax.random.normal(
+        jax.random.fold_in(rng, 2), (config.relative_attention_buckets, config.num_heads),
+        jnp.float32)}
   if config.final_norm:
     norm = {'scale': jnp.ones(config.hidden_size, jnp.float32)}
     if config.norm_biases:

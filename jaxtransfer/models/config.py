@@ -31,7 +31,11 @@ FAMILIES = {
     'electra': 'electra',
     'deberta-v2': 'deberta-v2',
     'modernbert': 'modernbert',
+    'mpnet': 'mpnet',
 }
+# HF's MPNetEncoder buckets relative positions into 32 buckets whatever the config says (its
+# compute_position_bias is called with the default num_buckets=32, max_distance=128).
+MPNET_BUCKETS, MPNET_MAX_DISTANCE = 32, 128
 
 
 def activation(name: str):
@@ -79,6 +83,8 @@ class EncoderConfig:
   max_relative_positions: int = 0
   share_att_key: bool = False
   norm_rel_ebd: bool = False
+  # MPNet: one relative position bias (T5-style buckets), shared by every block.
+  relative_attention_buckets: int = 0  # rows of the (buckets, heads) table; 0: no such bias
   # ModernBERT rotary attention.
   global_layers: tuple[bool, ...] = ()  # per block position: True global, False sliding window
   rope_theta_global: float = 10000.0
@@ -153,6 +159,12 @@ class EncoderConfig:
   def relative_span(self) -> int:
     """DeBERTa's attention span: half the rows of the relative position table."""
     return self.position_buckets if self.position_buckets > 0 else self.max_relative_positions
+
+  @property
+  def position_padding_id(self) -> int:
+    """The id whose tokens keep the padding position (roberta, mpnet: positions start after it).
+    HF's MPNetEmbeddings hard-code padding_idx = 1, whatever pad_token_id says."""
+    return 1 if self.model_type == 'mpnet' else self.pad_token_id
 
   @property
   def embeddings_dropout(self) -> float:
@@ -271,5 +283,19 @@ def _modernbert(hf):
               classifier_dropout=hf.get('classifier_dropout', 0.0))
 
 
+def _mpnet(hf):
+  buckets = hf.get('relative_attention_num_buckets', MPNET_BUCKETS)
+  if buckets < MPNET_BUCKETS:
+    raise UserError(
+        f'relative_attention_num_buckets={buckets}: HF\'s MPNet looks up {MPNET_BUCKETS} relative '
+        f'position buckets whatever this says, so a table of fewer rows cannot run in transformers '
+        f'either; use a checkpoint with relative_attention_num_buckets >= {MPNET_BUCKETS}.')
+  out = _bert_like({k: v for k, v in hf.items() if k != 'position_embedding_type'})
+  # MPNetClassificationHead: dropout, dense, tanh, dropout, out_proj, at hidden_dropout_prob.
+  return {**out, 'type_vocab_size': 0, 'relative_attention_buckets': buckets,
+          'classifier_dropout': None}
+
+
 _FROM_HF = {'bert': _bert_like, 'roberta': _bert_like, 'electra': _electra,
-            'distilbert': _distilbert, 'deberta-v2': _deberta_v2, 'modernbert': _modernbert}
+            'distilbert': _distilbert, 'deberta-v2': _deberta_v2, 'modernbert': _modernbert,
+            'mpnet': _mpnet}

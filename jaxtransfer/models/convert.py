@@ -33,7 +33,7 @@ class Layout:
   ignored: tuple[str, ...] = ()   # key prefixes that are no encoder parameters (buffers, heads)
 
   def entry_kind(self, name: str) -> str:
-    if name.endswith('embeddings'):
+    if name.endswith('embeddings') or name == 'relative_attention_bias':
       return 'table'
     if name.endswith(('_ln', 'LayerNorm', 'norm')):
       return 'norm'
@@ -95,6 +95,14 @@ LAYOUTS = {
          'final_norm': 'final_norm'},
         {'head.dense': 'dense', 'head.norm': 'norm'}, False, 'ModernBert',
         ('decoder.', 'classifier.')),
+    'mpnet': Layout(
+        'mpnet.', 'encoder.layer',
+        {'attention.attn.q': 'query', 'attention.attn.k': 'key', 'attention.attn.v': 'value',
+         'attention.attn.o': 'attention_output', 'attention.LayerNorm': 'attention_ln',
+         **{k: v for k, v in _BERT_BLOCK.items() if not k.startswith('attention.')}},
+        {**{k: v for k, v in _BERT_EMBEDDINGS.items() if v != 'token_type_embeddings'},
+         'encoder.relative_attention_bias': 'relative_attention_bias'},
+        {'pooler.dense': ''}, True, 'MPNet', _BERT_HEADS),
 }
 _PREFIXES = tuple(sorted({lay.prefix for lay in LAYOUTS.values()}))
 

@@ -11,7 +11,9 @@ a study keeps, trains or freezes like BERT's:
   modernbert     pooler: norm(act(dense(x))), then classifier_dropout      (ModernBertPredictionHead;
                  a ModernBertForMaskedLM checkpoint's `head` is this pretrained pooler, as in HF)
 
-RoBERTa's own head (dense-tanh-out_proj without a pretrained pooler) is `MlpHead`.
+RoBERTa's and MPNet's own head (dense-tanh-out_proj on <s>, without a pretrained pooler: HF's
+RobertaClassificationHead, MPNetClassificationHead) is `MlpHead`, fresh in HF's init
+(normal(initializer_range) kernels, zero biases) under every reinit_scheme.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from jaxtransfer.models import config as model_config
 Params = dict[str, Any]
 # Families whose classifier is always their own pooler + linear ('pooler' and 'mlp' both mean it).
 OWN_HEAD = ('distilbert', 'electra', 'deberta-v2', 'modernbert')
+# Families whose HF classifier is a dense-tanh-out_proj on <s> that never reads the pooler, even
+# when the checkpoint carries one (a RobertaModel or MPNetModel saved with save_pretrained does).
+MLP_HEAD = ('roberta', 'mpnet')
 
 
 def torch_linear_init(fan_in: int) -> dict:

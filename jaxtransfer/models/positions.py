@@ -58,3 +58,24 @@ def sliding_window(seq: int, half_window: int) -> np.ndarray:
   """(S, S) bool: |q - k| <= half_window, ModernBERT's local attention."""
   ids = np.arange(seq)
   return np.abs(ids[:, None] - ids[None, :]) <= half_window
+
+
+def t5_buckets(seq: int, num_buckets: int, max_distance: int) -> np.ndarray:
+  """MPNet's `relative_position_bucket` (T5's, bidirectional) of key k - query q, (S, S) int32:
+  half the buckets per direction, exact below a quarter of them, logarithmic up to max_distance.
+
+  Packed rows need nothing else: a segment is contiguous, so two of its tokens are as far apart
+  as in the padded row, and the attention mask hides the other segments.
+  """
+  ids = np.arange(seq)
+  n = ids[:, None] - ids[None, :]  # HF: -(memory - context)
+  half = num_buckets // 2
+  out = (n < 0).astype(np.int64) * half
+  n = np.abs(n)
+  exact = half // 2
+  # float32 as torch computes it, truncated toward zero by .to(torch.long).
+  ratio = np.maximum(n, 1).astype(np.float32) / np.float32(exact)
+  large = exact + (np.log(ratio) / np.float32(np.log(max_distance / exact))
+                   * np.float32(half - exact)).astype(np.int64)
+  large = np.minimum(large, half - 1)
+  return (out + np.where(n < exact, n, large)).astype(np.int32)

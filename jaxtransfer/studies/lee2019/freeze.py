@@ -15,6 +15,7 @@ from jaxtransfer.core import storage
 from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.studies import base
+from jaxtransfer.models import heads
 
 
 # docs/PROTOCOLS.md §2: the learning rate Lee et al. picked per task for bert-base (best of
@@ -54,9 +55,9 @@ def freeze_program(ctx: base.Context, k: int):
   enc = ctx.pretrained.config
   m = method(ctx.config)
   kw = base.method_options(ctx.config, m)
-  if ctx.config.head == 'auto' and enc.model_type == 'roberta':
-    # RobertaForSequenceClassification's head reads <s> and never uses the pooler, even when the
-    # checkpoint carries one (a RobertaModel saved with save_pretrained does).
+  if ctx.config.head == 'auto' and enc.model_type in heads.MLP_HEAD:
+    # RobertaForSequenceClassification's (and MPNet's) head reads <s> and never uses the pooler,
+    # even when the checkpoint carries one (a RobertaModel saved with save_pretrained does).
     kw['head'] = 'mlp'
   return base.make_program(ctx, frozen_blocks=enc.num_layers - k,
                            train_embeddings=k == enc.num_layers and m in ('finetune', 'bitfit'),
