@@ -213,3 +213,59 @@ def test_probe_dropout_reads_the_encoder_in_train_mode(tiny_model_dir, tmp_path)
   recs = records_lib.read_records(work / 'trials.jsonl')
   assert sorted(r['setting']['k'] for r in recs) == [0, 1, 2, 3]
   assert all(r['status'] == 'ok' and 0 <= r['metrics']['accuracy'] <= 1 for r in recs)
+
+
+def test_scalar_mix_probe_equals_a_torch_scalar_mix(tmp_path):
+  """The scalar-mix probe (Tenney et al.: gamma x sum_j softmax(w)_j h_j, then the linear probe),
+  vmapped over seeds, == the same mix trained alone in PyTorch with the same init and batches."""
+  data = _synthetic()
+  prog = probe.ProbeProgram(hidden=8, num_labels=2, dropout=0.0, mix_layers=3)
+  steps, lr, size = 15, 1e-2, 64
+  trials = [trials_lib.Trial(seed, size, {'k': 'mix'}, prog) for seed in (1, 2)]
+  captured = {}
+  recs = _engine(tmp_path, data, data, steps, lr, captured).run(trials)
+  for t, rec in zip(trials, recs):
+    head = prog.init({}, {}, jax.random.fold_in(jax.random.key(t.seed), 1))[0]['head']['classifier']
+    layer = torch.nn.Linear(8, 2)
+    w, gamma = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.ones(()))
+    with torch.no_grad():
+      layer.weight.copy_(torch.tensor(np.asarray(head['kernel']).T))
+      layer.bias.copy_(torch.tensor(np.asarray(head['bias'])))
+    params = [*layer.parameters(), w, gamma]
+    opt = torch.optim.AdamW(params, lr=lr, eps=1e-8, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (steps - s) / steps))
+    idx, bw = trials_lib.trial_batches(t.seed, len(data['labels']), size, 8, steps)
+    x, y = torch.tensor(data['features']), torch.tensor(data['labels'], dtype=torch.long)
+    for b, wb in zip(idx, bw):
+      wb = torch.tensor(wb)
+      mixed = gamma * (torch.softmax(w, 0)[None, :, None] * x[b]).sum(1)
+      loss = (torch.nn.functional.cross_entropy(layer(mixed), y[b], reduction='none') * wb).sum()
+      opt.zero_grad()
+      (loss / wb.sum()).backward()
+      torch.nn.utils.clip_grad_norm_(params, 1.0)
+      opt.step()
+      sched.step()
+    got = captured[t.trial_id]
+    np.testing.assert_allclose(got['mix']['weights'], w.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(got['mix']['gamma'], gamma.item(), atol=1e-5)
+    np.testing.assert_allclose(got['head']['classifier']['kernel'], layer.weight.detach().numpy().T,
+                               atol=1e-5)
+    weights = [rec['metrics'][f'mix_weights/{j}'] for j in range(3)]
+    np.testing.assert_allclose(weights, torch.softmax(w, 0).detach().numpy(), atol=1e-6)
+    assert sum(weights) == pytest.approx(1.0, abs=1e-6)
+    assert weights[2] > weights[0]  # the separable layer draws the weight
+
+
+def test_scalar_mix_run_adds_one_probe_per_seed_and_its_bars(tiny_model_dir, tmp_path):
+  c = probe_cfg.get_config('demo')
+  c.model, c.cache_dir = str(tiny_model_dir), str(tmp_path / 'cache')
+  c.max_seq_length, c.num_train_steps, c.train_sizes, c.seeds = 32, 10, (60,), (1, 2)
+  c.scalar_mix = True
+  work = tmp_path / 'probe'
+  train.train_and_evaluate(c, str(work))
+  recs = records_lib.read_records(work / 'trials.jsonl')
+  mix = [r for r in recs if r['setting']['k'] == 'mix']
+  assert len(recs) == 10 and len(mix) == 2 and all(r['status'] == 'ok' for r in recs)
+  for r in mix:
+    assert sum(r['metrics'][f'mix_weights/{j}'] for j in range(4)) == pytest.approx(1.0, abs=1e-5)
+  assert (work / 'plots' / 'probe_vs_k.png').stat().st_size > 0

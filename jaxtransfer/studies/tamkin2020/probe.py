@@ -27,14 +27,18 @@ from jaxtransfer.studies import base
 from jaxtransfer.studies.tamkin2020 import reinit
 from jaxtransfer.models import bert
 
+MIX = tamkin.MIX  # the setting `k` of the scalar-mix probe
 
 @dataclasses.dataclass(frozen=True)
 class ProbeProgram:
-  """dropout -> linear over the precomputed feature vector of layer `arrays['layer']`."""
+  """dropout -> linear over the precomputed feature vector of layer `arrays['layer']`, or with
+  `mix_layers` = L+1 over Tenney et al.'s scalar mix of all of them, gamma x sum_j softmax(w)_j h_j
+  (w starts at 0, an even mix, and gamma at 1)."""
   hidden: int
   num_labels: int
   dropout: float = 0.1
   init_std: float = 0.02
+  mix_layers: int = 0
 
   shares_frozen = True
   supports_packing = False  # its batches are feature vectors (or, with dropout, whole rows)
@@ -49,7 +53,8 @@ class ProbeProgram:
 
   @staticmethod
   def decays(path: tuple[str, ...]) -> bool:
-    return path[-1] not in ('bias', 'scale')  # HF's no-decay rule, as Program.decays
+    # HF's no-decay rule, as Program.decays; the mix's weights are a distribution, not weights.
+    return path[0] != 'mix' and path[-1] not in ('bias', 'scale')
 
   def loss(self, train, frozen, batch, weights, arrays, rng):
     out = self.apply(train, frozen, batch, arrays, deterministic=False, rng=rng)
@@ -70,7 +75,11 @@ class ProbeProgram:
 
   def init(self, pretrained, arrays, rng):
     del pretrained, arrays
-    return {'head': self._head().init(rng, jnp.zeros((1, self.hidden)))['params']}, {}
+    train = {'head': self._head().init(rng, jnp.zeros((1, self.hidden)))['params']}
+    if self.mix_layers:
+      train['mix'] = {'weights': jnp.zeros(self.mix_layers, jnp.float32),
+                      'gamma': jnp.ones((), jnp.float32)}
+    return train, {}
 
   def lr_multipliers(self, train, arrays):
     del arrays
@@ -78,13 +87,23 @@ class ProbeProgram:
 
   def apply(self, train, frozen, batch, arrays, *, deterministic=True, rng=None):
     del frozen
-    x = jnp.take(batch['features'], arrays['layer'], axis=1)
+    if self.mix_layers:
+      mix = train['mix']
+      x = mix['gamma'] * jnp.einsum('j,bjh->bh', jax.nn.softmax(mix['weights']),
+                                    batch['features'])
+    else:
+      x = jnp.take(batch['features'], arrays['layer'], axis=1)
     rngs = None if deterministic else {'dropout': rng}
     return self._head().apply({'params': train['head']}, x, deterministic, rngs=rngs)
 
   def report(self, train, frozen, arrays):
-    del train, frozen, arrays
-    return {}
+    """A scalar mix's learned weights over the layers (`mix_weights/<j>`, summing to 1)."""
+    del frozen, arrays
+    if not self.mix_layers:
+      return {}
+    weights = jax.nn.softmax(train['mix']['weights'])
+    return {**{f'mix_weights/{j}': weights[j] for j in range(self.mix_layers)},
+            'mix_gamma': train['mix']['gamma']}
 
   def export_params(self, *args):
     raise UserError('A probe has no encoder of its own to export: set --config.export_model=False.')
@@ -167,6 +186,7 @@ class Probe(base.Experiment):
   """One linear probe per (k, seed, train size), all k of a size trained in one group."""
   name = 'probe'
   trains_heads_on_frozen_blocks = True
+  fine_tunes = False
   sweep_keys = ('ks', 'pooling', 'probe_pooler', 'small_size_seeds')
 
   def validate(self, ctx):
@@ -178,9 +198,11 @@ class Probe(base.Experiment):
     if ctx.config.export_model:
       raise UserError('A probe has no encoder of its own to export: set --config.export_model=False.')
 
-  def program(self, ctx) -> ProbeProgram:
+  def program(self, ctx, mix: bool = False) -> ProbeProgram:
+    """The probe of one layer, or (`mix`) of the scalar mix of all L+1."""
     c = ctx.pretrained.config
-    args = (c.hidden_size, ctx.task.num_labels, c.hidden_dropout, c.initializer_range)
+    args = (c.hidden_size, ctx.task.num_labels, c.hidden_dropout, c.initializer_range,
+            c.num_layers + 1 if mix else 0)
     if ctx.config.get('probe_dropout', False):
       return DropoutProbeProgram(*args, encoder=c, pooling=ctx.config.pooling,
                                  use_pooler=self.use_pooler(ctx))
@@ -198,6 +220,10 @@ class Probe(base.Experiment):
     out = [Trial(seed, int(size), {'k': k, **read}, program, arrays={'layer': np.int32(k)})
            for size in ctx.config.train_sizes for k in ks
            for seed in reinit.seeds_for(ctx.config, int(size))]
+    if ctx.config.get('scalar_mix', False):
+      mix = self.program(ctx, mix=True)
+      out += [Trial(seed, int(size), {'k': MIX, **read}, mix)
+              for size in ctx.config.train_sizes for seed in reinit.seeds_for(ctx.config, int(size))]
     reinit.log_trial_count(self.name, ctx.config, len(ks), len(out))
     return out
 

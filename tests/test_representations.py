@@ -1,0 +1,100 @@
+"""Representations beside weights: linear CKA per layer (representation_similarity=True) against
+numpy and against HF PyTorch hidden states of the exported trials."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from configs import reinit as reinit_cfg
+from jaxtransfer import train
+from jaxtransfer.data import glue
+from jaxtransfer.models import pretrained
+from jaxtransfer.report import cka
+from jaxtransfer.runtime import records as records_lib
+
+
+def _numpy_cka(x, y):
+  """Kornblith et al.'s linear CKA of (n, d) features, float64, centered."""
+  x = np.asarray(x, np.float64) - np.mean(x, 0)
+  y = np.asarray(y, np.float64) - np.mean(y, 0)
+  return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+def _cka_in_batches(x, y, cuts, pad=3):
+  """cka.py over (1, B, S, H) batches of the tokens, each with `pad` padding tokens (weight 0)
+  holding junk that must not count."""
+  parts = []
+  for lo, hi in zip(cuts[:-1], cuts[1:]):
+    junk = np.full((pad, x.shape[1]), 1e3, np.float32)
+    a = np.concatenate([x[lo:hi], junk])[None, None]
+    b = np.concatenate([y[lo:hi], junk])[None, None]
+    w = np.concatenate([np.ones(hi - lo), np.zeros(pad)]).astype(np.float32)[None]
+    parts.append(cka.batch_moments(a, b, w))
+  return float(cka.linear_cka(cka.combine(parts))[0])
+
+
+def test_cka_matches_numpy_and_its_invariances():
+  rng = np.random.default_rng(0)
+  n, d = 300, 12
+  # A large common offset: batch-wise centering must not lose it to cancellation.
+  x = (rng.normal(size=(n, d)) + 50.0).astype(np.float32)
+  y = (x @ rng.normal(size=(d, d)) + rng.normal(size=(n, d))).astype(np.float32)
+  cuts = [0, 7, 130, 131, 300]
+  assert _cka_in_batches(x, y, cuts) == pytest.approx(_numpy_cka(x, y), abs=1e-6)
+  assert _cka_in_batches(x, x, cuts) == pytest.approx(1.0, abs=1e-6)
+  q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+  rotated = (3.5 * x @ q + 7.0).astype(np.float32)  # orthogonal, isotropic scale, shift
+  assert _cka_in_batches(x, rotated, cuts) == pytest.approx(1.0, abs=1e-5)
+  other = rng.normal(size=(n, d)).astype(np.float32)
+  assert _cka_in_batches(x, other, cuts) == pytest.approx(_numpy_cka(x, other), abs=1e-6)
+
+
+EXAMPLES = 24
+
+
+@pytest.fixture(scope='module')
+def reinit_run(tiny_model_dir, tmp_path_factory):
+  """reinit.py on the tiny BERT: k = 3 (unmodified) and k = 1 (blocks 1, 2 reinitialized), all
+  fine-tuned, exported, with CKA per layer."""
+  work = tmp_path_factory.mktemp('representations')
+  c = reinit_cfg.get_config('demo')
+  c.model, c.cache_dir = str(tiny_model_dir), str(work / 'cache')
+  c.ks, c.seeds, c.train_sizes, c.num_train_steps = (3, 1), (1, 2), (64,), 5
+  c.learning_rate, c.eval_max_examples, c.export_model = 1e-3, 40, True
+  c.representation_similarity, c.similarity_examples = True, EXAMPLES
+  train.train_and_evaluate(c, str(work / 'run'))
+  return work / 'run', c
+
+
+def _hidden_states(model_dir, batch):
+  model = transformers.AutoModel.from_pretrained(str(model_dir)).eval().double()
+  with torch.no_grad():
+    out = model(**{k: torch.as_tensor(v) for k, v in batch.items()}, output_hidden_states=True)
+  return [h.numpy() for h in out.hidden_states]
+
+
+def test_cka_per_layer_equals_hf_pytorch_of_the_exported_trials(reinit_run, tiny_model_dir):
+  run, c = reinit_run
+  tok = pretrained.load_pretrained(str(tiny_model_dir)).tokenizer
+  dev = glue.load_task_data('sst2', 'demo', tok, str(tiny_model_dir), c.max_seq_length,
+                            splits=('dev',), cache_dir=c.cache_dir).dev[''].as_dict()
+  batch = {k: dev[k][:EXAMPLES] for k in ('input_ids', 'attention_mask', 'token_type_ids')}
+  real = batch['attention_mask'].astype(bool)
+  ref = _hidden_states(tiny_model_dir, batch)
+  with open(run / 'representations.csv', newline='') as f:
+    rows = {(r['trial_id'], int(r['layer'])): float(r['cka']) for r in csv.DictReader(f)}
+  recs = records_lib.read_records(run / 'trials.jsonl')
+  assert len(recs) == 4 and all(r['status'] == 'ok' for r in recs)
+  for rec in recs:
+    hs = _hidden_states(run / 'models' / rec['trial_id'], batch)
+    for layer in range(4):
+      want = _numpy_cka(ref[layer][real], hs[layer][real])
+      assert rows[(rec['trial_id'], layer)] == pytest.approx(want, abs=1e-4), (rec['setting'], layer)
+      assert rec['metrics'][f'cka/{layer}'] == rows[(rec['trial_id'], layer)]
+  # Reinitialized blocks are far from the pretrained ones; the embedding output stays close.
+  k1 = [r for r in recs if r['setting']['k'] == 1]
+  assert all(r['metrics']['cka/3'] < r['metrics']['cka/0'] for r in k1)
+  assert (run / 'plots' / 'cka_by_layer.png').stat().st_size > 0
