@@ -13,7 +13,7 @@ from jaxtransfer.engine import engine as engine_lib
 from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train
-from jaxtransfer.studies.tamkin2020 import probe
+from jaxtransfer.studies.tamkin2020 import mdl, probe
 
 import helpers
 from helpers import random_batch
@@ -269,3 +269,100 @@ def test_scalar_mix_run_adds_one_probe_per_seed_and_its_bars(tiny_model_dir, tmp
   for r in mix:
     assert sum(r['metrics'][f'mix_weights/{j}'] for j in range(4)) == pytest.approx(1.0, abs=1e-5)
   assert (work / 'plots' / 'probe_vs_k.png').stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- MDL probes
+
+
+def _portion_trials(prog, n, seeds, layers):
+  return [trials_lib.Trial(seed, size, {'k': k, mdl.PORTION_KEY: p, mdl.OF_KEY: n}, prog,
+                           arrays={'layer': np.int32(k)})
+          for k in layers for seed in seeds
+          for p, size in zip(mdl.PORTIONS[:-1], mdl.sizes(n))]
+
+
+def _online_code(trials, captured, data, prog):
+  """Per (k, seed): n_1 log2 C + each portion probe's bits on its next block (numpy logits)."""
+  n_total = len(data['labels'])
+  out = {}
+  for t in trials:
+    s = t.setting
+    rows = mdl.block_rows(t.seed, n_total, s[mdl.OF_KEY], s[mdl.PORTION_KEY])
+    head = captured[t.trial_id]['head']['classifier']
+    logits = data['features'][rows][:, s['k']].astype(np.float64) @ head['kernel'] + head['bias']
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    bits = -logp[np.arange(len(rows)), data['labels'][rows]].sum() / np.log(2)
+    key = (s[mdl.OF_KEY], s['k'], None, None, t.seed)
+    out[key] = out.get(key, mdl.sizes(s[mdl.OF_KEY])[0] * np.log2(2)) + bits
+    # The portion probe trained on exactly the first n_t examples of its seed's draw.
+    subset = trials_lib.trial_subset(t.seed, n_total, t.train_size)
+    assert set(subset) == set(mdl.order(t.seed, n_total, s[mdl.OF_KEY])[:t.train_size])
+  return out
+
+
+def _with_bits(recs, trials, captured, data, prog):
+  """The records with each portion probe's next-block cost, as the probe study adds it."""
+  out = []
+  for r, t in zip(recs, trials):
+    s = t.setting
+    rows = mdl.block_rows(t.seed, len(data['labels']), s[mdl.OF_KEY], s[mdl.PORTION_KEY])
+    params = trials_lib.TrialParams(captured[t.trial_id], {}, t.arrays)
+    bits = mdl.block_bits(prog, params, data['features'][rows], data['labels'][rows])
+    out.append({**r, 'metrics': {mdl.BITS: bits}})
+  return out
+
+
+def test_mdl_of_a_probe_that_cannot_learn_is_the_uniform_code(tmp_path):
+  """Constant (zero) features and a zero learning rate: every portion probe predicts 1/C, so the
+  online code is exactly N log2 C and the compression 1."""
+  data = _synthetic(n=300)
+  data['features'][:] = 0.0
+  prog = probe.ProbeProgram(hidden=8, num_labels=2, dropout=0.0)
+  n = 250
+  trials = _portion_trials(prog, n, (1, 2), (0, 2))
+  captured = {}
+  recs = _engine(tmp_path, data, data, 5, 0.0, captured).run(trials)
+  assert len({r['group'] for r in recs}) == 1  # every portion x layer x seed in one group
+  recs = _with_bits(recs, trials, captured, data, prog)
+  lengths = mdl.codelengths(recs, 2)
+  assert len(lengths) == 4
+  for v in lengths.values():
+    assert v['codelength_bits'] == pytest.approx(n * np.log2(2), rel=1e-9)
+    assert v['compression'] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_mdl_block_costs_equal_numpy_and_rank_the_layers(tmp_path):
+  """Trained portion probes: the summed code length equals a numpy recomputation from their
+  params, and the separable layer compresses best (layer 0 is noise)."""
+  data = _synthetic(n=400)
+  prog = probe.ProbeProgram(hidden=8, num_labels=2, dropout=0.0)
+  n = 400
+  trials = _portion_trials(prog, n, (1,), (0, 2))
+  captured = {}
+  recs = _engine(tmp_path, data, data, 60, 3e-2, captured).run(trials)
+  want = _online_code(trials, captured, data, prog)
+  recs = _with_bits(recs, trials, captured, data, prog)
+  got = mdl.codelengths(recs, 2)
+  for key, v in got.items():
+    assert v['codelength_bits'] == pytest.approx(want[key], rel=1e-5)
+  assert got[(n, 2, None, None, 1)]['compression'] > 2.0 > got[(n, 0, None, None, 1)]['compression']
+
+
+def test_mdl_run_gives_codelengths_per_layer(tiny_model_dir, tmp_path):
+  c = probe_cfg.get_config('demo')
+  c.model, c.cache_dir = str(tiny_model_dir), str(tmp_path / 'cache')
+  c.max_seq_length, c.num_train_steps, c.train_sizes, c.seeds = 32, 10, (200,), (1,)
+  c.ks, c.probe_metric = (0, 3), 'mdl'
+  work = tmp_path / 'probe'
+  train.train_and_evaluate(c, str(work))
+  recs = records_lib.read_records(work / 'trials.jsonl')
+  portions = [r for r in recs if mdl.PORTION_KEY in r['setting']]
+  layers = [r for r in recs if mdl.PORTION_KEY not in r['setting']]
+  assert len(portions) == 20 and len(layers) == 2 and len({r['group'] for r in portions}) == 1
+  for r in layers:
+    bits = [p['metrics'][mdl.BITS] for p in portions if p['setting']['k'] == r['setting']['k']]
+    total = mdl.sizes(200)[0] + sum(bits)  # log2 C = 1
+    assert r['metrics']['codelength_bits'] == pytest.approx(total, rel=1e-9)
+    assert r['metrics']['compression'] == pytest.approx(200 / total, rel=1e-9)
+  assert (work / 'mdl.csv').read_text().count('\n') == 3
+  assert (work / 'plots' / 'mdl_by_layer.png').stat().st_size > 0

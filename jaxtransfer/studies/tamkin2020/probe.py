@@ -22,8 +22,9 @@ from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.core import program as program_lib
 from jaxtransfer.studies.tamkin2020 import analysis as tamkin
 from jaxtransfer.engine.trials import Trial
-from jaxtransfer.errors import UserError
+from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.studies import base
+from jaxtransfer.studies.tamkin2020 import mdl
 from jaxtransfer.studies.tamkin2020 import reinit
 from jaxtransfer.models import bert
 
@@ -197,6 +198,14 @@ class Probe(base.Experiment):
     base.require_classification(ctx.task, 'probing')
     if ctx.config.export_model:
       raise UserError('A probe has no encoder of its own to export: set --config.export_model=False.')
+    check_choices('probe_metric', ctx.config.get('probe_metric', 'accuracy'), ('accuracy', 'mdl'))
+    if self.mdl(ctx) and ctx.config.get('probe_dropout', False):
+      raise UserError('probe_metric=mdl codes the training labels with probes on precomputed '
+                      'features; it does not run with probe_dropout=True. Drop one of them.')
+
+  @staticmethod
+  def mdl(ctx) -> bool:
+    return ctx.config.get('probe_metric', 'accuracy') == 'mdl'
 
   def program(self, ctx, mix: bool = False) -> ProbeProgram:
     """The probe of one layer, or (`mix`) of the scalar mix of all L+1."""
@@ -224,8 +233,52 @@ class Probe(base.Experiment):
       mix = self.program(ctx, mix=True)
       out += [Trial(seed, int(size), {'k': MIX, **read}, mix)
               for size in ctx.config.train_sizes for seed in reinit.seeds_for(ctx.config, int(size))]
+    if self.mdl(ctx):
+      out += self.portion_trials(ctx, [t for t in out if t.setting['k'] != MIX])
     reinit.log_trial_count(self.name, ctx.config, len(ks), len(out))
     return out
+
+  def portion_trials(self, ctx, trials) -> list[Trial]:
+    """probe_metric=mdl: per layer probe, one more per portion but the last (mdl.PORTIONS), on the
+    first n_t examples of its seed's draw; `train_size` is n_t, the setting says which portion of
+    which N it is."""
+    n_total = len(ctx.data.train)
+    out = []
+    for t in trials:
+      n = t.train_size if 0 < t.train_size < n_total else n_total
+      for portion, size in zip(mdl.PORTIONS[:-1], mdl.sizes(n)):
+        setting = {**t.setting, mdl.PORTION_KEY: portion, mdl.OF_KEY: n}
+        out.append(Trial(t.seed, size, setting, t.program, arrays=dict(t.arrays)))
+    return out
+
+  def execute(self, ctx, engine, trials):
+    """probe_metric=mdl: the portion probes first (one group when the step count is fixed), then
+    the others, whose records carry the code length their portions add up to."""
+    if not self.mdl(ctx):
+      return engine.run(trials)
+    portions = [t for t in trials if mdl.PORTION_KEY in t.setting]
+    records = engine.run(portions)
+    ctx.prepared['codelengths'] = mdl.codelengths(records, ctx.task.num_labels)
+    return records + engine.run([t for t in trials if mdl.PORTION_KEY not in t.setting])
+
+  def uses_params(self, ctx, program):
+    return self.mdl(ctx) or super().uses_params(ctx, program)
+
+  def trial_metrics(self, ctx, trial, params):
+    """probe_metric=mdl: a portion probe's cost of the next block (`portion_bits`); a layer
+    probe's `codelength_bits` and `compression`, from its portions."""
+    s = trial.setting
+    if not self.mdl(ctx) or s['k'] == MIX:
+      return {}
+    n_total = len(ctx.data.train)
+    if mdl.PORTION_KEY in s:
+      rows = mdl.block_rows(trial.seed, n_total, s[mdl.OF_KEY], s[mdl.PORTION_KEY])
+      train = ctx.prepared['train']
+      return {mdl.BITS: mdl.block_bits(trial.program, params, train['features'][rows],
+                                       train['labels'][rows])}
+    n = trial.train_size if 0 < trial.train_size < n_total else n_total
+    key = (n, s['k'], s.get('pooling'), s.get('pooler'), trial.seed)
+    return dict(ctx.prepared['codelengths'].get(key, {}))
 
   def run_spec(self, ctx, trials):
     spec = super().run_spec(ctx, trials)
@@ -237,9 +290,16 @@ class Probe(base.Experiment):
   def engine_inputs(self, ctx, trials):
     """The frozen model's features instead of token ids: {'features': (N, L+1, H), 'labels'}
     (with probe_dropout, the tokens and the pretrained params: features are made every step)."""
+    if ctx.config.get('probe_dropout', False):
+      return super().engine_inputs(ctx, trials)
+    return {}, ctx.prepared['train'], ctx.prepared['dev']
+
+  def prepare(self, ctx, trials):
+    """The frozen features of the training examples some trial trains on and of the dev sets
+    (made once, before training; the MDL code lengths read them too)."""
     c = ctx.config
     if c.get('probe_dropout', False):
-      return super().engine_inputs(ctx, trials)
+      return {}
     train = ctx.data.train.as_dict()
     n = len(train['labels'])
     # Only the examples some trial trains on: each seed's subset (the engine's own draw).
@@ -254,9 +314,10 @@ class Probe(base.Experiment):
     feats = lambda d, r: {'features': frozen_features(ctx.pretrained, d, r, **kw),
                           'labels': d['labels']}
     dev = {k: feats(v.as_dict(), np.arange(len(v))) for k, v in ctx.data.dev.items()}
-    return {}, feats(train, rows), dev
+    return {'train': feats(train, rows), 'dev': dev}
 
   def finalize(self, ctx, records):
     tamkin.plot_probe(ctx.workdir, records, ctx.task.primary_metric, info=ctx.info)
+    mdl.write(ctx.workdir, records, ctx.task.num_labels, ctx.info)
 
 
