@@ -3,13 +3,22 @@ numpy and against HF PyTorch hidden states of the exported trials."""
 
 import csv
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 import torch
 import transformers
 
+import helpers
+import jaxtransfer as jt
 from configs import reinit as reinit_cfg
 from jaxtransfer import train
+from jaxtransfer.core import program as program_lib
+from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.errors import UserError
+from jaxtransfer.studies import base, representations
+from jaxtransfer.studies.tamkin2020 import probe
 from jaxtransfer.data import glue
 from jaxtransfer.models import pretrained
 from jaxtransfer.report import cka
@@ -50,6 +59,35 @@ def test_cka_matches_numpy_and_its_invariances():
   assert _cka_in_batches(x, rotated, cuts) == pytest.approx(1.0, abs=1e-5)
   other = rng.normal(size=(n, d)).astype(np.float32)
   assert _cka_in_batches(x, other, cuts) == pytest.approx(_numpy_cka(x, other), abs=1e-6)
+
+
+def test_a_frozen_prefix_and_a_truncated_head_give_the_pretrained_layers_they_compute(
+    tiny_model_dir):
+  """An untrained program with block 0 frozen and only 2 of 3 blocks computed: its hidden states
+  are jt.hidden_states' first 3, and its CKA is 1 at the 3 layers it computes (none for block 2)."""
+  pre = jt.load_pretrained(str(tiny_model_dir))
+  prog = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=2, frozen_blocks=1)
+  train_p, frozen = prog.init(pre.params, prog.defaults(), jax.random.key(0))
+  ids, mask, types = helpers.random_batch(np.random.default_rng(0), 1000, 40, 24, pad_id=0)
+  batch = {'input_ids': ids, 'attention_mask': mask, 'token_type_ids': types}
+  got = prog.hidden_states(train_p, frozen, batch, prog.defaults())
+  want = jt.hidden_states(pre.config, pre.params, ids, mask, types)[:3]
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  config = ml_collections.ConfigDict({'eval_batch_size': 16, 'similarity_examples': 30})
+  params = trials_lib.TrialParams(train_p, frozen, prog.defaults())
+  values = representations.trial_cka(config, pre.params, {**batch, 'labels': np.zeros(40)}, prog,
+                                     params)
+  np.testing.assert_allclose(values, np.ones(3), atol=1e-6)
+
+
+def test_probes_refuse_representation_similarity():
+  config = ml_collections.ConfigDict({'representation_similarity': True,
+                                      'similarity_examples': 256})
+  with pytest.raises(UserError, match='does not change the encoder'):
+    base.check_similarity_keys(probe.Probe(), config)
+  config.similarity_examples = 0
+  with pytest.raises(UserError, match='similarity_examples=0'):
+    base.check_similarity_keys(base.Experiment(), config)
 
 
 EXAMPLES = 24

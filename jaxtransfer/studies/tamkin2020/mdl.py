@@ -102,7 +102,7 @@ def write(workdir: str, records: Sequence[Mapping[str, Any]], num_labels: int,
       w.writerow({'train_size': r['train_size'], 'k': s['k'], 'pooling': s.get('pooling'),
                   'pooler': s.get('pooler'), 'seed': r['seed'],
                   'codelength_bits': repr(m['codelength_bits']),
-                  'uniform_bits': repr(m['codelength_bits'] * m['compression']),
+                  'uniform_bits': repr(round(m['codelength_bits'] * m['compression'], 6)),
                   'compression': repr(m['compression'])})
   plot(workdir, done, info)
   return path
@@ -124,8 +124,9 @@ def plot(workdir: str, records: Sequence[Mapping[str, Any]], info=None) -> str:
     ax.grid(True, alpha=0.3)
     ax.set_xlabel('probed layer k (0 = embeddings, k = output of block k-1)')
     ax.set_ylabel(label)
+    if metric == 'compression':
+      ax.axhline(1.0, label='1: the layer tells nothing about the labels', **plots.CHANCE_STYLE)
     plots.legend(ax, fontsize=8)
-  axes[1].axhline(1.0, **plots.CHANCE_STYLE)
   first = records[0]
   fig.suptitle(plots.title('MDL probe (Voita & Titov 2020): online code of the training labels',
                            first.get('task', ''), first.get('model', ''), info), fontsize=10)
