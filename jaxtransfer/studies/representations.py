@@ -18,10 +18,12 @@ import dataclasses
 import functools
 import json
 import os
+import time
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 
 from jaxtransfer.core import program as program_lib
 from jaxtransfer.engine import batching
@@ -70,8 +72,11 @@ def trial_metrics(ctx, trial, params) -> dict[str, float]:
   """`cka/<layer>` of an ok trial (nothing unless `wanted`)."""
   if params is None or not wanted(ctx.config, trial.program):
     return {}
+  start = time.perf_counter()
   values = trial_cka(ctx.config, ctx.pretrained.params, ctx.data.dev[''].as_dict(),
                      trial.program, params)
+  logging.info('Trial %s: CKA to the pretrained model per layer %s (%.1f s).', trial.trial_id,
+               ' '.join(f'{v:.3f}' for v in values), time.perf_counter() - start)
   return {f'{PREFIX}{i}': float(v) for i, v in enumerate(values)}
 
 

@@ -231,8 +231,8 @@ class Probe(base.Experiment):
            for seed in reinit.seeds_for(ctx.config, int(size))]
     if ctx.config.get('scalar_mix', False):
       mix = self.program(ctx, mix=True)
-      out += [Trial(seed, int(size), {'k': MIX, **read}, mix)
-              for size in ctx.config.train_sizes for seed in reinit.seeds_for(ctx.config, int(size))]
+      out += [Trial(seed, int(size), {'k': MIX, **read}, mix) for size in ctx.config.train_sizes
+              for seed in reinit.seeds_for(ctx.config, int(size))]
     if self.mdl(ctx):
       out += self.portion_trials(ctx, [t for t in out if t.setting['k'] != MIX])
     reinit.log_trial_count(self.name, ctx.config, len(ks), len(out))
