@@ -292,7 +292,7 @@ def _online_code(trials, captured, data, prog):
     logits = data['features'][rows][:, s['k']].astype(np.float64) @ head['kernel'] + head['bias']
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     bits = -logp[np.arange(len(rows)), data['labels'][rows]].sum() / np.log(2)
-    key = (s[mdl.OF_KEY], s['k'], None, None, t.seed)
+    key = mdl.layer_key(s[mdl.OF_KEY], s, t.seed)
     out[key] = out.get(key, mdl.sizes(s[mdl.OF_KEY])[0] * np.log2(2)) + bits
     # The portion probe trained on exactly the first n_t examples of its seed's draw.
     subset = trials_lib.trial_subset(t.seed, n_total, t.train_size)
@@ -345,7 +345,8 @@ def test_mdl_block_costs_equal_numpy_and_rank_the_layers(tmp_path):
   got = mdl.codelengths(recs, 2)
   for key, v in got.items():
     assert v['codelength_bits'] == pytest.approx(want[key], rel=1e-5)
-  assert got[(n, 2, None, None, 1)]['compression'] > 2.0 > got[(n, 0, None, None, 1)]['compression']
+  layer = lambda k: got[mdl.layer_key(n, {'k': k}, 1)]['compression']
+  assert layer(2) > 2.0 > layer(0)
 
 
 def test_mdl_run_gives_codelengths_per_layer(tiny_model_dir, tmp_path):
@@ -353,16 +354,19 @@ def test_mdl_run_gives_codelengths_per_layer(tiny_model_dir, tmp_path):
   c.model, c.cache_dir = str(tiny_model_dir), str(tmp_path / 'cache')
   c.max_seq_length, c.num_train_steps, c.train_sizes, c.seeds = 32, 10, (200,), (1,)
   c.ks, c.probe_metric = (0, 3), 'mdl'
+  c.learning_rates = (1e-3, 3e-3)  # a swept rate: each layer probe sums its own rate's portions
   work = tmp_path / 'probe'
   train.train_and_evaluate(c, str(work))
   recs = records_lib.read_records(work / 'trials.jsonl')
   portions = [r for r in recs if mdl.PORTION_KEY in r['setting']]
   layers = [r for r in recs if mdl.PORTION_KEY not in r['setting']]
-  assert len(portions) == 20 and len(layers) == 2 and len({r['group'] for r in portions}) == 1
+  assert len(portions) == 40 and len(layers) == 4 and len({r['group'] for r in portions}) == 1
+  same = lambda a, b: all(a[k] == b[k] for k in ('k', 'learning_rate'))
   for r in layers:
-    bits = [p['metrics'][mdl.BITS] for p in portions if p['setting']['k'] == r['setting']['k']]
+    bits = [p['metrics'][mdl.BITS] for p in portions if same(p['setting'], r['setting'])]
+    assert len(bits) == 10
     total = mdl.sizes(200)[0] + sum(bits)  # log2 C = 1
     assert r['metrics']['codelength_bits'] == pytest.approx(total, rel=1e-9)
     assert r['metrics']['compression'] == pytest.approx(200 / total, rel=1e-9)
-  assert (work / 'mdl.csv').read_text().count('\n') == 3
+  assert (work / 'mdl.csv').read_text().count('\n') == 3  # the chosen rate's 2 layers
   assert (work / 'plots' / 'mdl_by_layer.png').stat().st_size > 0

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.special
 
 from jaxtransfer.report import plots
+from jaxtransfer.report import summary
 from jaxtransfer.runtime import files
 
 PORTIONS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5, 25.0, 50.0, 100.0)  # percent of the set
@@ -62,16 +63,23 @@ def uniform_bits(n: int, num_labels: int) -> float:
   return n * math.log2(num_labels)
 
 
+def layer_key(n: int, setting: Mapping[str, Any], seed: int) -> tuple:
+  """Which layer probe a portion probe belongs to: N, its setting without the portion (k, what it
+  reads, a swept learning rate), the seed."""
+  rest = {k: v for k, v in setting.items() if k not in (PORTION_KEY, OF_KEY)}
+  return int(n), summary.setting_json(rest), int(seed)
+
+
 def codelengths(records: Sequence[Mapping[str, Any]], num_labels: int) -> dict[tuple, dict]:
-  """{(N, k, pooling, pooler, seed): {'codelength_bits', 'compression'}} from the portion
-  probes' records; nan where a portion probe failed or is missing."""
+  """{layer_key: {'codelength_bits', 'compression'}} from the portion probes' records; nan where
+  a portion probe failed or is missing."""
   cells: dict[tuple, dict[float, float]] = {}
   for r in records:
     s = r.get('setting') or {}
     if PORTION_KEY not in s:
       continue
     bits = (r.get('metrics') or {}).get(BITS) if r.get('status') == 'ok' else None
-    key = (s[OF_KEY], s['k'], s.get('pooling'), s.get('pooler'), r['seed'])
+    key = layer_key(s[OF_KEY], s, r['seed'])
     cells.setdefault(key, {})[s[PORTION_KEY]] = math.nan if bits is None else float(bits)
   out = {}
   for key, per in cells.items():

@@ -30,6 +30,7 @@ from jaxtransfer.models import bert
 
 MIX = tamkin.MIX  # the setting `k` of the scalar-mix probe
 
+
 @dataclasses.dataclass(frozen=True)
 class ProbeProgram:
   """dropout -> linear over the precomputed feature vector of layer `arrays['layer']`, or with
@@ -277,8 +278,7 @@ class Probe(base.Experiment):
       return {mdl.BITS: mdl.block_bits(trial.program, params, train['features'][rows],
                                        train['labels'][rows])}
     n = trial.train_size if 0 < trial.train_size < n_total else n_total
-    key = (n, s['k'], s.get('pooling'), s.get('pooler'), trial.seed)
-    return dict(ctx.prepared['codelengths'].get(key, {}))
+    return dict(ctx.prepared['codelengths'].get(mdl.layer_key(n, s, trial.seed), {}))
 
   def run_spec(self, ctx, trials):
     spec = super().run_spec(ctx, trials)
