@@ -20,6 +20,7 @@ from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.errors import UserError
 from jaxtransfer.studies import base, representations
 from jaxtransfer.studies.tamkin2020 import probe
+from jaxtransfer.studies.xie2022 import variability
 from jaxtransfer.data import glue
 from jaxtransfer.models import pretrained
 from jaxtransfer.report import cka
@@ -84,8 +85,9 @@ def test_a_frozen_prefix_and_a_truncated_head_give_the_pretrained_layers_they_co
 def test_probes_refuse_representation_similarity():
   config = ml_collections.ConfigDict({'representation_similarity': True,
                                       'similarity_examples': 256})
-  with pytest.raises(UserError, match='does not change the encoder'):
-    base.check_similarity_keys(probe.Probe(), config)
+  for study in (probe.Probe(), variability.Variability()):
+    with pytest.raises(UserError, match='does not change the encoder'):
+      base.check_similarity_keys(study, config)
   config.similarity_examples = 0
   with pytest.raises(UserError, match='similarity_examples=0'):
     base.check_similarity_keys(base.Experiment(), config)
