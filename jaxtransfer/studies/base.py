@@ -369,6 +369,8 @@ class Experiment:
                      r['setting'], r['reference'], r['train_size'], primary, r['diff'],
                      r['ci95_low'], r['ci95_high'], r['p'])
     os.makedirs(os.path.join(ctx.workdir, 'plots'), exist_ok=True)
+    # Every trial's rows, a swept learning rate's too (each rate its own line in the figure).
+    representations.write(ctx.workdir, records, ctx.info)
     swept = bool(ctx.config.get('learning_rates', ()))
     if swept or ctx.config.get('selection_split', 0):
       chosen = best_lib.write(ctx.workdir, records, primary, ctx.info, exclude)
@@ -379,7 +381,6 @@ class Experiment:
         ctx = dataclasses.replace(ctx, info=dataclasses.replace(
             ctx.info, data=f'{ctx.info.data}; {note}' if ctx.info.data else note))
         records = best_lib.chosen_records(records, chosen)
-    representations.write(ctx.workdir, records, ctx.info)
     self.finalize(ctx, records)
 
 
