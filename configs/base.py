@@ -70,6 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every = 20                 # steps between log lines / progress updates
   c.checkpoint_every = 500         # steps between checkpoints of the group in flight (and SIGTERM)
   c.export_model = False           # write models/<trial_id>/ in HF format
+  # Linear CKA per layer between the pretrained model and each fine-tuned trial, over the real
+  # tokens of the first `similarity_examples` dev examples (representations.csv).
+  c.representation_similarity = False
+  c.similarity_examples = 256
   c.allow_mixed = False            # run on a workdir whose finished trials used another config
   # Independent workers on one workdir (README "Scaling out"): group j runs on worker j mod N
   # first; 0 = one worker, or the Slurm array's size (SLURM_ARRAY_TASK_COUNT) when it is one.

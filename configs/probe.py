@@ -51,6 +51,12 @@ def get_config(arg=None):
   # code, the frozen layers run in train mode at every step, so dropout is on under the probe
   # (a forward pass of the encoder per step).
   c.probe_dropout = False
+  # One more probe per seed (setting k='mix') over Tenney et al.'s scalar mix of all L+1 layers,
+  # gamma x sum_j softmax(w)_j h_j; its record's `mix_weights/<j>` are the learned softmax(w).
+  c.scalar_mix = False
+  # 'accuracy': the probes' dev scores; 'mdl': also Voita & Titov's online code length of the
+  # training labels per layer (`codelength_bits`, `compression`; portion probes on nested parts).
+  c.probe_metric = 'accuracy'
   # Probe steps are tiny and many (40 epochs of batch 8): log and checkpoint rarely.
   c.log_every = 2000
   c.checkpoint_every = 50000

@@ -121,7 +121,8 @@ def same_bits(a, b) -> bool:
 
 
 def make_tiny_model_dir(path: pathlib.Path, model_type: str = 'bert', num_layers: int = 3,
-                        seed: int = 0, dropout: float = 0.1) -> pathlib.Path:
+                        seed: int = 0, dropout: float = 0.1,
+                        initializer_range: float = 0.02) -> pathlib.Path:
   """A small random BERT/RoBERTa in HF format with the packaged MiniLM's tokenizer files beside it,
   so that real text can be tokenized while a training step costs milliseconds."""
   import shutil
@@ -134,7 +135,8 @@ def make_tiny_model_dir(path: pathlib.Path, model_type: str = 'bert', num_layers
         'vocab_size': 30522, 'hidden_size': 32, 'num_hidden_layers': num_layers,
         'num_attention_heads': 4, 'intermediate_size': 64, 'max_position_embeddings': 130,
         'type_vocab_size': 2 if model_type == 'bert' else 1, 'layer_norm_eps': 1e-12,
-        'hidden_act': 'gelu', 'initializer_range': 0.02, 'hidden_dropout_prob': dropout,
+        'hidden_act': 'gelu', 'initializer_range': initializer_range,
+        'hidden_dropout_prob': dropout,
         'attention_probs_dropout_prob': dropout, 'pad_token_id': 0}
   cfg = jt.EncoderConfig.from_hf(hf, has_pooler=model_type == 'bert')
   params = jax.tree.map(np.asarray, bert.init_params(cfg, jax.random.key(seed)))

@@ -13,7 +13,7 @@ from jaxtransfer.engine import engine as engine_lib
 from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train
-from jaxtransfer.studies.tamkin2020 import probe
+from jaxtransfer.studies.tamkin2020 import mdl, probe
 
 import helpers
 from helpers import random_batch
@@ -213,3 +213,160 @@ def test_probe_dropout_reads_the_encoder_in_train_mode(tiny_model_dir, tmp_path)
   recs = records_lib.read_records(work / 'trials.jsonl')
   assert sorted(r['setting']['k'] for r in recs) == [0, 1, 2, 3]
   assert all(r['status'] == 'ok' and 0 <= r['metrics']['accuracy'] <= 1 for r in recs)
+
+
+def test_scalar_mix_probe_equals_a_torch_scalar_mix(tmp_path):
+  """The scalar-mix probe (Tenney et al.: gamma x sum_j softmax(w)_j h_j, then the linear probe),
+  vmapped over seeds, == the same mix trained alone in PyTorch with the same init and batches."""
+  data = _synthetic()
+  prog = probe.ProbeProgram(hidden=8, num_labels=2, dropout=0.0, mix_layers=3)
+  steps, lr, size = 15, 1e-2, 64
+  trials = [trials_lib.Trial(seed, size, {'k': 'mix'}, prog) for seed in (1, 2)]
+  captured = {}
+  recs = _engine(tmp_path, data, data, steps, lr, captured).run(trials)
+  for t, rec in zip(trials, recs):
+    head = prog.init({}, {}, jax.random.fold_in(jax.random.key(t.seed), 1))[0]['head']['classifier']
+    layer = torch.nn.Linear(8, 2)
+    w, gamma = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.ones(()))
+    with torch.no_grad():
+      layer.weight.copy_(torch.tensor(np.asarray(head['kernel']).T))
+      layer.bias.copy_(torch.tensor(np.asarray(head['bias'])))
+    params = [*layer.parameters(), w, gamma]
+    opt = torch.optim.AdamW(params, lr=lr, eps=1e-8, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (steps - s) / steps))
+    idx, bw = trials_lib.trial_batches(t.seed, len(data['labels']), size, 8, steps)
+    x, y = torch.tensor(data['features']), torch.tensor(data['labels'], dtype=torch.long)
+    for b, wb in zip(idx, bw):
+      wb = torch.tensor(wb)
+      mixed = gamma * (torch.softmax(w, 0)[None, :, None] * x[b]).sum(1)
+      loss = (torch.nn.functional.cross_entropy(layer(mixed), y[b], reduction='none') * wb).sum()
+      opt.zero_grad()
+      (loss / wb.sum()).backward()
+      torch.nn.utils.clip_grad_norm_(params, 1.0)
+      opt.step()
+      sched.step()
+    got = captured[t.trial_id]
+    np.testing.assert_allclose(got['mix']['weights'], w.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(got['mix']['gamma'], gamma.item(), atol=1e-5)
+    np.testing.assert_allclose(got['head']['classifier']['kernel'], layer.weight.detach().numpy().T,
+                               atol=1e-5)
+    weights = [rec['metrics'][f'mix_weights/{j}'] for j in range(3)]
+    np.testing.assert_allclose(weights, torch.softmax(w, 0).detach().numpy(), atol=1e-6)
+    assert sum(weights) == pytest.approx(1.0, abs=1e-6)
+    assert weights[2] > weights[0]  # the separable layer draws the weight
+
+
+def test_scalar_mix_run_adds_one_probe_per_seed_and_its_bars(tiny_model_dir, tmp_path):
+  c = probe_cfg.get_config('demo')
+  c.model, c.cache_dir = str(tiny_model_dir), str(tmp_path / 'cache')
+  c.max_seq_length, c.num_train_steps, c.train_sizes, c.seeds = 32, 10, (60,), (1, 2)
+  c.scalar_mix = True
+  work = tmp_path / 'probe'
+  train.train_and_evaluate(c, str(work))
+  recs = records_lib.read_records(work / 'trials.jsonl')
+  mix = [r for r in recs if r['setting']['k'] == 'mix']
+  assert len(recs) == 10 and len(mix) == 2 and all(r['status'] == 'ok' for r in recs)
+  for r in mix:
+    assert sum(r['metrics'][f'mix_weights/{j}'] for j in range(4)) == pytest.approx(1.0, abs=1e-5)
+  assert (work / 'plots' / 'probe_vs_k.png').stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- MDL probes
+
+
+def _portion_trials(prog, n, seeds, layers):
+  return [trials_lib.Trial(seed, size, {'k': k, mdl.PORTION_KEY: p, mdl.OF_KEY: n}, prog,
+                           arrays={'layer': np.int32(k)})
+          for k in layers for seed in seeds
+          for p, size in zip(mdl.PORTIONS[:-1], mdl.sizes(n))]
+
+
+def _online_code(trials, captured, data, prog):
+  """Per (k, seed): n_1 log2 C + each portion probe's bits on its next block (numpy logits)."""
+  n_total = len(data['labels'])
+  out = {}
+  for t in trials:
+    s = t.setting
+    rows = mdl.block_rows(t.seed, n_total, s[mdl.OF_KEY], s[mdl.PORTION_KEY])
+    head = captured[t.trial_id]['head']['classifier']
+    logits = data['features'][rows][:, s['k']].astype(np.float64) @ head['kernel'] + head['bias']
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    bits = -logp[np.arange(len(rows)), data['labels'][rows]].sum() / np.log(2)
+    key = mdl.layer_key(s[mdl.OF_KEY], s, t.seed)
+    out[key] = out.get(key, mdl.sizes(s[mdl.OF_KEY])[0] * np.log2(2)) + bits
+    # The portion probe trained on exactly the first n_t examples of its seed's draw.
+    subset = trials_lib.trial_subset(t.seed, n_total, t.train_size)
+    assert set(subset) == set(mdl.order(t.seed, n_total, s[mdl.OF_KEY])[:t.train_size])
+  return out
+
+
+def _with_bits(recs, trials, captured, data, prog):
+  """The records with each portion probe's next-block cost, as the probe study adds it."""
+  out = []
+  for r, t in zip(recs, trials):
+    s = t.setting
+    rows = mdl.block_rows(t.seed, len(data['labels']), s[mdl.OF_KEY], s[mdl.PORTION_KEY])
+    params = trials_lib.TrialParams(captured[t.trial_id], {}, t.arrays)
+    bits = mdl.block_bits(prog, params, data['features'][rows], data['labels'][rows])
+    out.append({**r, 'metrics': {mdl.BITS: bits}})
+  return out
+
+
+def test_mdl_of_a_probe_that_cannot_learn_is_the_uniform_code(tmp_path):
+  """Constant (zero) features and a zero learning rate: every portion probe predicts 1/C, so the
+  online code is exactly N log2 C and the compression 1."""
+  data = _synthetic(n=300)
+  data['features'][:] = 0.0
+  prog = probe.ProbeProgram(hidden=8, num_labels=2, dropout=0.0)
+  n = 250
+  trials = _portion_trials(prog, n, (1, 2), (0, 2))
+  captured = {}
+  recs = _engine(tmp_path, data, data, 5, 0.0, captured).run(trials)
+  assert len({r['group'] for r in recs}) == 1  # every portion x layer x seed in one group
+  recs = _with_bits(recs, trials, captured, data, prog)
+  lengths = mdl.codelengths(recs, 2)
+  assert len(lengths) == 4
+  for v in lengths.values():
+    assert v['codelength_bits'] == pytest.approx(n * np.log2(2), rel=1e-9)
+    assert v['compression'] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_mdl_block_costs_equal_numpy_and_rank_the_layers(tmp_path):
+  """Trained portion probes: the summed code length equals a numpy recomputation from their
+  params, and the separable layer compresses best (layer 0 is noise)."""
+  data = _synthetic(n=400)
+  prog = probe.ProbeProgram(hidden=8, num_labels=2, dropout=0.0)
+  n = 400
+  trials = _portion_trials(prog, n, (1,), (0, 2))
+  captured = {}
+  recs = _engine(tmp_path, data, data, 60, 3e-2, captured).run(trials)
+  want = _online_code(trials, captured, data, prog)
+  recs = _with_bits(recs, trials, captured, data, prog)
+  got = mdl.codelengths(recs, 2)
+  for key, v in got.items():
+    assert v['codelength_bits'] == pytest.approx(want[key], rel=1e-5)
+  layer = lambda k: got[mdl.layer_key(n, {'k': k}, 1)]['compression']
+  assert layer(2) > 2.0 > layer(0)
+
+
+def test_mdl_run_gives_codelengths_per_layer(tiny_model_dir, tmp_path):
+  c = probe_cfg.get_config('demo')
+  c.model, c.cache_dir = str(tiny_model_dir), str(tmp_path / 'cache')
+  c.max_seq_length, c.num_train_steps, c.train_sizes, c.seeds = 32, 10, (200,), (1,)
+  c.ks, c.probe_metric = (0, 3), 'mdl'
+  c.learning_rates = (1e-3, 3e-3)  # a swept rate: each layer probe sums its own rate's portions
+  work = tmp_path / 'probe'
+  train.train_and_evaluate(c, str(work))
+  recs = records_lib.read_records(work / 'trials.jsonl')
+  portions = [r for r in recs if mdl.PORTION_KEY in r['setting']]
+  layers = [r for r in recs if mdl.PORTION_KEY not in r['setting']]
+  assert len(portions) == 40 and len(layers) == 4 and len({r['group'] for r in portions}) == 1
+  same = lambda a, b: all(a[k] == b[k] for k in ('k', 'learning_rate'))
+  for r in layers:
+    bits = [p['metrics'][mdl.BITS] for p in portions if same(p['setting'], r['setting'])]
+    assert len(bits) == 10
+    total = mdl.sizes(200)[0] + sum(bits)  # log2 C = 1
+    assert r['metrics']['codelength_bits'] == pytest.approx(total, rel=1e-9)
+    assert r['metrics']['compression'] == pytest.approx(200 / total, rel=1e-9)
+  assert (work / 'mdl.csv').read_text().count('\n') == 3  # the chosen rate's 2 layers
+  assert (work / 'plots' / 'mdl_by_layer.png').stat().st_size > 0

@@ -315,15 +315,46 @@ class Program:
 
   def features(self, params: Params, batch, arrays, *, deterministic: bool, rng=None):
     """The encoder up to block n: last hidden state (B, S, H) (packed: (rows, width, H))."""
+    x, _ = self._encode(params, batch, arrays, deterministic=deterministic, rng=rng)
+    return bert.final_norm(self.encoder, params['embeddings'], x, self.compute_dtype)
+
+  def hidden_states(self, train: Params, frozen: Params, batch, arrays) -> jax.Array:
+    """Every hidden state this trial computes, in eval mode, (n+1, B, S, H): [0] the embedding
+    output, [i] the output of block i-1 (adapters, masks and LoRA applied), as
+    `bert.hidden_states` gives them (ModernBERT's final norm on the last one only when all L
+    blocks run)."""
+    params = merge(train, frozen)
+    _, outs = self._encode(params, batch, arrays, deterministic=True, collect=True)
+    hs = jnp.concatenate(outs, axis=0)
+    if self.encoder.final_norm and self.num_blocks == self.encoder.num_layers:
+      last = bert.final_norm(self.encoder, params['embeddings'], hs[-1], self.compute_dtype)
+      hs = hs.at[-1].set(last.astype(hs.dtype))
+    return hs
+
+  def _encode(self, params: Params, batch, arrays, *, deterministic: bool, rng=None,
+              collect: bool = False):
+    """(the output of block n before any final norm, with `collect` the list of hidden states
+    [(1, B, S, H) embedding output, (k, B, S, H) per run of blocks])."""
     c, f, n, dt = self.encoder, self.frozen_blocks, self.num_blocks, self.compute_dtype
     ids, mask = batch['input_ids'], batch['attention_mask']
     kw = dict(deterministic=deterministic, rng=rng, dtype=dt)
+    # Hidden states are read as bert.hidden_states gives them (DeBERTa zeroes padding positions).
     x = bert.embed(c, params['embeddings'], ids, batch.get('token_type_ids'),
+                   attention_mask=mask if collect else None,
                    position_ids=batch.get('position_ids'), **kw)
-    kw['embeddings'] = params['embeddings']  # DeBERTa's blocks read its relative position table
-    kw['segment_ids'] = batch.get('segment_ids')
+    outs = [x[None]]
+    kw.update(embeddings=params['embeddings'],  # DeBERTa's blocks read its relative positions
+              segment_ids=batch.get('segment_ids'), collect=collect)
+
+    def run(blocks, x, first, **more):
+      out = bert.apply_blocks(c, blocks, x, mask, first_index=first, **kw, **more)
+      if not collect:
+        return out
+      outs.append(out[1])
+      return out[0]
+
     if f:
-      x = bert.apply_blocks(c, params['blocks_frozen'], x, mask, first_index=0, **kw)
+      x = run(params['blocks_frozen'], x, 0)
     if n > f:
       if (f or not self.train_embeddings) and not self.grads_of_frozen:
         # Nothing below is trained: make sure no backward pass reaches the frozen prefix.
@@ -336,10 +367,9 @@ class Program:
         blocks = {**blocks, **params['adapters']}
       if self.lora:
         blocks = {**blocks, 'lora': params['lora']}
-      x = bert.apply_blocks(c, blocks, x, mask, first_index=f, adapter_size=self.adapter_size,
-                            adapter_style=self.adapter_style, lora=self.lora, remat=self.remat,
-                            **kw)
-    return bert.final_norm(c, params['embeddings'], x, dt)  # ModernBERT's; others: identity
+      x = run(blocks, x, f, adapter_size=self.adapter_size, adapter_style=self.adapter_style,
+              lora=self.lora, remat=self.remat)
+    return x, outs
 
   def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
             rng=None):

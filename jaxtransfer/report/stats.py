@@ -13,7 +13,7 @@ import scipy.stats
 # leaves [0, 1]). Per-matrix variants ('sparsity/query') share their metric's range.
 METRIC_RANGES = {
     'accuracy': (0.0, 1.0), 'accuracy_mm': (0.0, 1.0), 'f1': (0.0, 1.0), 'sparsity': (0.0, 1.0),
-    'mcc': (-1.0, 1.0), 'pearson': (-1.0, 1.0), 'spearman': (-1.0, 1.0),
+    'cka': (0.0, 1.0), 'mcc': (-1.0, 1.0), 'pearson': (-1.0, 1.0), 'spearman': (-1.0, 1.0),
 }
 
 

@@ -33,6 +33,7 @@ from jaxtransfer.models import convert
 from jaxtransfer.models import heads
 from jaxtransfer.models import lora as lora_lib
 from jaxtransfer.models.pretrained import Pretrained, load_pretrained, sentence_pooling
+from jaxtransfer.studies import representations
 
 
 @dataclasses.dataclass
@@ -311,6 +312,8 @@ class Experiment:
   sweep_keys: tuple[str, ...] = ()
   # Some trials train a head over frozen blocks (select, freeze, probe): the pooling matters most.
   trains_heads_on_frozen_blocks = False
+  # Whether its trials change the encoder (representation_similarity measures what they did).
+  fine_tunes = True
 
   def resolve(self, config) -> None:
     """Fills config values a study derives from others (before validation and config.json)."""
@@ -403,6 +406,7 @@ class Experiment:
           task: TaskSpec | custom_data.CustomTask | None = None) -> list[dict]:
     ctx = self.load(config, workdir, task)
     self.validate(ctx)
+    check_similarity_keys(self, config)
     trials = expand_learning_rates(config, self.trials(ctx))
     ctx.prepared = self.prepare(ctx, trials)
     workers = Workers.from_config(config)
@@ -435,6 +439,8 @@ class Experiment:
                      r['setting'], r['reference'], r['train_size'], primary, r['diff'],
                      r['ci95_low'], r['ci95_high'], r['p'])
     os.makedirs(os.path.join(ctx.workdir, 'plots'), exist_ok=True)
+    # Every trial's rows, a swept learning rate's too (each rate its own line in the figure).
+    representations.write(ctx.workdir, records, ctx.info)
     swept = bool(ctx.config.get('learning_rates', ()))
     if swept or ctx.config.get('selection_split', 0):
       chosen = best_lib.write(ctx.workdir, records, primary, ctx.info, exclude)
@@ -448,6 +454,19 @@ class Experiment:
     self.finalize(ctx, records)
 
 
+def check_similarity_keys(study: Experiment, config) -> None:
+  """UserError for representation_similarity on a study that leaves the encoder as it is."""
+  if not config.get('representation_similarity', False):
+    return
+  if not study.fine_tunes:
+    raise UserError(f'representation_similarity=True compares each fine-tuned trial with the '
+                    f'pretrained model, and the {study.name} study does not change the encoder. '
+                    'Drop --config.representation_similarity.')
+  if int(config.get('similarity_examples', 256)) <= 0:
+    raise UserError(f'similarity_examples={config.similarity_examples} must be positive '
+                    '(--config.similarity_examples).')
+
+
 @dataclasses.dataclass
 class _Hooks:
   """A study's per-trial hooks bound to its run (engine.TrialHooks)."""
@@ -455,10 +474,14 @@ class _Hooks:
   ctx: Context
 
   def uses_params(self, program) -> bool:
-    return self.study.uses_params(self.ctx, program)
+    return (self.study.uses_params(self.ctx, program)
+            or representations.wanted(self.ctx.config, program))
 
   def metrics(self, trial, params):
-    return self.study.trial_metrics(self.ctx, trial, params)
+    # Every study that fine-tunes measures its representations the same way, whatever its own
+    # per-trial metrics are.
+    return {**self.study.trial_metrics(self.ctx, trial, params),
+            **representations.trial_metrics(self.ctx, trial, params)}
 
   def write_outputs(self, trial, params):
     self.study.write_outputs(self.ctx, trial, params)

@@ -33,6 +33,7 @@ from jaxtransfer.errors import UserError
 Record = Mapping[str, Any]
 PROBE_COLORS = ('black', 'dimgray', 'tab:brown', 'tab:olive', 'tab:pink', 'tab:cyan')
 FULL_COLOR, REINIT_COLOR = 'tab:blue', 'tab:red'
+MIX = 'mix'  # probe.py's scalar-mix probe: its setting's `k`
 
 
 # ----------------------------------------------------------------------------- record helpers
@@ -46,6 +47,11 @@ def read_workdir(workdir: str) -> list[dict]:
     raise UserError(f'{path} holds no trial records: point --config.probe_dir at the workdir of a '
                     'finished probe.py run (or leave it empty).')
   return recs
+
+
+def one_layer(setting: Mapping[str, Any]) -> bool:
+  """A setting of a trial at one k (not a scalar mix, not an MDL portion probe)."""
+  return 'k' in setting and setting['k'] != MIX and 'mdl_portion' not in setting
 
 
 def _meta(records: Sequence[Record]) -> tuple[str, str]:
@@ -99,8 +105,7 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
   if not pairs:
     return []
   task, model = _meta([r for r, _ in pairs])
-  probe = plots.scores([r for r in probe_records if r.get('task') == task], metric,
-                       lambda s: 'k' in s)
+  probe = plots.scores([r for r in probe_records if r.get('task') == task], metric, one_layer)
   keys = ('reinit_scheme', 'reinit_lr_multiplier')
   variants = _variants(pairs, keys)
   lim = plots.bounds(metric)
@@ -161,23 +166,54 @@ def probe_lines(pairs) -> dict[tuple[Any, str], dict[int, list[float]]]:
 def plot_probe(workdir: str, records: Sequence[Record], metric: str, prefix: str = '',
                info: plots.RunInfo | None = None) -> list[str]:
   """Linear-probe score vs the block it reads (k = 0: embeddings), one line per training size
-  and kind of probe."""
-  pairs = plots.scores(records, metric, lambda s: 'k' in s)
-  if not pairs:
+  and kind of probe; with scalar-mix probes, their score as a band and (right) their mean weight
+  per layer as bars."""
+  pairs = plots.scores(records, metric, one_layer)
+  mixes = plots.scores(records, metric, lambda s: s.get('k') == MIX)
+  if not pairs and not mixes:
     return []
-  task, model = _meta([r for r, _ in pairs])
-  fig, ax = plots.figure()
+  task, model = _meta([r for r, _ in pairs + mixes])
+  fig, axes = plots.subplots(1, 2 if mixes else 1, figsize=(11.0 if mixes else 6.4, 4.2),
+                             dpi=120, squeeze=False)
+  ax = axes[0][0]
+  ax.grid(True, alpha=0.3)
   for (size, read), per_k in probe_lines(pairs).items():
     xs = sorted(per_k)
     plots.line_with_ci(ax, xs, [per_k[k] for k in xs], f'{read}, {plots.size_label(size)}',
                        dashed=True, marker='s', bounds=plots.bounds(metric), step=1)
+  for (size, read), per_k in probe_lines(mixes).items():
+    plots.reference(ax, per_k[MIX], f'scalar mix of all layers, {read}, {plots.size_label(size)}',
+                    linestyle=':', bounds=plots.bounds(metric))
   ks = sorted({r['setting']['k'] for r, _ in pairs})
-  ax.set_xticks(ks)
+  if ks:
+    ax.set_xticks(ks)
   ax.set_xlabel('probed layer k (0 = embeddings, k = output of block k-1)')
   ax.set_ylabel(plots.metric_label(metric))
   ax.set_title(plots.title('Linear probe on the frozen model', task, model, info), fontsize=10)
   _finish(ax, metric, info, fontsize=8)
+  if mixes:
+    plot_mix_weights(axes[0][1], [r for r, _ in mixes])
   return [plots.save(fig, workdir, f'{prefix}probe_vs_k')]
+
+
+def plot_mix_weights(ax, records: Sequence[Record]) -> None:
+  """The scalar-mix probes' softmax weights per layer (`mix_weights/<j>`): mean over seeds, as bars
+  (one set per training size), with each seed's weights as dots."""
+  sizes = sorted({r['train_size'] for r in records}, key=plots.size_order)
+  width = 0.8 / len(sizes)
+  for i, size in enumerate(sizes):
+    sub = [r for r in records if r['train_size'] == size]
+    layers = sorted(int(k.split('/')[1]) for k in sub[0]['metrics'] if k.startswith('mix_weights/'))
+    w = np.array([[r['metrics'][f'mix_weights/{j}'] for j in layers] for r in sub])
+    xs = np.array(layers) + (i - (len(sizes) - 1) / 2) * width
+    ax.bar(xs, w.mean(0), width, alpha=0.7, label=f'mean weight, {plots.size_label(size)}')
+    ax.scatter(np.repeat(xs[None], len(w), 0), w, s=8, color='black', alpha=0.5, zorder=3)
+    ax.set_xticks(layers)
+  ax.grid(True, alpha=0.3, axis='y')
+  ax.set_xlabel('layer (0 = embeddings, j = output of block j-1)')
+  ax.set_ylabel('scalar-mix weight softmax(w)_j')
+  ax.set_title('what the scalar mix reads (dots: one seed)', fontsize=9)
+  ax.legend(fontsize=8)
 
 
 # ----------------------------------------------------------------------------- Fig. 5

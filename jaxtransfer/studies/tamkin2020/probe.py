@@ -22,19 +22,25 @@ from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.core import program as program_lib
 from jaxtransfer.studies.tamkin2020 import analysis as tamkin
 from jaxtransfer.engine.trials import Trial
-from jaxtransfer.errors import UserError
+from jaxtransfer.errors import UserError, check_choices
 from jaxtransfer.studies import base
+from jaxtransfer.studies.tamkin2020 import mdl
 from jaxtransfer.studies.tamkin2020 import reinit
 from jaxtransfer.models import bert
+
+MIX = tamkin.MIX  # the setting `k` of the scalar-mix probe
 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeProgram:
-  """dropout -> linear over the precomputed feature vector of layer `arrays['layer']`."""
+  """dropout -> linear over the precomputed feature vector of layer `arrays['layer']`, or with
+  `mix_layers` = L+1 over Tenney et al.'s scalar mix of all of them, gamma x sum_j softmax(w)_j h_j
+  (w starts at 0, an even mix, and gamma at 1)."""
   hidden: int
   num_labels: int
   dropout: float = 0.1
   init_std: float = 0.02
+  mix_layers: int = 0
 
   shares_frozen = True
   supports_packing = False  # its batches are feature vectors (or, with dropout, whole rows)
@@ -49,7 +55,8 @@ class ProbeProgram:
 
   @staticmethod
   def decays(path: tuple[str, ...]) -> bool:
-    return path[-1] not in ('bias', 'scale')  # HF's no-decay rule, as Program.decays
+    # HF's no-decay rule, as Program.decays; the mix's weights are a distribution, not weights.
+    return path[0] != 'mix' and path[-1] not in ('bias', 'scale')
 
   def loss(self, train, frozen, batch, weights, arrays, rng):
     out = self.apply(train, frozen, batch, arrays, deterministic=False, rng=rng)
@@ -70,7 +77,11 @@ class ProbeProgram:
 
   def init(self, pretrained, arrays, rng):
     del pretrained, arrays
-    return {'head': self._head().init(rng, jnp.zeros((1, self.hidden)))['params']}, {}
+    train = {'head': self._head().init(rng, jnp.zeros((1, self.hidden)))['params']}
+    if self.mix_layers:
+      train['mix'] = {'weights': jnp.zeros(self.mix_layers, jnp.float32),
+                      'gamma': jnp.ones((), jnp.float32)}
+    return train, {}
 
   def lr_multipliers(self, train, arrays):
     del arrays
@@ -78,13 +89,23 @@ class ProbeProgram:
 
   def apply(self, train, frozen, batch, arrays, *, deterministic=True, rng=None):
     del frozen
-    x = jnp.take(batch['features'], arrays['layer'], axis=1)
+    if self.mix_layers:
+      mix = train['mix']
+      x = mix['gamma'] * jnp.einsum('j,bjh->bh', jax.nn.softmax(mix['weights']),
+                                    batch['features'])
+    else:
+      x = jnp.take(batch['features'], arrays['layer'], axis=1)
     rngs = None if deterministic else {'dropout': rng}
     return self._head().apply({'params': train['head']}, x, deterministic, rngs=rngs)
 
   def report(self, train, frozen, arrays):
-    del train, frozen, arrays
-    return {}
+    """A scalar mix's learned weights over the layers (`mix_weights/<j>`, summing to 1)."""
+    del frozen, arrays
+    if not self.mix_layers:
+      return {}
+    weights = jax.nn.softmax(train['mix']['weights'])
+    return {**{f'mix_weights/{j}': weights[j] for j in range(self.mix_layers)},
+            'mix_gamma': train['mix']['gamma']}
 
   def export_params(self, *args):
     raise UserError('A probe has no encoder of its own to export: set --config.export_model=False.')
@@ -167,6 +188,7 @@ class Probe(base.Experiment):
   """One linear probe per (k, seed, train size), all k of a size trained in one group."""
   name = 'probe'
   trains_heads_on_frozen_blocks = True
+  fine_tunes = False
   sweep_keys = ('ks', 'pooling', 'probe_pooler', 'small_size_seeds')
 
   def validate(self, ctx):
@@ -177,10 +199,20 @@ class Probe(base.Experiment):
     base.require_classification(ctx.task, 'probing')
     if ctx.config.export_model:
       raise UserError('A probe has no encoder of its own to export: set --config.export_model=False.')
+    check_choices('probe_metric', ctx.config.get('probe_metric', 'accuracy'), ('accuracy', 'mdl'))
+    if self.mdl(ctx) and ctx.config.get('probe_dropout', False):
+      raise UserError('probe_metric=mdl codes the training labels with probes on precomputed '
+                      'features; it does not run with probe_dropout=True. Drop one of them.')
 
-  def program(self, ctx) -> ProbeProgram:
+  @staticmethod
+  def mdl(ctx) -> bool:
+    return ctx.config.get('probe_metric', 'accuracy') == 'mdl'
+
+  def program(self, ctx, mix: bool = False) -> ProbeProgram:
+    """The probe of one layer, or (`mix`) of the scalar mix of all L+1."""
     c = ctx.pretrained.config
-    args = (c.hidden_size, ctx.task.num_labels, c.hidden_dropout, c.initializer_range)
+    args = (c.hidden_size, ctx.task.num_labels, c.hidden_dropout, c.initializer_range,
+            c.num_layers + 1 if mix else 0)
     if ctx.config.get('probe_dropout', False):
       return DropoutProbeProgram(*args, encoder=c, pooling=ctx.config.pooling,
                                  use_pooler=self.use_pooler(ctx))
@@ -198,8 +230,55 @@ class Probe(base.Experiment):
     out = [Trial(seed, int(size), {'k': k, **read}, program, arrays={'layer': np.int32(k)})
            for size in ctx.config.train_sizes for k in ks
            for seed in reinit.seeds_for(ctx.config, int(size))]
+    if ctx.config.get('scalar_mix', False):
+      mix = self.program(ctx, mix=True)
+      out += [Trial(seed, int(size), {'k': MIX, **read}, mix) for size in ctx.config.train_sizes
+              for seed in reinit.seeds_for(ctx.config, int(size))]
+    if self.mdl(ctx):
+      out += self.portion_trials(ctx, [t for t in out if t.setting['k'] != MIX])
     reinit.log_trial_count(self.name, ctx.config, len(ks), len(out))
     return out
+
+  def portion_trials(self, ctx, trials) -> list[Trial]:
+    """probe_metric=mdl: per layer probe, one more per portion but the last (mdl.PORTIONS), on the
+    first n_t examples of its seed's draw; `train_size` is n_t, the setting says which portion of
+    which N it is."""
+    n_total = len(ctx.data.train)
+    out = []
+    for t in trials:
+      n = t.train_size if 0 < t.train_size < n_total else n_total
+      for portion, size in zip(mdl.PORTIONS[:-1], mdl.sizes(n)):
+        setting = {**t.setting, mdl.PORTION_KEY: portion, mdl.OF_KEY: n}
+        out.append(Trial(t.seed, size, setting, t.program, arrays=dict(t.arrays)))
+    return out
+
+  def execute(self, ctx, engine, trials):
+    """probe_metric=mdl: the portion probes first (one group when the step count is fixed), then
+    the others, whose records carry the code length their portions add up to."""
+    if not self.mdl(ctx):
+      return engine.run(trials)
+    portions = [t for t in trials if mdl.PORTION_KEY in t.setting]
+    records = engine.run(portions)
+    ctx.prepared['codelengths'] = mdl.codelengths(records, ctx.task.num_labels)
+    return records + engine.run([t for t in trials if mdl.PORTION_KEY not in t.setting])
+
+  def uses_params(self, ctx, program):
+    return self.mdl(ctx) or super().uses_params(ctx, program)
+
+  def trial_metrics(self, ctx, trial, params):
+    """probe_metric=mdl: a portion probe's cost of the next block (`portion_bits`); a layer
+    probe's `codelength_bits` and `compression`, from its portions."""
+    s = trial.setting
+    if not self.mdl(ctx) or s['k'] == MIX:
+      return {}
+    n_total = len(ctx.data.train)
+    if mdl.PORTION_KEY in s:
+      rows = mdl.block_rows(trial.seed, n_total, s[mdl.OF_KEY], s[mdl.PORTION_KEY])
+      train = ctx.prepared['train']
+      return {mdl.BITS: mdl.block_bits(trial.program, params, train['features'][rows],
+                                       train['labels'][rows])}
+    n = trial.train_size if 0 < trial.train_size < n_total else n_total
+    return dict(ctx.prepared['codelengths'].get(mdl.layer_key(n, s, trial.seed), {}))
 
   def run_spec(self, ctx, trials):
     spec = super().run_spec(ctx, trials)
@@ -211,9 +290,16 @@ class Probe(base.Experiment):
   def engine_inputs(self, ctx, trials):
     """The frozen model's features instead of token ids: {'features': (N, L+1, H), 'labels'}
     (with probe_dropout, the tokens and the pretrained params: features are made every step)."""
+    if ctx.config.get('probe_dropout', False):
+      return super().engine_inputs(ctx, trials)
+    return {}, ctx.prepared['train'], ctx.prepared['dev']
+
+  def prepare(self, ctx, trials):
+    """The frozen features of the training examples some trial trains on and of the dev sets
+    (made once, before training; the MDL code lengths read them too)."""
     c = ctx.config
     if c.get('probe_dropout', False):
-      return super().engine_inputs(ctx, trials)
+      return {}
     train = ctx.data.train.as_dict()
     n = len(train['labels'])
     # Only the examples some trial trains on: each seed's subset (the engine's own draw).
@@ -228,9 +314,10 @@ class Probe(base.Experiment):
     feats = lambda d, r: {'features': frozen_features(ctx.pretrained, d, r, **kw),
                           'labels': d['labels']}
     dev = {k: feats(v.as_dict(), np.arange(len(v))) for k, v in ctx.data.dev.items()}
-    return {}, feats(train, rows), dev
+    return {'train': feats(train, rows), 'dev': dev}
 
   def finalize(self, ctx, records):
     tamkin.plot_probe(ctx.workdir, records, ctx.task.primary_metric, info=ctx.info)
+    mdl.write(ctx.workdir, records, ctx.task.num_labels, ctx.info)
 
 

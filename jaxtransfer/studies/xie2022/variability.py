@@ -71,8 +71,10 @@ def load_or_compute(ctx: base.Context) -> np.ndarray:
 
 class Variability(base.Experiment):
   name = 'variability'
+  fine_tunes = False  # one forward pass of the pretrained model: nothing to compare it with
 
   def run(self, config, workdir, task=None) -> list[dict]:
+    base.check_similarity_keys(self, config)
     task = config.task if task is None else task
     base.require_classification(data_lib.spec_of(task), 'hidden-state variability')
     ctx = self.load(config, workdir, task)
