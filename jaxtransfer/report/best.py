@@ -4,7 +4,6 @@ has one, else by dev (and then said so), with the chosen rate's dev mean and 95%
 from __future__ import annotations
 
 import collections
-import csv
 import json
 import math
 import os
@@ -84,10 +83,7 @@ def chosen_records(records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[
 
 
 def write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
-  with files.atomic_write(path, newline='', encoding='utf-8') as f:
-    writer = csv.DictWriter(f, fieldnames=BEST_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
+  files.write_csv(path, BEST_FIELDS, rows)
   for r in rows:
     logging.info('best.csv: train_size=%s %s: learning_rate %g (selected on %s%s), dev %s %.4f '
                  '(95%% CI %.4f..%.4f, %d seeds, %d degenerate)', r['train_size'], r['setting'],

@@ -17,7 +17,6 @@ the resample's average ranks), equal to `data.metrics` on the resampled rows.
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
 import json
 import os
@@ -396,9 +395,5 @@ def write_differences_csv(workdir: str, records: Sequence[Mapping], reference: M
   """differences.csv in `workdir` (atomically), from the records and their predictions/."""
   rows = differences(records, predictions_lib.for_records(workdir, records), reference, metric,
                      workdir=workdir)
-  with files.atomic_write(os.path.join(workdir, 'differences.csv'), newline='',
-                          encoding='utf-8') as f:
-    writer = csv.DictWriter(f, fieldnames=DIFFERENCE_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
+  files.write_csv(os.path.join(workdir, 'differences.csv'), DIFFERENCE_FIELDS, rows)
   return rows

@@ -31,3 +31,14 @@ def atomic_write(path: str | os.PathLike[str], mode: str = 'w', **open_kwargs):
   with atomic_path(path) as tmp:
     with open(tmp, mode, **open_kwargs) as f:
       yield f
+
+
+def write_csv(path: str | os.PathLike[str], fields, rows, *, extrasaction: str = 'raise') -> None:
+  """A CSV with a header of `fields` and one line per mapping in `rows`, written atomically
+  (readers see the old file or the whole new one)."""
+  import csv
+  with atomic_write(path, newline='', encoding='utf-8') as f:
+    writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction=extrasaction)
+    writer.writeheader()
+    writer.writerows(rows)
+

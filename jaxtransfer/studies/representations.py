@@ -13,7 +13,6 @@ the pretrained block i.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import json
@@ -98,11 +97,7 @@ def write(workdir: str, records: Sequence[Mapping[str, Any]], info=None) -> str 
   if not table:
     return None
   path = os.path.join(workdir, 'representations.csv')
-  with files.atomic_write(path, newline='') as f:
-    w = csv.DictWriter(f, fieldnames=FIELDS)
-    w.writeheader()
-    for r in table:
-      w.writerow({**r, 'cka': repr(float(r['cka']))})
+  files.write_csv(path, FIELDS, ({**r, 'cka': repr(float(r['cka']))} for r in table))
   plot(workdir, records, info)
   return path
 

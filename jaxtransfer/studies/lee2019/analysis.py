@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from jaxtransfer.data import glue as data_lib
+from jaxtransfer.runtime import files
 from jaxtransfer.runtime import records as records_lib
 from jaxtransfer.report import stats as stats_lib
 from jaxtransfer.report import summary
@@ -179,10 +179,7 @@ def markdown(table: Sequence[Mapping[str, Any]]) -> str:
 
 
 def write_csv(path: str, table: Sequence[Mapping[str, Any]]) -> None:
-  with open(path, 'w', newline='', encoding='utf-8') as f:
-    w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction='ignore')
-    w.writeheader()
-    w.writerows(table)
+  files.write_csv(path, CSV_FIELDS, table, extrasaction='ignore')
 
 
 # ----------------------------------------------------------------------------- the figure

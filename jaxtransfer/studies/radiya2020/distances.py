@@ -107,11 +107,8 @@ def write_rows(path: str, rows: Iterable[dict[str, Any]]) -> None:
   rows = list(rows)
   new_ids = {r['trial_id'] for r in rows}
   kept = [r for r in read_rows(path) if r['trial_id'] not in new_ids]
-  with files.atomic_write(path, newline='') as f:
-    w = csv.DictWriter(f, fieldnames=FIELDS)
-    w.writeheader()
-    for r in kept + rows:
-      w.writerow({k: (repr(float(r[k])) if k in METRICS else r[k]) for k in FIELDS})
+  files.write_csv(path, FIELDS, ({k: (repr(float(r[k])) if k in METRICS else r[k]) for k in FIELDS}
+                                 for r in kept + rows))
 
 
 def write_trial_rows(ctx, trial, params) -> None:

@@ -11,7 +11,6 @@ layer's features tell nothing about the labels).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from typing import Any, Mapping, Sequence
@@ -102,18 +101,18 @@ def write(workdir: str, records: Sequence[Mapping[str, Any]], num_labels: int,
   if not done:
     return None
   path = os.path.join(workdir, 'mdl.csv')
-  with files.atomic_write(path, newline='') as f:
-    w = csv.DictWriter(f, fieldnames=FIELDS)
-    w.writeheader()
-    for r in done:
-      m, s = r['metrics'], r['setting']
-      w.writerow({'train_size': r['train_size'], 'k': s['k'], 'pooling': s.get('pooling'),
-                  'pooler': s.get('pooler'), 'seed': r['seed'],
-                  'codelength_bits': repr(m['codelength_bits']),
-                  'uniform_bits': repr(round(m['codelength_bits'] * m['compression'], 6)),
-                  'compression': repr(m['compression'])})
+  files.write_csv(path, FIELDS, (_row(r) for r in done))
   plot(workdir, done, info)
   return path
+
+
+def _row(r: Mapping[str, Any]) -> dict:
+  m, s = r['metrics'], r['setting']
+  return {'train_size': r['train_size'], 'k': s['k'], 'pooling': s.get('pooling'),
+          'pooler': s.get('pooler'), 'seed': r['seed'],
+          'codelength_bits': repr(m['codelength_bits']),
+          'uniform_bits': repr(round(m['codelength_bits'] * m['compression'], 6)),
+          'compression': repr(m['compression'])}
 
 
 def plot(workdir: str, records: Sequence[Mapping[str, Any]], info=None) -> str:

@@ -8,13 +8,14 @@ mean dev score over the seeds it ran with.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import scipy.stats
+
+from jaxtransfer.runtime import files
 
 Record = Mapping[str, Any]
 FIELDS = ('a', 'b', 'metric_a', 'metric_b', 'permutations', 'spearman', 'spearman_p', 'pearson',
@@ -60,9 +61,6 @@ def write_correlations(out: str, records: Sequence[Record], metric_of) -> list[s
   if not rows:
     return []
   path = os.path.join(out, 'permute_correlations.csv')
-  with open(path, 'w', newline='', encoding='utf-8') as f:
-    w = csv.DictWriter(f, FIELDS)
-    w.writeheader()
-    w.writerows({k: (f'{v:.4f}' if isinstance(v, float) else v) for k, v in row.items()}
-                for row in rows)
+  files.write_csv(path, FIELDS, ({k: (f'{v:.4f}' if isinstance(v, float) else v)
+                                  for k, v in row.items()} for row in rows))
   return [path]

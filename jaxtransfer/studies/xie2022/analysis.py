@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jaxtransfer.report import summary
+from jaxtransfer.runtime import files
 from jaxtransfer.report import plots
 
 METHOD_COLORS = {'finetune': 'C0', 'adapter': 'C1', 'lora': 'C2', 'bitfit': 'C3'}
@@ -116,10 +117,7 @@ def combine_variability(workdirs: Sequence[str], outdir: str) -> dict[str, np.nd
     with open(os.path.join(w, 'variability.csv'), newline='') as f:
       rows += list(csv.DictReader(f))
   os.makedirs(outdir, exist_ok=True)
-  with open(os.path.join(outdir, 'variability.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=['task', 'model', 'block', 'nu'])
-    writer.writeheader()
-    writer.writerows(rows)
+  files.write_csv(os.path.join(outdir, 'variability.csv'), ['task', 'model', 'block', 'nu'], rows)
   curves: dict[str, list[tuple[int, float]]] = {}
   models = sorted({r['model'] for r in rows})
   for r in rows:
