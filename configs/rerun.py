@@ -42,6 +42,10 @@ def get_config(workdir=None):
     values.pop(key, None)
   c = importlib.import_module(f'configs.{values["experiment"]}').get_config()
   values = config_history.with_added(values, c.to_dict())
+  if values.get('small_size_seeds') and c.get('seeds') is None:
+    # The paper's protocol ran (explicit seeds would have turned small_size_seeds off): leave seeds
+    # unset again, so the small sizes get their 1..small_size_seeds once more.
+    values.pop('seeds', None)
   with c.unlocked():
     for key, value in values.items():
       c[key] = _as_default_type(value, c.get(key))

@@ -199,3 +199,14 @@ def test_data_locations_compare_by_kind_and_fingerprint():
   assert config_history.config_hash(before) != config_history.config_hash(local)
   assert config_history.config_hash({**base, 'data_fingerprint': ''}) == config_history.config_hash(
       {k: v for k, v in base.items() if k != 'data_fingerprint'})
+
+
+def test_rerun_of_a_paper_protocol_reinit_run_keeps_its_small_size_seeds():
+  """reinit.py's protocol (seeds unset: 1..small_size_seeds at small sizes) survives config.json:
+  the committed SST-2 sweep re-runs seeds 1..5 at 500 examples, not only the stored (1, 2, 3)."""
+  from configs import rerun
+  from jaxtransfer.studies.tamkin2020 import reinit
+  c = rerun.get_config('results/tamkin2020/sst2/reinit')
+  reinit.resolve_seeds(c)
+  assert c.small_size_seeds == 5 and reinit.seeds_for(c, 500) == [1, 2, 3, 4, 5]
+  assert reinit.seeds_for(c, 5000) == [1, 2, 3]
