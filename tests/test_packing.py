@@ -165,6 +165,40 @@ def test_row_shapes_add_a_smaller_shape_only_when_it_pays_for_its_compile():
   assert len(set(shapes.tolist())) == 3 and (shapes >= [2, 7, 3, 6, 4, 5] * 200).all()
 
 
+def test_row_shapes_reuse_what_an_earlier_group_compiled():
+  """A later group of the same program takes the row counts already compiled when padding up to
+  them costs less than a compile: a group needing 4 rows runs in the compiled 5 instead of
+  compiling 4 (the second compile of the issue's SST-2 run); one needing far fewer still gets its
+  own shape."""
+  needed = np.array([4] * 60)
+  np.testing.assert_array_equal(packing.row_shapes(needed, compile_steps=30), [4] * 60)
+  np.testing.assert_array_equal(packing.row_shapes(needed, 30, known=frozenset({5})), [5] * 60)
+  np.testing.assert_array_equal(packing.row_shapes(np.array([1] * 600), 30, known=frozenset({5})),
+                                [1] * 600)
+  # A known smaller count is added for free where it saves rows.
+  mixed = np.array([6] * 10 + [3] * 50)
+  np.testing.assert_array_equal(packing.row_shapes(mixed, 1000, known=frozenset({3})),
+                                [6] * 10 + [3] * 50)
+  np.testing.assert_array_equal(packing.row_shapes(mixed, 1000), [6] * 60)
+
+
+def test_the_planner_remembers_its_compiled_row_counts():
+  """Two groups of one program: the second's batches need one row fewer (a few short sentences
+  among long ones), and it runs in the first group's compiled row count instead of its own."""
+  lengths = np.array([36] * 1000 + [6] * 1000)
+  rng = np.random.default_rng(1)
+  first = rng.integers(0, 1000, (2, 50, 16))
+  second = first.copy()
+  second[:, :, :3] = rng.integers(1000, 2000, (2, 50, 3))
+  ones = np.ones((2, 50, 16))
+  alone = packing.Planner(lengths, 16, 8, on_cpu=True).group(384, 50, second, ones, 2)[1]
+  planner = packing.Planner(lengths, 16, 8, on_cpu=True)
+  rows_first = planner.group(384, 50, first, ones, 2)[1]
+  rows_second = planner.group(384, 50, second, ones, 2)[1]
+  assert set(alone.tolist()) == {7} and set(rows_first.tolist()) == {8}
+  assert set(rows_second.tolist()) == {8}  # no second compile
+
+
 def test_choose_width_from_the_data_alone():
   """The chosen width computes within 10% of the best candidate's cost on fresh batches
   of the same data (a long tail of 100-token pairs among 12-token sentences); uniform short

@@ -126,17 +126,27 @@ def choose_width(lengths: np.ndarray, batch_size: int, multiple: int, hidden: in
   return min(candidates, key=cost)
 
 
-def row_shapes(needed: np.ndarray, compile_steps: float, max_shapes: int = 3) -> np.ndarray:
+def row_shapes(needed: np.ndarray, compile_steps: float, max_shapes: int = 3,
+               known=frozenset()) -> np.ndarray:
   """The rows of every step: `needed` (the most any trial needs at that step) rounded up to one of
   at most `max_shapes` counts. Starting from the largest, a smaller count is added while it saves
-  more row-steps than a compile costs (`compile_steps` steps of the largest shape)."""
-  shapes = [int(needed.max())]
+  more row-steps than a compile costs (`compile_steps` steps of the largest shape). Counts in
+  `known` are compiled already (by an earlier group of the same program) and cost no compile: the
+  largest known count that holds every step is taken instead of a new one when the rows it adds
+  cost less than a compile."""
+  top = int(needed.max())
+  holds = sorted(k for k in known if k >= top)
+  if holds and (holds[0] - top) * len(needed) <= compile_steps * top:
+    top = holds[0]
+  shapes = [top]
   while len(shapes) < max_shapes:
     current = _round_up(needed, shapes)
+    candidates = {int(r) for r in np.unique(needed)} | {k for k in known if k < top}
     gains = {r: int(np.sum(np.where(needed <= r, current - r, 0)))
-             for r in np.unique(needed) if r not in shapes}
+             - (0 if r in known else compile_steps * shapes[0])
+             for r in candidates if r not in shapes}
     best = max(gains, key=gains.get, default=None)
-    if best is None or gains[best] <= compile_steps * shapes[0]:
+    if best is None or gains[best] <= 0:
       break
     shapes.append(int(best))
   return _round_up(needed, shapes).astype(np.int32)
@@ -158,6 +168,8 @@ class Planner:
     self.lengths, self.batch_size, self.multiple = lengths, batch_size, multiple
     self.compile_steps = COMPILE_STEPS['cpu' if on_cpu else 'accelerator']
     self._widths: dict[tuple[int, int], int] = {}
+    # Row counts compiled per (hidden, steps, trials): a later group of the program reuses them.
+    self._compiled_rows: dict[tuple[int, int, int], set[int]] = {}
 
   def width(self, hidden: int, steps: int) -> int:
     if (hidden, steps) not in self._widths:
@@ -169,7 +181,9 @@ class Planner:
     """(width, rows per step, row, col) of a group's (T, steps, B) batches; logs the packing."""
     width = self.width(hidden, steps)
     row, col, _ = plan(self.lengths, batch_idx, batch_w, width)
-    rows = row_shapes(row.max(axis=(0, 2)) + 1, self.compile_steps)
+    known = self._compiled_rows.setdefault((hidden, steps, len(batch_idx)), set())
+    rows = row_shapes(row.max(axis=(0, 2)) + 1, self.compile_steps, known=frozenset(known))
+    known.update(int(r) for r in np.unique(rows))
     real = np.where(batch_w[:n_real] > 0, self.lengths[batch_idx[:n_real]], 0).sum()
     logging.info('Packing: rows of %d tokens, %s rows per step (%.1f examples per row on '
                  'average); %.0f%% of the computed tokens are real.', width,
