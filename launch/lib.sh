@@ -110,3 +110,12 @@ make_tarball() {
       --exclude=./results --exclude='__pycache__' .
   fi
 }
+
+# The sbatch options both Slurm launchers take (--time, --partition, --account, --sbatch-flag),
+# appended to the caller's `cmd` array.
+add_sbatch_options() {
+  if [[ -n ${TIME-} ]]; then cmd+=(--time="$TIME"); fi
+  if [[ -n ${PARTITION-} ]]; then cmd+=(--partition="$PARTITION"); fi
+  if [[ -n ${ACCOUNT-} ]]; then cmd+=(--account="$ACCOUNT"); fi
+  cmd+=(${FLAGS[@]+"${FLAGS[@]}"})
+}

@@ -69,8 +69,6 @@ if [[ $WORKDIR != /* && $WORKDIR != *://* ]]; then WORKDIR=$PWD/$WORKDIR; fi
 array="0-$((WORKERS - 1))${MAX:+%$MAX}"
 cmd=("${SBATCH:-sbatch}" --job-name="$JOB" --array="$array" --nodes=1 --ntasks=1)
 if ((GPUS > 0)); then cmd+=(--gpus="$GPUS"); fi
-if [[ -n $TIME ]]; then cmd+=(--time="$TIME"); fi
-if [[ -n $PARTITION ]]; then cmd+=(--partition="$PARTITION"); fi
-if [[ -n $ACCOUNT ]]; then cmd+=(--account="$ACCOUNT"); fi
-cmd+=(${FLAGS[@]+"${FLAGS[@]}"} --chdir="$ROOT" "$LAUNCH_DIR/slurm/worker.sbatch" --workdir="$WORKDIR" "$@")
+add_sbatch_options
+cmd+=(--chdir="$ROOT" "$LAUNCH_DIR/slurm/worker.sbatch" --workdir="$WORKDIR" "$@")
 run "${cmd[@]}"

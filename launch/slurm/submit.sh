@@ -64,8 +64,6 @@ done
 if [[ $WORKDIR != /* && $WORKDIR != *://* ]]; then WORKDIR=$PWD/$WORKDIR; fi
 
 cmd=("${SBATCH:-sbatch}" --job-name="$JOB" --nodes="$NODES" --ntasks-per-node=1 --gpus-per-node="$GPUS")
-if [[ -n $TIME ]]; then cmd+=(--time="$TIME"); fi
-if [[ -n $PARTITION ]]; then cmd+=(--partition="$PARTITION"); fi
-if [[ -n $ACCOUNT ]]; then cmd+=(--account="$ACCOUNT"); fi
-cmd+=(${FLAGS[@]+"${FLAGS[@]}"} --chdir="$ROOT" "$LAUNCH_DIR/slurm/jaxtransfer.sbatch" --workdir="$WORKDIR" "$@")
+add_sbatch_options
+cmd+=(--chdir="$ROOT" "$LAUNCH_DIR/slurm/jaxtransfer.sbatch" --workdir="$WORKDIR" "$@")
 run "${cmd[@]}"
