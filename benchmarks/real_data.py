@@ -51,6 +51,7 @@ def parse_args(argv=None):
   p.add_argument('--sides', default='jaxtransfer,hf-dynamic,hf-max')
   p.add_argument('--jax_args', default='', help='extra --config.* flags for the jaxtransfer side')
   p.add_argument('--json', default='', help='also write the figures to this file')
+  p.add_argument('--log', default='', help="also write the jaxtransfer side's whole log here")
   p.add_argument('--side', default='', help=argparse.SUPPRESS)  # internal: run one HF side
   p.add_argument('--out', default='', help=argparse.SUPPRESS)
   return p.parse_args(argv)
@@ -142,6 +143,8 @@ def run_jaxtransfer(args) -> dict:
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.time() - t0
+    if args.log:
+      pathlib.Path(args.log).write_text(proc.stderr)
     if proc.returncode:
       raise SystemExit(f'jaxtransfer failed:\n{proc.stderr[-3000:]}')
     recs = [json.loads(line) for line in open(f'{tmp}/work/trials.jsonl')]

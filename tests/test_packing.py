@@ -199,6 +199,29 @@ def test_the_planner_remembers_its_compiled_row_counts():
   assert set(rows_second.tolist()) == {8}  # no second compile
 
 
+def test_prepare_decides_the_row_counts_of_every_group_before_the_first():
+  """Planned one at a time, a first group of short sentences compiles its 2 rows, and a second
+  needing 8 rows at 5 of its 20 steps compiles 8 as well; prepared over both groups at once, the 35
+  steps that fit in 2 rows save less than a compile, so both groups run in the one compiled 8."""
+  lengths = np.array([36] * 1000 + [6] * 1000)
+  rng = np.random.default_rng(1)
+  first = rng.integers(1000, 2000, (1, 20, 16))
+  second = first.copy()
+  second[:, :5] = rng.integers(0, 1000, (1, 5, 16))
+  ones = np.ones((1, 20, 16))
+  one_at_a_time = packing.Planner(lengths, 16, 8, on_cpu=True)
+  counts = [set(one_at_a_time.group(384, 20, b, ones, 1)[1].tolist()) for b in (first, second)]
+  assert counts == [{2}, {2, 8}]  # two compiles
+  planner = packing.Planner(lengths, 16, 8, on_cpu=True)
+  planner.prepare(384, 20, [(first, ones), (second, ones)])
+  shared = [planner.group(384, 20, b, ones, 1)[1] for b in (first, second)]
+  assert [set(r.tolist()) for r in shared] == [{8}, {8}]  # one compile
+  # Each group alone prepares nothing (one group has nothing to share).
+  alone = packing.Planner(lengths, 16, 8, on_cpu=True)
+  alone.prepare(384, 20, [(first, ones)])
+  assert set(alone.group(384, 20, first, ones, 1)[1].tolist()) == {2}
+
+
 def test_choose_width_from_the_data_alone():
   """The chosen width computes within 10% of the best candidate's cost on fresh batches
   of the same data (a long tail of 100-token pairs among 12-token sentences); uniform short

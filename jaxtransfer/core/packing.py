@@ -170,6 +170,8 @@ class Planner:
     self._widths: dict[tuple[int, int], int] = {}
     # Row counts compiled per (hidden, steps, trials): a later group of the program reuses them.
     self._compiled_rows: dict[tuple[int, int, int], set[int]] = {}
+    # Row counts decided over all groups of a program before the first runs (`prepare`).
+    self._prepared: dict[tuple[int, int, int], list[int]] = {}
 
   def width(self, hidden: int, steps: int) -> int:
     if (hidden, steps) not in self._widths:
@@ -177,12 +179,33 @@ class Planner:
                                                  hidden, steps, self.compile_steps)
     return self._widths[hidden, steps]
 
+  def prepare(self, hidden: int, steps: int, plans: list[tuple[np.ndarray, np.ndarray]],
+              max_slots: int = 1 << 22) -> None:
+    """Decides the row counts of every group of one program before the first runs: `plans` holds
+    each group's (T, steps, B) batches (T the same for all). Counts are chosen over all their steps
+    at once, so a compile pays for itself over the whole sweep and no later group needs a count
+    the first did not compile. Skipped when planning every group twice would cost more than
+    `max_slots` example slots (long sweeps amortize their compiles anyway)."""
+    if len(plans) < 2 or sum(idx.size for idx, _ in plans) > max_slots:
+      return
+    width = self.width(hidden, steps)
+    needed = np.concatenate([plan(self.lengths, idx, w, width)[0].max(axis=(0, 2)) + 1
+                             for idx, w in plans])
+    key = (hidden, steps, len(plans[0][0]))
+    known = frozenset(self._compiled_rows.get(key, ()))
+    self._prepared[key] = sorted({int(r) for r in row_shapes(needed, self.compile_steps, known=known)})
+
   def group(self, hidden: int, steps: int, batch_idx, batch_w, n_real: int):
     """(width, rows per step, row, col) of a group's (T, steps, B) batches; logs the packing."""
     width = self.width(hidden, steps)
     row, col, _ = plan(self.lengths, batch_idx, batch_w, width)
-    known = self._compiled_rows.setdefault((hidden, steps, len(batch_idx)), set())
-    rows = row_shapes(row.max(axis=(0, 2)) + 1, self.compile_steps, known=frozenset(known))
+    key = (hidden, steps, len(batch_idx))
+    known = self._compiled_rows.setdefault(key, set())
+    needed = row.max(axis=(0, 2)) + 1
+    if key in self._prepared and needed.max() <= self._prepared[key][-1]:
+      rows = _round_up(needed, self._prepared[key])
+    else:
+      rows = row_shapes(needed, self.compile_steps, known=frozenset(known))
     known.update(int(r) for r in np.unique(rows))
     real = np.where(batch_w[:n_real] > 0, self.lengths[batch_idx[:n_real]], 0).sum()
     logging.info('Packing: rows of %d tokens, %s rows per step (%.1f examples per row on '
@@ -190,6 +213,41 @@ class Planner:
                  '/'.join(map(str, sorted(set(rows.tolist())))), self.batch_size / rows.mean(),
                  100 * real / (n_real * width * rows.sum()))
     return width, rows, row, col
+
+
+def pack_for_inference(data: dict[str, np.ndarray], width: int, batch_rows: int):
+  """A whole split packed once for inference passes: (calls, index). `calls` holds the token arrays
+  of every call, (C, R, width) with R <= batch_rows rows each, plus `segment_ids`, `position_ids`
+  and per-example placeholder `labels` (C, n); `index` (C, n) is the split row of each call's
+  example slot (-1: unused). First-fit decreasing over the whole split, so rows are nearly full;
+  one shape for every call, so one compile."""
+  lengths = np.minimum(data['attention_mask'].sum(1), width).astype(np.int64)
+  n = len(lengths)
+  row, col = (a[0] for a in _plan_steps(lengths[None], np.ones((1, n), bool), width))
+  n_rows = int(row.max()) + 1
+  per_call = -(-n_rows // -(-n_rows // batch_rows))  # calls of equal size
+  call, local = row // per_call, row % per_call
+  counts = np.bincount(call)
+  slot = np.empty(n, np.int64)
+  by_call = np.argsort(call, kind='stable')
+  slot[by_call] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+  index = np.full((len(counts), int(counts.max())), -1, np.int64)
+  index[call, slot] = np.arange(n)
+  ex = np.repeat(np.arange(n), lengths)  # every real token: its example and position
+  t = np.arange(len(ex)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+  at = (call[ex], local[ex], col[ex] + t)
+  calls = {}
+  for k in TOKEN_KEYS:
+    if k in data:
+      calls[k] = np.zeros((len(counts), per_call, width), data[k].dtype)
+      calls[k][at] = data[k][ex, t]
+  calls['segment_ids'] = np.zeros((len(counts), per_call, width), np.int32)
+  calls['segment_ids'][at] = slot[ex] + 1
+  calls['position_ids'] = np.zeros_like(calls['segment_ids'])
+  calls['position_ids'][at] = t
+  calls['attention_mask'] = (calls['segment_ids'] > 0).astype(data['attention_mask'].dtype)
+  calls['labels'] = np.zeros(index.shape, data['labels'].dtype)
+  return calls, index
 
 
 def pack(batch: dict, row, col, rows: int, width: int | None = None) -> dict:

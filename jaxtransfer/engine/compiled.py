@@ -104,6 +104,14 @@ class GroupFunctions:
 
     self.predict = jax.jit(predict, static_argnums=(5,),
                            in_shardings=(trial, rep, trial, rep, None), out_shardings=trial)
+
+    def predict_packed(state, frozen_shared, arrays, calls, i):
+      chunk = jax.tree.map(lambda a: a[i], calls)  # call i of a split packed for inference
+      return jax.vmap(lambda s, a: step_lib.eval_logits(program, s.step, s.frozen_or(frozen_shared),
+                                                        chunk, a))(state, arrays)
+
+    self.predict_packed = jax.jit(predict_packed, in_shardings=(trial, rep, trial, rep, None),
+                                  out_shardings=trial)
     self.report = jax.jit(
         vmap_trials(lambda s, f, a: step_lib.report(program, s.step, s.frozen_or(f), a)),
         in_shardings=(trial, rep, trial), out_shardings=trial)

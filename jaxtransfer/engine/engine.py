@@ -110,7 +110,7 @@ class Engine:
     self._lease: str | None = None
     self.mesh = dist.trial_mesh()
     self.dev_sets = DevSets(self.dev_data, spec.task, spec.eval_batch_size, spec.pad_to_multiple_of,
-                            self.mesh)
+                            self.mesh, pack=spec.pack_sequences)
     self.n_dev = len(jax.devices())
     self.records_path = os.path.join(spec.workdir, 'trials.jsonl')
     self.chunk_times: list[tuple[int, int, float]] = []  # (trials, steps, seconds) per chunk
@@ -137,6 +137,7 @@ class Engine:
                                      self.max_per_group)
     if self.workers:
       groups = self.workers.order(groups)
+    self._prepare_packing(groups)
     total = sum(g.steps * len(g.trials) for g in groups)
     logging.info('%d trials to run in %d compiled group(s), %d trial-steps.', len(pending),
                  len(groups), total)
@@ -335,6 +336,20 @@ class Engine:
                                                 arrays_np['batch_w'], len(group.trials))
     arrays_np.update(pack_row=row, pack_col=col)
     return width, rows
+
+  def _prepare_packing(self, groups: Sequence[Group]) -> None:
+    """The packed row counts of each program's groups, decided over all of them at once
+    (`Planner.prepare`): one compiled step serves every group of a program."""
+    if self._planner is None or not self.spec.pack_sequences:
+      return
+    by_program = collections.defaultdict(list)
+    for g in groups:
+      if g.program.supports_packing:
+        arrays = self.group_arrays(g)
+        by_program[g.program.hidden_size, g.steps, len(arrays['batch_idx'])].append(
+            (arrays['batch_idx'], arrays['batch_w']))
+    for (hidden, steps, _), plans in by_program.items():
+      self._planner.prepare(hidden, steps, plans)
 
   def _wall(self, run: _GroupRun) -> float:
     """Seconds this group has run, over every attempt (a resumed group adds its earlier ones)."""

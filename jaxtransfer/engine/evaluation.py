@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtransfer.core import packing
 from jaxtransfer.engine import batching
 from jaxtransfer.runtime import distributed as dist
 from jaxtransfer.data import metrics as metrics_lib
@@ -41,9 +42,12 @@ class DevSets:
   dropped). Each trial's metrics carry `degenerate` (1.0 or 0.0) for the main dev split."""
 
   def __init__(self, dev_data: dict[str, dict[str, np.ndarray]], task, batch_size: int,
-               multiple: int, mesh):
+               multiple: int, mesh, pack: bool = False):
     self.task, self.batch_size = task, batch_size
     self.splits = {}
+    # Each split packed once (packing.pack_for_inference): one compiled shape, nearly no padding;
+    # used for programs that take packed batches.
+    self.packed = {}
     self.orders = {}  # suffix -> each sorted row's index in the dev set, to give predictions back
     for suffix, dev in dev_data.items():
       width = dev['input_ids'].shape[1] if 'input_ids' in dev else 0
@@ -53,25 +57,46 @@ class DevSets:
       padded = {k: np.concatenate([v, np.repeat(v[:1], -n % batch_size, axis=0)])
                 for k, v in ordered.items()}
       self.splits[suffix] = (padded, ordered['labels'], widths)
+      if pack and 'attention_mask' in dev:
+        lengths = dev['attention_mask'].sum(1)
+        width = batching.bucket_width(int(lengths.max()), multiple or width, width)
+        self.packed[suffix] = packing.pack_for_inference(dev, width, batch_size)
     self._mesh = mesh
     self._device: dict[str, dict] = {}
 
-  def _on_device(self, suffix: str):
-    if suffix not in self._device:  # uploaded at the first evaluation, then kept
-      self._device[suffix] = dist.put(self.splits[suffix][0], dist.replicated(self._mesh))
-    return self._device[suffix]
+  def _on_device(self, suffix: str, packed: bool = False):
+    key = (suffix, packed)
+    if key not in self._device:  # uploaded at the first evaluation, then kept
+      data = self.packed[suffix][0] if packed else self.splits[suffix][0]
+      self._device[key] = dist.put(data, dist.replicated(self._mesh))
+    return self._device[key]
+
+  def outputs(self, fns, state, frozen_shared, arrays, suffix: str) -> np.ndarray:
+    """Every trial's outputs on a split, (T, N, ...) in its length-sorted row order."""
+    if suffix in self.packed and fns.step.program.supports_packing:
+      calls, index = self.packed[suffix]
+      dev = self._on_device(suffix, packed=True)
+      outs = np.concatenate([dist.gather(fns.predict_packed(state, frozen_shared, arrays, dev,
+                                                            jnp.int32(i)))
+                             for i in range(len(index))], axis=1)
+      flat = index.reshape(-1)
+      by_row = np.empty((outs.shape[0], len(flat[flat >= 0]), *outs.shape[2:]), outs.dtype)
+      by_row[:, flat[flat >= 0]] = outs[:, flat >= 0]
+      return by_row[:, self.orders[suffix]]
+    dev = self._on_device(suffix)
+    widths = self.splits[suffix][2]
+    outs = [dist.gather(fns.predict(state, frozen_shared, arrays, dev,
+                                    jnp.int32(i * self.batch_size), w))
+            for i, w in enumerate(widths)]
+    return np.concatenate(outs, axis=1)[:, :len(self.splits[suffix][1])]
 
   def evaluate(self, fns, state, frozen_shared, arrays, n_real: int,
                keep: dict[str, np.ndarray] | None = None) -> list[dict[str, float]]:
     """Metrics of the first `n_real` trials of a group (the rest pad the trial axis); with `keep`,
     also the predictions behind them (`predictions`), filled in per split suffix."""
     per_trial: list[dict[str, float]] = [{} for _ in range(n_real)]
-    for suffix, (_, labels, widths) in self.splits.items():
-      dev = self._on_device(suffix)
-      outs = [dist.gather(fns.predict(state, frozen_shared, arrays, dev,
-                                      jnp.int32(i * self.batch_size), w))
-              for i, w in enumerate(widths)]
-      outs = np.concatenate(outs, axis=1)[:n_real, :len(labels)]
+    for suffix, (_, labels, _) in self.splits.items():
+      outs = self.outputs(fns, state, frozen_shared, arrays, suffix)[:n_real]
       if keep is not None:
         keep[suffix] = self.predictions(suffix, outs)
       for i in range(n_real):
