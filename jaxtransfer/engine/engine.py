@@ -52,7 +52,7 @@ from jaxtransfer.engine.trials import Group, Preempted, RunSpec, Trial, TrialHoo
 Arrays = dict[str, Any]
 
 
-CHUNK_SECONDS = 0.5  # the longest a device-side chunk of steps runs before the host looks again
+CHUNK_SECONDS = 2.0  # the longest the host lets the device run ahead before it looks again
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -356,34 +356,53 @@ class Engine:
     return run.meta.get('wall_s', 0.0) + time.time() - run.t0
 
   def _train(self, run: _GroupRun, progress: Progress) -> None:
-    """Device-side chunks of steps of one width, at most ~CHUNK_SECONDS long, cut at log / eval /
-    checkpoint boundaries; after each chunk the host logs, evaluates, checkpoints or stops."""
+    """Device-side chunks of steps of one width, cut at log / eval / checkpoint boundaries. Chunks
+    are dispatched without waiting (packed row counts that change every step make one-step
+    chunks); the host waits once per window of ~CHUNK_SECONDS of steps, at the same steps on every
+    process, and then logs, evaluates, checkpoints or stops."""
     data = self.on_device('train', lambda: self.train_data)
     step, step_s, since_log = run.start, None, []
+    synced, ts, compiling = step, time.time(), 0.0
     while step < run.group.steps:
-      stop = self._next_stop(run, step, step_s)
+      stop = self._next_stop(run, step, step_s, synced)
+      tc = time.time()
       exe = self._train_executable(run, data, run.layout(step))
-      ts = time.time()
+      compiling += time.time() - tc
       # The running sums restart after each log line. A resumed group's sums come from its
       # checkpoint, so they restart only at a log boundary: train_loss stays the uninterrupted one.
       reset = step % max(1, self.spec.log_every) == 0
       run.state = exe(run.state, run.frozen_shared, run.arrays, data, jnp.int32(step),
                       jnp.int32(stop), jnp.bool_(reset))
+      step = stop
+      if not self._sync_due(run, synced, step, step_s):
+        continue
       jax.block_until_ready(run.state.stats.count)
-      dt = time.time() - ts
+      dt = time.time() - ts - compiling
       if self._lease is not None:
         self.leases.heartbeat(self._lease)
-      step_s, stop_all = dist.agree_chunk(dt / (stop - step), self._stop)
-      self._stop |= stop_all  # a signal landing after the agreement counts at the next chunk
-      self.chunk_times.append((run.n_real, stop - step, dt))
-      progress.advance((stop - step) * run.n_real)
-      since_log.append((stop - step, dt))
-      step = stop
+      step_s, stop_all = dist.agree_chunk(dt / (step - synced), self._stop)
+      self._stop |= stop_all  # a signal landing after the agreement counts at the next window
+      self.chunk_times.append((run.n_real, step - synced, dt))
+      progress.advance((step - synced) * run.n_real)
+      since_log.append((step - synced, dt))
+      synced, ts, compiling = step, time.time(), 0.0
       if step == run.group.steps or step % max(1, self.spec.log_every) == 0:
         self._log_train(run, progress, since_log, step)
         since_log = []
       self._after_chunk(run, step, stop_all)
     run.ckpt.close()
+
+  def _sync_due(self, run: _GroupRun, synced: int, step: int, step_s: float | None) -> bool:
+    """Whether the host waits for the device after the chunk ending at `step`: at the last step,
+    a log / eval / checkpoint boundary, before any step has been timed, or once the window since
+    `synced` holds CHUNK_SECONDS of steps. A function of agreed values only (the same on every
+    process)."""
+    if step == run.group.steps or step_s is None:
+      return True
+    if (step - synced) * step_s >= CHUNK_SECONDS:
+      return True
+    everies = (max(1, self.spec.log_every), self.spec.eval_every, self.spec.checkpoint_every)
+    return any(every and step % every == 0 for every in everies)
 
   def _train_executable(self, run: _GroupRun, data, layout):
     tc = time.time()
@@ -435,11 +454,13 @@ class Engine:
       for i, (l, g) in enumerate(zip(loss, gnorm)):
         run.writer.scalars(i, {'train/loss': float(l), 'train/grad_norm': float(g)}, step)
 
-  def _next_stop(self, run: _GroupRun, step: int, step_s: float | None) -> int:
+  def _next_stop(self, run: _GroupRun, step: int, step_s: float | None, synced: int) -> int:
     """The end of the next chunk: a log, eval or checkpoint boundary, the end of this width's run
-    of steps, the chunk time budget (one step until a step has been timed), or the last step."""
+    of steps, the time budget of the window since `synced` (one step until a step has been
+    timed), or the last step."""
     steps, spec = run.group.steps, self.spec
-    bounds = [steps, step + (1 if step_s is None else max(1, int(CHUNK_SECONDS / step_s)))]
+    budget = 1 if step_s is None else max(1, int(CHUNK_SECONDS / step_s))
+    bounds = [steps, max(step + 1, synced + budget)]
     for every in (max(1, spec.log_every), spec.eval_every, spec.checkpoint_every):
       if every:
         bounds.append((step // every + 1) * every)
