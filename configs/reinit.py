@@ -5,7 +5,8 @@
   python -m jaxtransfer.main --config=configs/reinit.py:demo --workdir=/tmp/reinit-demo
 
 k is the number of pretrained blocks kept: k = L is plain fine-tuning, k = 0 reinitializes every
-block (embeddings and the pretrained pooler are always kept, the classifier is always new).
+block (embeddings and the pretrained pooler are kept, the classifier is always new);
+`scratch=True` adds the from-scratch floor (those reinitialized too: nothing pretrained is left).
 `ks=(-1,)` (the default) means every k from 0 to L, whatever the model's L. Every k of one
 (scheme, train size) runs in ONE compiled, vmapped group: k is a per-trial mask, not a program.
 
@@ -79,5 +80,8 @@ def get_config(arg=None):
   c.ks = (ALL,)                   # blocks >= k are reinitialized; (-1,) = every k in 0..L
   c.reinit_lr_multiplier = 1.0     # lr multiplier of the reinitialized blocks (5.0: the ablation)
   c.probe_dir = ''                 # a probe.py workdir: its curve is drawn dashed in the k-plot
+  # True adds the model trained from scratch (mode 'scratch': every block, the embeddings and the
+  # pooler reinitialized in reinit_scheme), once per train size; with ks=() it runs alone.
+  c.scratch = False
   base.apply_preset(c, arg, {'demo': demo_sizes})
   return c

@@ -87,7 +87,8 @@ def get_config(arg=None):
   c.experiment = 'select'
   variability.add_keys(c)
   c.head = 'mlp'                    # Xie et al.'s head (RoBERTa's classification head)
-  c.head_block = 'auto'             # 'auto' (lowest-ν block) or a block index 0..L-1
+  c.head_block = 'auto'             # 'auto' (lowest-ν block) or a block index 0..L-1; several
+                                    # ('0,2,5') or 'all': the head-position sweep
   c.head_init = 'normal'            # normal (BERT's std 0.02, zero bias) or torch (nn.Linear's)
   c.auto_tolerance = 0.0            # auto: lowest block with ν ≤ (1 + tol) × min ν (0 = argmin)
   c.num_tuned_blocks = (2,)         # m: blocks ending at the head block that are tuned

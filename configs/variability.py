@@ -4,8 +4,8 @@
       --config.model=minilm-l6 --config.task=sst2 --config.data_dir=/path/to/glue
   python -m jaxtransfer.main --config=configs/variability.py:demo --workdir=/tmp/nu-demo
 
-Writes variability.csv (task,model,block,nu; block -1 = the embedding output) and
-plots/variability.png. ν = trace(Σ_w Σ_b⁺)/|Y| over per-example means of the real tokens, from the
+Writes variability.csv (task,model,block,nu; block -1 = the embedding output; with the bootstrap,
+the default, nu_lo,nu_hi,argmin_fraction) and plots/variability.png (band: the 95% CI). ν = trace(Σ_w Σ_b⁺)/|Y| over per-example means of the real tokens, from the
 whole training split (docs/PROTOCOLS.md §3). Classification tasks only.
 
 MiniLM-L6 (max_seq_length 128, whole training split; results/xie2022/): where ν is lowest depends
@@ -33,5 +33,9 @@ def get_config(arg=None):
   c = base.get_config()
   c.experiment = 'variability'
   add_keys(c)
+  # ν's 95% CI per layer (variability.csv's nu_lo, nu_hi) and how often each block is the lowest
+  # (argmin_fraction), over this many resamples of the examples within each class; 0 = off.
+  c.variability_bootstrap = 1000
+  c.variability_bootstrap_seed = 0
   base.apply_preset(c, arg, {'demo': demo})
   return c

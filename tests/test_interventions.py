@@ -94,8 +94,8 @@ def test_reinit_touches_only_masked_blocks(pretrained, scheme):
       assert not np.allclose(top, old[name][2:]), name
     elif "_ln'" in name:
       np.testing.assert_array_equal(top, 1.0 if name.endswith("['scale']") else 0.0, err_msg=name)
-    elif scheme == 'bert':
-      np.testing.assert_array_equal(top, 0.0, err_msg=name)  # Linear biases zeroed
+    elif scheme != 'tamkin2020':
+      np.testing.assert_array_equal(top, 0.0, err_msg=name)  # Linear biases zeroed (HF too)
     else:
       np.testing.assert_array_equal(top, old[name][2:], err_msg=name)  # their code kept them
   # Embeddings and pooler are never touched.
@@ -196,3 +196,34 @@ def test_program_permutes_then_reinitializes(pretrained):
 def test_unknown_scheme_is_a_user_error(pretrained):
   with pytest.raises(UserError, match='reinit_scheme'):
     iv.fresh_blocks(CONFIG, jax.random.key(0), 'xavier', pretrained['blocks'])
+
+
+def _named(tree):
+  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in
+          jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.parametrize('scheme,std', [
+    ('family', CONFIG.initializer_range),  # HF's normal(0, initializer_range)
+    ('bert', scipy.stats.truncnorm(-2, 2, scale=CONFIG.initializer_range).std())])
+def test_scratch_reinitializes_every_leaf_in_the_models_init(pretrained, scheme, std):
+  """Nothing pretrained is left: tables and kernels zero-mean at the init's std, LayerNorms 1/0,
+  biases 0; the blocks are k = 0's (the same key), and k = 0 alone keeps the embeddings."""
+  mask = {'reinit': jnp.ones(L, bool)}
+  out = iv.Reinit(scheme, scratch=True).apply(CONFIG, pretrained, mask, jax.random.key(5))
+  old, new = _named(pretrained), _named(out)
+  assert set(new) == set(old)
+  for name, leaf in new.items():
+    assert not np.any(leaf == old[name]), name
+    if name.endswith(("['kernel']", "['embedding']")):
+      np.testing.assert_allclose(leaf.std(), std, rtol=0.1, err_msg=name)
+      assert abs(leaf.mean()) < 4 * std / np.sqrt(leaf.size), name
+    else:  # LayerNorm scales 1, their biases and Linear biases 0
+      np.testing.assert_array_equal(leaf, 1.0 if "norm']['scale']" in name.lower().replace(
+          "_ln']", "norm']") else 0.0, err_msg=name)
+  k0 = iv.Reinit(scheme).apply(CONFIG, pretrained, mask, jax.random.key(5))
+  for name, leaf in _named(k0['blocks']).items():
+    np.testing.assert_array_equal(_named(out['blocks'])[name], leaf, err_msg=name)
+  for part in ('embeddings', 'pooler'):
+    for name, leaf in _named(k0[part]).items():
+      np.testing.assert_array_equal(leaf, _named(pretrained[part])[name], err_msg=name)

@@ -271,3 +271,21 @@ def test_block_reinit_demo_runs_no_trial_twice(overrides, distinct, caplog):
   assert len(same) == len(settings) - distinct
   if same:
     assert 'reinit 0-2 and preserve 3-5' in ' '.join(same)
+
+
+def test_scratch_runs_alone_as_its_own_program_and_off_keeps_the_hash(tiny6, tmp_path, cache):
+  """scratch=True with ks=() is one trial per seed, mode 'scratch', in the Reinit(scratch) program;
+  off, the key hashes as if the config lacked it (finished workdirs keep their config_hash)."""
+  from jaxtransfer.runtime import config_history
+  cfg = _config(reinit_cfg, tiny6, cache, seeds=(1, 2), ks=(), scratch=True)
+  study = reinit_exp.ProgressiveReinit()
+  trials = study.trials(study.load(cfg, str(tmp_path)))
+  assert [t.setting['mode'] for t in trials] == ['scratch'] * 2
+  assert trials[0].trial_id == 'n100-modescratch-reinit_lr_multiplier1.0-reinit_schemebert-s1'
+  assert all(iv.scratch for iv in trials[0].program.interventions if hasattr(iv, 'scratch'))
+  np.testing.assert_array_equal(trials[0].arrays['reinit'], [True] * 6)
+  off = config_history.resolved(_config(reinit_cfg, tiny6, cache))
+  assert off['scratch'] is False
+  assert config_history.config_hash(off) == config_history.config_hash(
+      {k: v for k, v in off.items() if k != 'scratch'})
+  assert config_history.config_hash({**off, 'scratch': True}) != config_history.config_hash(off)

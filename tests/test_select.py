@@ -479,3 +479,26 @@ def test_torch_head_init_is_nn_linears_default():
   normal = heads.MlpHead(H, 2, 0.1, 0.02).init(jax.random.key(0), jnp.zeros((1, H)))['params']
   assert not np.asarray(normal['dense']['bias']).any()
   np.testing.assert_allclose(np.asarray(normal['dense']['kernel']).std(), 0.02, rtol=0.02)
+
+
+def test_head_position_sweep_one_setting_per_block():
+  """head_block='all' with m = 2: one fixed-head setting per block, m capped at the blocks up to
+  the head (block 0 alone under a head at 0), each head its own program; the baselines once."""
+  pre = _random_pre(num_layers=4)
+  ctx = _ctx(pre, head_block='all', method=['finetune'], baselines=False, seeds=(1, 2),
+             train_sizes=(0,))
+  trials = select.Select().trials(ctx)
+  got = [(t.setting['placement'], t.setting['head_block'], t.setting['num_tuned_blocks'], t.seed)
+         for t in trials]
+  assert got == [('fixed', h, min(2, h + 1), s) for h in range(4) for s in (1, 2)]
+  assert len({t.program for t in trials}) == 4 and len({t.trial_id for t in trials}) == 8
+  assert [p.num_blocks for p in dict.fromkeys(t.program for t in trials)] == [1, 2, 3, 4]
+  ctx = _ctx(pre, head_block='1,3', method=['finetune'], baselines=True, seeds=(1,),
+             train_sizes=(0,))
+  got = [(t.setting['placement'], t.setting['head_block']) for t in select.Select().trials(ctx)]
+  assert got == [('fixed', 1), ('top', 3), ('full', 3), ('fixed', 3)]
+  assert select.parse_head_blocks('auto', 4) is None
+  assert select.parse_head_blocks('2', 4) == [2]
+  for bad in ('auto,1', '1,9', ''):
+    with pytest.raises(UserError, match='head_block'):
+      select.parse_head_blocks(bad, 4)

@@ -142,6 +142,15 @@ def test_real_sst2_matches_hf_torch(minilm, glue_dir, monkeypatch):
   first_tokens = np.concatenate([ids[:, 0] for ids in seen])
   assert len(seen) == 5 and info['examples'] == 300
   assert (first_tokens == minilm.tokenizer.cls_token_id).sum() == 300
+  # Keeping the features (for the bootstrap) leaves ν as it was; they are the ones it was taken on.
+  kept, info = var_lib.variability(minilm.config, minilm.params, data, 2,
+                                   var_lib.special_ids(minilm.tokenizer), batch_size=64,
+                                   keep_features=True)
+  np.testing.assert_array_equal(kept, ours)
+  assert info['features'].shape == (minilm.config.num_layers + 1, 300, minilm.config.hidden_size)
+  np.testing.assert_array_equal(np.sort(info['labels']), np.sort(labels))
+  np.testing.assert_allclose(var_lib.nu_from_features(info['features'], info['labels']), ours,
+                             rtol=1e-9)
 
   model = transformers.AutoModel.from_pretrained(minilm.path).eval()
   with torch.no_grad():
@@ -167,12 +176,37 @@ def test_variability_config_end_to_end(tmp_path):
   work = tmp_path / 'work'
   assert train_lib.train_and_evaluate(config, str(work)) == []
   lines = (work / 'variability.csv').read_text().strip().splitlines()
-  assert lines[0] == 'task,model,block,nu'
+  assert lines[0] == 'task,model,block,nu,nu_lo,nu_hi,argmin_fraction'
   rows = [line.split(',') for line in lines[1:]]
   assert [(r[0], r[1], int(r[2])) for r in rows] == [('sst2', 'minilm-l6', b) for b in range(-1, 6)]
   assert all(0 < float(r[3]) < 1e3 for r in rows)
+  assert all(float(r[4]) < float(r[5]) for r in rows)  # the point itself may sit outside (bias)
+  assert rows[0][6] == '' and abs(sum(float(r[6]) for r in rows[1:]) - 1) < 1e-9
   assert (work / 'plots' / 'variability.png').exists() and (work / 'config.json').exists()
   assert not (work / 'trials.jsonl').exists()
   config.task = 'stsb'
   with pytest.raises(UserError, match='regression'):
     train_lib.train_and_evaluate(config, str(tmp_path / 'stsb'))
+
+
+@pytest.mark.parametrize('num_classes', [2, 3])
+def test_bootstrap_is_nu_of_the_resampled_examples(num_classes):
+  """Each bootstrap row is ν recomputed in numpy (the Σ_b⁺ reference) on that resample's indices,
+  every class keeping its count; the interval and argmin fractions read those rows."""
+  rng = np.random.default_rng(4)
+  y = rng.integers(0, num_classes, size=240)
+  feats = rng.normal(size=(3, 240, 10)) + 2.0
+  feats += y[None, :, None] * rng.normal(size=(3, 1, 10)) * np.array([0.2, 0.6, 1.0])[:, None, None]
+  samples = var_lib.bootstrap_nu(feats, y, 40, seed=7, chunk=16)
+  assert samples.shape == (40, 3)
+  for b in (0, 17, 39):
+    idx = var_lib.resample(y, 7, b)
+    np.testing.assert_array_equal(np.bincount(y[idx]), np.bincount(y))
+    want = [_reference(feats[l][idx], y[idx]) for l in range(3)]
+    np.testing.assert_allclose(samples[b], want, rtol=1e-9)
+  lo, hi = var_lib.interval(samples)
+  np.testing.assert_allclose(lo, np.sort(samples, 0)[0] + 0.025 * 39 * (
+      np.sort(samples, 0)[1] - np.sort(samples, 0)[0]))  # numpy's linear percentile, by hand
+  frac = var_lib.argmin_fraction(samples)
+  np.testing.assert_allclose(frac, [np.mean(samples[:, 1:].argmin(1) == j) for j in range(2)])
+  assert not np.array_equal(samples[0], samples[1])

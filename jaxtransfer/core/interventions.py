@@ -22,6 +22,9 @@ REINIT_SCHEMES = ('bert', 'tamkin2020', 'family')
 # Tamkin et al.'s code: scipy.stats.truncnorm(-0.04, 0.04, scale=0.02), i.e. bounds of +-0.04 in
 # *standard* units, scaled by 0.02: nearly uniform on +-0.0008 (std ~4.6e-4), not N(0, 0.02^2).
 TAMKIN_TRUNC, TAMKIN_SCALE = 0.04, 0.02
+MATRICES = ('kernel', 'embedding')  # leaves drawn from the scheme's distribution (Dense, Embed)
+# What a from-scratch model (`Reinit(scratch=True)`) reinitializes besides every block.
+SCRATCH_PARTS = ('embeddings', 'pooler')
 
 
 # ----------------------------------------------------------------------------- block-axis helpers
@@ -41,12 +44,13 @@ def permute_blocks(blocks: Params, perm) -> Params:
 
 
 def is_layer_norm(name: str) -> bool:
-  """Whether a block sub-module is a LayerNorm (`attention_ln`, `output_ln`, ...)."""
-  return name.endswith('_ln') or name == 'LayerNorm'
+  """Whether a sub-module is a LayerNorm (`attention_ln`, `LayerNorm`, ModernBERT's `final_norm`)."""
+  return name.endswith(('_ln', 'norm')) or name == 'LayerNorm'
 
 
 def fresh_blocks(config: model_config.EncoderConfig, rng, scheme: str, pretrained: Params) -> Params:
-  """Freshly initialised blocks shaped like the stacked `pretrained` ones, in a named scheme.
+  """Freshly initialised params shaped like `pretrained` (the stacked blocks; for a from-scratch
+  model also the embeddings and the pooler, whose tables init as kernels do), in a named scheme.
 
   'bert': Google BERT's init, every parameter new: kernels from a normal with std
   `initializer_range` truncated at 2 sigma (tf.truncated_normal_initializer), zero biases,
@@ -65,14 +69,14 @@ def fresh_blocks(config: model_config.EncoderConfig, rng, scheme: str, pretraine
   out = []
   for (path, old), key in zip(leaves, keys):
     names = [str(getattr(k, 'key', k)) for k in path]
-    if names[-1] == 'kernel' and scheme == 'family':
+    if names[-1] in MATRICES and scheme == 'family':
       new = family_init(config, names[-2], key, old.shape)
-    elif names[-1] == 'kernel':
+    elif names[-1] in MATRICES:
       new = scale * jax.random.truncated_normal(key, lower, upper, old.shape, jnp.float32)
     elif is_layer_norm(names[-2]):
       new = jnp.ones_like(old) if names[-1] == 'scale' else jnp.zeros_like(old)
     else:  # Linear biases
-      new = jnp.zeros_like(old) if scheme == 'bert' else old
+      new = old if scheme == 'tamkin2020' else jnp.zeros_like(old)  # only their code kept them
     out.append(new.astype(old.dtype))
   return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -140,19 +144,32 @@ class Permute:
 @dataclasses.dataclass(frozen=True)
 class Reinit:
   """Reinitializes the blocks where `arrays['reinit']` (L bools) is true, in a named scheme;
-  `keep_layer_norm` keeps their pretrained LayerNorms (Tamkin et al.'s --keep_layer_norm ablation)."""
+  `keep_layer_norm` keeps their pretrained LayerNorms (Tamkin et al.'s --keep_layer_norm ablation).
+  `scratch` also reinitializes the embeddings (word, position, token type, their LayerNorm) and
+  the pretrained pooler: nothing of the checkpoint is left (with an all-true mask)."""
   scheme: str = 'bert'
   keep_layer_norm: bool = False
+  scratch: bool = False
 
   def defaults(self, num_layers: int) -> dict[str, np.ndarray]:
     return {'reinit': np.zeros(num_layers, dtype=bool)}
 
   def apply(self, config, params: Params, arrays, rng) -> Params:
     blocks = params['blocks']
-    fresh = fresh_blocks(config, rng, self.scheme, blocks)
-    if self.keep_layer_norm:
-      fresh = {**fresh, **{name: blocks[name] for name in blocks if is_layer_norm(name)}}
-    return {**params, 'blocks': select_blocks(arrays['reinit'], fresh, blocks)}
+    out = {**params, 'blocks': select_blocks(arrays['reinit'], self.fresh(config, rng, blocks),
+                                             blocks)}
+    if self.scratch:  # a key of its own (folded): the fresh blocks equal k = 0's of the same seed
+      rest = {k: params[k] for k in SCRATCH_PARTS if k in params}
+      out.update(self.fresh(config, jax.random.fold_in(rng, 1), rest))
+    return out
+
+  def fresh(self, config, rng, pretrained: Params) -> Params:
+    """Fresh params in this scheme, the pretrained LayerNorms kept under `keep_layer_norm`."""
+    new = fresh_blocks(config, rng, self.scheme, pretrained)
+    if not self.keep_layer_norm:
+      return new
+    keep = lambda path, n, o: o if any(is_layer_norm(str(getattr(k, 'key', k))) for k in path) else n
+    return jax.tree_util.tree_map_with_path(keep, new, pretrained)
 
 
 def check_permutation(perm, num_layers: int) -> None:

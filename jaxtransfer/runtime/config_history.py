@@ -37,6 +37,9 @@ FINGERPRINT = 'data_fingerprint'
 # Keys added since that change a trial's result, with the behaviour a config without them had:
 # an earlier config is compared as if it held these values.
 ADDED = {'pack_sequences': False}
+# Keys added since whose off value is what every earlier config did: at that value they hash as
+# absent, so a config that leaves them off keeps the hash its finished trials carry.
+NEUTRAL = {'scratch': False}
 
 Config = dict[str, Any]
 
@@ -52,7 +55,8 @@ def config_hash(values: Config) -> str:
   config); configs without one hash as they always did."""
   fingerprinted = bool(values.get(FINGERPRINT))
   kept = {k: v for k, v in values.items() if k not in RUN_ONLY
-          and (k != FINGERPRINT or fingerprinted) and (k not in LOCATIONS or not fingerprinted)}
+          and (k != FINGERPRINT or fingerprinted) and (k not in LOCATIONS or not fingerprinted)
+          and not (k in NEUTRAL and v == NEUTRAL[k])}
   text = json.dumps(kept, sort_keys=True, separators=(',', ':'))
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 

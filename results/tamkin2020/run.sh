@@ -25,6 +25,11 @@ done
 # SST-2, blocks >= k reinitialized for every k = 0..6: 500 examples (seeds 1-5) and 5,000 (1-3).
 run --config=configs/reinit.py --workdir=$OUT/sst2/reinit --config.task=sst2 "${train[@]}" \
     --config.train_sizes='(500,5000)' --config.small_size_seeds=5 --config.probe_dir=$OUT/sst2/probe
+# SST-2 from scratch (every block, the embeddings and the pooler reinitialized: the floor k = 0
+# lacks), at the same sizes and seeds.
+run --config=configs/reinit.py --workdir=$OUT/sst2/scratch --config.task=sst2 "${train[@]}" \
+    --config.train_sizes='(500,5000)' --config.small_size_seeds=5 --config.ks='()' \
+    --config.scratch=True
 # SST-2, 3-block windows reinitialized / alone preserved, with the full and all-reinit references;
 # 2,000 examples (the paper: 5,000), seeds 1-3.
 run --config=configs/block_reinit.py --workdir=$OUT/sst2/block_reinit --config.task=sst2 \

@@ -20,6 +20,12 @@ sel=(--config=configs/select.py --config.pooling=mean --config.batch_size=16 --c
 run "${sel[@]}" --workdir=$OUT/select-cola --config.task=cola --config.train_sizes='(0,)'
 # SST-2, 2,000 examples: ν is lowest at the top block, so ν-placed and top-2 coincide.
 run "${sel[@]}" --workdir=$OUT/select-sst2 --config.task=sst2 --config.train_sizes='(2000,)'
+# CoLA, the head-position sweep: the head at every block (m = 2 fine-tuned; under a head at block
+# 0, block 0 alone), 18 trials; every head at seed 1 first, then seeds 2-3 (the workdir resumes).
+head=("${sel[@]}" --workdir=$OUT/head-cola --config.task=cola --config.train_sizes='(0,)'
+      --config.head_block=3,4,1,0,2,5 --config.method=finetune --config.baselines=False)
+run "${head[@]}" --config.seeds='(1,)'
+run "${head[@]}" --config.seeds='(1,2,3)'
 # ν per block of every task (each select run computes its own task's first): one frozen
 # forward pass over each whole training split, length 128.
 for task in sst2 cola mrpc rte; do

@@ -99,13 +99,15 @@ def _finish(ax, metric: str, info, **legend_kw) -> None:
 def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence[Record],
                 metric: str, num_layers: int = 0, prefix: str = '',
                 info: plots.RunInfo | None = None) -> list[str]:
-  """Score vs number of pretrained blocks kept, one line per training size with 95% CI bands and
-  the linear-probing curve dashed (Tamkin et al. Fig. 2)."""
+  """Score vs number of pretrained blocks kept, one line per training size with 95% CI bands, the
+  from-scratch model (reinit.py's `scratch`) as a dotted level of the same color, and the
+  linear-probing curve dashed (Tamkin et al. Fig. 2)."""
   pairs = plots.scores(records, metric, lambda s: 'k' in s)
   if not pairs:
     return []
   task, model = _meta([r for r, _ in pairs])
   probe = plots.scores([r for r in probe_records if r.get('task') == task], metric, one_layer)
+  scratch = plots.scores(records, metric, lambda s: s.get('mode') == 'scratch')
   keys = ('reinit_scheme', 'reinit_lr_multiplier')
   variants = _variants(pairs, keys)
   lim = plots.bounds(metric)
@@ -122,6 +124,11 @@ def plot_reinit(workdir: str, records: Sequence[Record], probe_records: Sequence
       line = plots.line_with_ci(ax, xs, [per_k[k] for k in xs],
                                 f'fine-tuned, {plots.size_label(size)}', bounds=lim, step=1)
       colors[size] = line.get_color()
+      floor = [v for r, v in scratch if r['train_size'] == size
+               and tuple(r['setting'].get(k) for k in keys) == variant]
+      if floor:  # the from-scratch model (nothing pretrained) has no k: a level across the axis
+        plots.reference(ax, floor, f'from scratch, {plots.size_label(size)}',
+                        color=colors[size], linestyle=':', bounds=lim)
     spare, used = iter(PROBE_COLORS), set()
     for (size, read), per_k in probe_lines(probe).items():
       xs = sorted(per_k)

@@ -99,6 +99,7 @@ class Setting:
   values: dict[str, Any]
   arrays: dict[str, np.ndarray]
   scheme: str
+  scratch: bool = False  # the embeddings and pooler reinitialized too (`Reinit(scratch=True)`)
 
 
 class BlockStudy(base.Experiment):
@@ -117,17 +118,17 @@ class BlockStudy(base.Experiment):
       raise UserError(f'small_size_seeds={c.small_size_seeds} must be >= 0 (0 = use seeds).')
     self.settings(ctx)  # every index checked against the model's L
 
-  def program(self, ctx, scheme: str):
+  def program(self, ctx, scheme: str, scratch: bool = False):
     ivs = (iv.Permute(),) if self.permutes else ()
     keep_ln = bool(ctx.config.get('keep_layer_norm', False))
-    return base.make_program(ctx, interventions=ivs + (iv.Reinit(scheme, keep_ln),))
+    return base.make_program(ctx, interventions=ivs + (iv.Reinit(scheme, keep_ln, scratch),))
 
   def trials(self, ctx):
     out = []
     settings = self.settings(ctx)
     for size in ctx.config.train_sizes:
       for s in settings:
-        program = self.program(ctx, s.scheme)
+        program = self.program(ctx, s.scheme, s.scratch)
         for seed in seeds_for(ctx.config, int(size)):
           out.append(Trial(seed, int(size), s.values, program, arrays=s.arrays))
     log_trial_count(self.name, ctx.config, len(settings), len(out))
@@ -152,9 +153,10 @@ class BlockStudy(base.Experiment):
 
 
 class ProgressiveReinit(BlockStudy):
-  """Blocks with index >= k reinitialized (k kept), for each k (Fig. 2)."""
+  """Blocks with index >= k reinitialized (k kept), for each k (Fig. 2); with `scratch`, also the
+  model trained from scratch (embeddings and pooler reinitialized too): the floor k = 0 lacks."""
   name = 'reinit'
-  sweep_keys = ('ks', 'reinit_scheme', 'reinit_lr_multiplier', 'small_size_seeds')
+  sweep_keys = ('ks', 'reinit_scheme', 'reinit_lr_multiplier', 'small_size_seeds', 'scratch')
 
   def resolve(self, config):
     resolve_seeds(config)
@@ -162,14 +164,23 @@ class ProgressiveReinit(BlockStudy):
   def settings(self, ctx):
     c, L = ctx.config, ctx.pretrained.num_layers
     mult = float(c.reinit_lr_multiplier)
-    return [Setting({'k': k, 'reinit_scheme': scheme, 'reinit_lr_multiplier': mult},
-                    self.reinit_arrays(iv.reinit_from(k, L), mult), scheme)
-            for scheme in self.schemes(ctx) for k in expand(c.ks, 'ks', 0, L, L)]
+    scratch = bool(c.get('scratch', False))
+    ks = expand(c.ks, 'ks', 0, L, L) if len(c.ks) or not scratch else []  # ks=() + scratch: alone
+    out = []
+    for scheme in self.schemes(ctx):
+      out += [Setting({'k': k, 'reinit_scheme': scheme, 'reinit_lr_multiplier': mult},
+                      self.reinit_arrays(iv.reinit_from(k, L), mult), scheme)
+              for k in ks]
+      if scratch:
+        out.append(Setting({'mode': 'scratch', 'reinit_scheme': scheme,
+                            'reinit_lr_multiplier': mult},
+                           self.reinit_arrays(np.ones(L, bool), mult), scheme, scratch=True))
+    return out
 
   def reference_setting(self, ctx, records):
     """The unmodified model, k = L (when the sweep ran it), of each scheme and lr multiplier."""
-    L = ctx.pretrained.num_layers
-    return {'k': L} if L in expand(ctx.config.ks, 'ks', 0, L, L) else None
+    L, ks = ctx.pretrained.num_layers, ctx.config.ks
+    return {'k': L} if len(ks) and L in expand(ks, 'ks', 0, L, L) else None
 
   def validate(self, ctx):
     super().validate(ctx)

@@ -22,14 +22,19 @@ PLACEMENT_LABELS = {'auto': 'ν-selected head', 'fixed': 'given head block', 'to
 
 def plot_variability(workdir: str, curves: Mapping[str, Sequence[float]], task: str, model: str,
                      head_block: int | None = None, name: str = 'variability',
-                     info: plots.RunInfo | None = None) -> str:
-  """ν per block (x = -1 for the embedding output), one line per curve; a log axis only when the
-  values span more than a decade (with a label on every tick it has)."""
+                     info: plots.RunInfo | None = None,
+                     bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> str:
+  """ν per block (x = -1 for the embedding output), one line per curve, with its bootstrap 95% CI
+  as a band where `bands` has one (every layer is measured: the band joins measured points); a
+  log axis only when the values span more than a decade (with a label on every tick it has)."""
   fig, ax = plots.figure()
+  bands = bands or {}
   for label, nu in curves.items():
     nu = np.asarray(nu, float)
     blocks = np.arange(-1, len(nu) - 1)
-    ax.plot(blocks, nu, marker='o', label=label)
+    line, = ax.plot(blocks, nu, marker='o', label=label)
+    if label in bands:
+      ax.fill_between(blocks, *bands[label], color=line.get_color(), alpha=0.2, lw=0)
     if head_block is None:
       best = 1 + int(np.argmin(nu[1:]))
       ax.scatter([blocks[best]], [nu[best]], s=120, facecolors='none', edgecolors='k', zorder=3)
@@ -117,15 +122,20 @@ def combine_variability(workdirs: Sequence[str], outdir: str) -> dict[str, np.nd
     with open(os.path.join(w, 'variability.csv'), newline='') as f:
       rows += list(csv.DictReader(f))
   os.makedirs(outdir, exist_ok=True)
-  files.write_csv(os.path.join(outdir, 'variability.csv'), ['task', 'model', 'block', 'nu'], rows)
-  curves: dict[str, list[tuple[int, float]]] = {}
+  fields = ['task', 'model', 'block', 'nu']
+  fields += [k for k in ('nu_lo', 'nu_hi', 'argmin_fraction') if any(k in r for r in rows)]
+  files.write_csv(os.path.join(outdir, 'variability.csv'), fields, rows)
+  points: dict[str, list[dict]] = {}
   models = sorted({r['model'] for r in rows})
   for r in rows:
     label = r['task'] if len(models) == 1 else f'{r["task"]} ({r["model"]})'
-    curves.setdefault(label, []).append((int(r['block']), float(r['nu'])))
-  curves = {k: np.array([v for _, v in sorted(pts)]) for k, pts in curves.items()}
+    points.setdefault(label, []).append(r)
+  column = lambda rs, k: np.array([float(r[k]) for r in sorted(rs, key=lambda r: int(r['block']))])
+  curves = {k: column(rs, 'nu') for k, rs in points.items()}
+  bands = {k: (column(rs, 'nu_lo'), column(rs, 'nu_hi')) for k, rs in points.items()
+           if all(r.get('nu_lo') for r in rs)}
   plot_variability(outdir, curves, '+'.join(dict.fromkeys(r['task'] for r in rows)),
-                   ', '.join(models))
+                   ', '.join(models), bands=bands)
   return curves
 
 

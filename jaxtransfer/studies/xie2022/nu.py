@@ -119,6 +119,77 @@ def nu_from_features(feats, labels, num_classes: int | None = None, rtol: float 
   return m.nu(rtol)
 
 
+# ----------------------------------------------------------------------------- bootstrap over examples
+
+
+def resample(labels, seed: int, b: int) -> np.ndarray:
+  """Resample b's example indices: each class's examples drawn with replacement, as many as it has
+  (so |Y| and each class's count, hence ν's class weights, stay as in the data)."""
+  rng = np.random.default_rng([int(seed), int(b)])
+  labels = np.asarray(labels)
+  return np.concatenate([rng.choice(np.flatnonzero(labels == y), int(np.sum(labels == y)))
+                         for y in np.unique(labels)])
+
+
+def bootstrap_nu(feats, labels, num_resamples: int, seed: int = 0, rtol: float = RTOL,
+                 chunk: int = 64) -> np.ndarray:
+  """ν per layer of features (L, N, H) on each of `num_resamples` resamples (`resample`): (B, L).
+
+  A resample is a count per example (how often it was drawn), so each one costs two products with
+  the features (class means, projections on Σ_b's eigenvectors), never a (H, H) Σ_w."""
+  feats, labels = np.asarray(feats), np.asarray(labels)
+  n = len(labels)
+  counts = np.stack([np.bincount(resample(labels, seed, b), minlength=n)
+                     for b in range(num_resamples)]).astype(np.uint16)      # (B, N)
+  out = np.empty((num_resamples, feats.shape[0]))
+  for l in range(feats.shape[0]):
+    x = np.asarray(feats[l], np.float64)
+    x = x - x.mean(0)  # a common shift changes neither covariances nor mean differences
+    for start in range(0, num_resamples, chunk):
+      w = counts[start:start + chunk].astype(np.float64)
+      out[start:start + len(w), l] = weighted_nu(x, labels, w, rtol)
+  return out
+
+
+def weighted_nu(x: np.ndarray, labels: np.ndarray, w: np.ndarray, rtol: float = RTOL) -> np.ndarray:
+  """ν of one layer's centred features x (N, H) under example weights w (b, N), one row per
+  resample, each class's weights summing to its count: (b,). As `trace_pinv`: Σ_b = dᵀd/|Y| with
+  d the centred class means, its ≤ |Y|−1 eigenpairs from the SVD of d, and ν = Σ_k v_kᵀ Σ_w v_k /
+  λ_k / |Y|, where v_kᵀ Σ_w v_k is the classes' mean weighted variance of the projections x·v_k
+  (E_w[p²] − m² per class: two matrix products with x, never an (H, H) Σ_w)."""
+  classes = np.unique(labels)
+  c = len(classes)
+  onehot = (labels[None] == classes[:, None]).astype(np.float64)          # (C, N)
+  n_y = onehot.sum(1)
+  wy = w[:, None, :] * onehot[None]                                        # (b, C, N)
+  b = len(w)  # one BLAS product (a broadcast np.matmul over b is ~15x slower):
+  mu = (wy.reshape(b * c, -1) @ x).reshape(b, c, -1) / n_y[None, :, None]  # (b, C, H)
+  d = mu - mu.mean(1, keepdims=True)
+  _, sing, vt = np.linalg.svd(d, full_matrices=False)
+  lam, vt = (sing ** 2 / c)[:, :c - 1], vt[:, :c - 1]                      # (b, K), (b, K, H)
+  k = lam.shape[1]
+  proj = (x @ vt.reshape(b * k, -1).T).reshape(len(x), b, k)               # (N, b, K)
+  second = np.stack([wy[i] @ proj[:, i] ** 2 for i in range(b)])          # (b, C, K): Σ w p²
+  means = np.einsum('bch,bkh->bck', mu, vt)                                # projected class means
+  quad = (second / n_y[None, :, None] - means ** 2).mean(1)                # (b, K): v_kᵀ Σ_w v_k
+  keep = lam > rtol * np.maximum(lam[:, :1], 0.0)
+  nu = np.where(keep, quad / np.where(keep, lam, 1.0), 0.0).sum(1) / c
+  return np.where(keep.any(1), nu, math.inf)
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+  """The percentile interval of bootstrap samples (B, L), per layer."""
+  tail = 50.0 * (1.0 - level)
+  return np.percentile(samples, tail, axis=0), np.percentile(samples, 100.0 - tail, axis=0)
+
+
+def argmin_fraction(samples: np.ndarray) -> np.ndarray:
+  """Per block (the columns after the embedding output's), the fraction of resamples in which it
+  has the lowest ν: how often ν's pick would be each block."""
+  picks = np.argmin(samples[:, 1:], axis=1)
+  return np.bincount(picks, minlength=samples.shape[1] - 1) / len(samples)
+
+
 # ----------------------------------------------------------------------------- the forward pass
 
 
@@ -149,12 +220,15 @@ def token_means(config: model_config.EncoderConfig, params, input_ids, attention
 
 def variability(config: model_config.EncoderConfig, params, data: dict[str, np.ndarray], num_labels: int,
                 exclude: Sequence[int], *, batch_size: int = 128, max_examples: int = 0,
-                seed: int = 0, rtol: float = RTOL) -> tuple[np.ndarray, dict[str, Any]]:
+                seed: int = 0, rtol: float = RTOL,
+                keep_features: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
   """ν for the embedding output and every block: (L+1,) array, [0] = embeddings, [i] = block i-1.
 
   One frozen, deterministic forward pass over `data` (input_ids, attention_mask, token_type_ids,
   labels), in batches sorted by length. `max_examples` > 0 uses a random subset of that size.
-  Returns (nu, info) with info holding counts and timing.
+  Returns (nu, info) with info holding counts and timing; `keep_features` adds the per-example
+  token means (info['features'], (L+1, N, H) float32) and their labels (info['labels']), for the
+  bootstrap.
   """
   labels = np.asarray(data['labels'])
   if labels.dtype.kind == 'f':
@@ -167,6 +241,7 @@ def variability(config: model_config.EncoderConfig, params, data: dict[str, np.n
   enc_params = {'embeddings': params['embeddings'], 'blocks': params['blocks']}
   exclude = jnp.asarray(np.array(list(exclude) or [-1], np.int32))
   moments = Moments(num_labels)
+  kept = Kept(config, rows, labels) if keep_features else None
   t0 = time.time()
   pending = None
   dropped = 0
@@ -177,21 +252,40 @@ def variability(config: model_config.EncoderConfig, params, data: dict[str, np.n
     out = token_means(config, enc_params, take('input_ids'), take('attention_mask'),
                       take('token_type_ids'), exclude)
     if pending is not None:
-      dropped += _accumulate(moments, *pending)
+      dropped += _accumulate(moments, *pending, kept)
     pending = (out, labels[sel], len(sel))
   if pending is not None:
-    dropped += _accumulate(moments, *pending)
+    dropped += _accumulate(moments, *pending, kept)
   seconds = time.time() - t0
   if dropped:
     logging.warning('%d examples have no real token after removing special tokens; left out of ν.',
                     dropped)
   info = {'examples': int(moments.counts.sum()), 'class_counts': moments.counts.tolist(),
           'dropped': dropped, 'seconds': seconds}
+  if kept is not None:
+    info['features'], info['labels'] = kept.features[:, :kept.size], kept.labels[:kept.size]
   return moments.nu(rtol), info
 
 
-def _accumulate(moments: Moments, out, labels, n: int) -> int:
+class Kept:
+  """The examples' features that entered ν, in the order they did (float32 on the host)."""
+
+  def __init__(self, config: model_config.EncoderConfig, rows, labels):
+    self.features = np.zeros((config.num_layers + 1, len(rows), config.hidden_size), np.float32)
+    self.labels = np.zeros(len(rows), np.asarray(labels).dtype)
+    self.size = 0
+
+  def add(self, feats, labels) -> None:
+    n = len(labels)
+    self.features[:, self.size:self.size + n] = feats
+    self.labels[self.size:self.size + n] = labels
+    self.size += n
+
+
+def _accumulate(moments: Moments, out, labels, n: int, kept: Kept | None = None) -> int:
   feats, count = jax.device_get(out)
   valid = count[:n] > 0
   moments.add(feats[:, :n], labels, valid)
+  if kept is not None:
+    kept.add(feats[:, :n][:, valid], np.asarray(labels)[valid])
   return int((~valid).sum())

@@ -10,6 +10,8 @@ method on all blocks. Every trial reports what it trains and stores (`analysis/s
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from absl import logging
 
@@ -48,9 +50,26 @@ def parse_head_block(value, num_layers: int) -> int | None:
     h = int(text)
   except ValueError:
     raise UserError(f"head_block={value!r} must be 'auto' or a block index between 0 and "
-                    f'{num_layers - 1}. Set --config.head_block.') from None
+                    f"{num_layers - 1} (several comma-separated, or 'all', sweep the head's "
+                    'position). Set --config.head_block.') from None
   iv.check_block_index('head_block', h, 0, num_layers - 1, num_layers)
   return h
+
+
+def parse_head_blocks(value, num_layers: int) -> list[int] | None:
+  """None for 'auto'; else the head positions swept: one block index, several comma-separated
+  ('0,2,5') or 'all' (every block 0..L-1)."""
+  text = str(value).strip().lower()
+  if text == 'all':
+    return list(range(num_layers))
+  parts = [p for p in text.strip('()[]').split(',') if p.strip()]
+  if len(parts) == 1 and parts[0].strip() == 'auto':
+    return None
+  heads = [parse_head_block(p if p.strip() != 'auto' else value, num_layers) for p in parts]
+  if not heads:
+    raise UserError(f"head_block={value!r} is empty: give 'auto', a block index, several "
+                    "comma-separated or 'all' (--config.head_block).")
+  return list(dict.fromkeys(heads))
 
 
 def parse_tuned_blocks(value, num_layers: int) -> tuple[int, int] | None:
@@ -107,7 +126,7 @@ class Select(base.Experiment):
 
   def validate(self, ctx: base.Context) -> None:
     c, L = ctx.config, ctx.pretrained.num_layers
-    parse_head_block(c.head_block, L)
+    parse_head_blocks(c.head_block, L)
     check_choices('method', c.method, METHODS, many=True)
     check_choices('adapter_style', c.get('adapter_style', 'houlsby'), ADAPTER_STYLES)
     base.check_method_keys(c, c.method, ctx.pretrained)
@@ -120,8 +139,10 @@ class Select(base.Experiment):
                       'between the range and the head. Use method finetune, lora or bitfit with '
                       '--config.tuned_blocks, or leave tuned_blocks empty.')
 
-  def settings(self, ctx: base.Context, head: int, placement: str):
-    """(setting, program, learning rate) for every swept and baseline setting."""
+  def settings(self, ctx: base.Context, head: int, placement: str, cap_tuned: bool = False):
+    """(setting, program, learning rate) for every swept and baseline setting. `cap_tuned` (a
+    sweep of head positions): m is at most the head block + 1 (under a head at block 0, block 0
+    alone is tuned) instead of an error."""
     c, L = ctx.config, ctx.pretrained.num_layers
     lr = {m: base.method_learning_rate(c, m) for m in METHODS}
     out = []
@@ -129,6 +150,10 @@ class Select(base.Experiment):
     if rng:
       out.extend(self._range_settings(ctx, head, placement, rng, lr))
     for m in map(int, c.num_tuned_blocks) if not rng else ():
+      if m > head + 1 and cap_tuned:
+        logging.info('head block %d: %d tuned blocks (num_tuned_blocks=%d is more than it has).',
+                     head, head + 1, m)
+        m = head + 1
       if m > head + 1:
         raise UserError(f'num_tuned_blocks={m} is more than the {head + 1} blocks up to the head '
                         f'block {head}. Use at most {head + 1}, or place the head higher '
@@ -166,20 +191,30 @@ class Select(base.Experiment):
 
   def trials(self, ctx: base.Context) -> list[trials_lib.Trial]:
     c, L = ctx.config, ctx.pretrained.num_layers
-    head = parse_head_block(c.head_block, L)
+    heads = parse_head_blocks(c.head_block, L)
     placement = 'fixed'
-    if head is None:
+    if heads is None:
       nu = variability.load_or_compute(ctx)
-      head = choose_head_block(nu, c.auto_tolerance)
+      heads = [choose_head_block(nu, c.auto_tolerance)]
       placement = 'auto'
       logging.info('head_block=auto: block %d (ν = %.4f; lowest block ν %.4f, tolerance %g).',
-                   head, nu[1 + head], np.min(nu[1:]), c.auto_tolerance)
+                   heads[0], nu[1 + heads[0]], np.min(nu[1:]), c.auto_tolerance)
+    out, seen = [], set()
+    for head in heads:
+      for setting, program, lr, *arrays in self.settings(ctx, head, placement, len(heads) > 1):
+        key = json.dumps(setting, sort_keys=True)  # the baselines are the same under every head
+        if key not in seen:
+          seen.add(key)
+          out += self.seed_trials(c, setting, program, lr, arrays)
+    return out
+
+  @staticmethod
+  def seed_trials(c, setting, program, lr, arrays) -> list[trials_lib.Trial]:
     out = []
-    for setting, program, lr, *arrays in self.settings(ctx, head, placement):
-      for size in c.train_sizes:
-        for seed in c.seeds:
-          out.append(trials_lib.Trial(int(seed), int(size), setting, program, learning_rate=lr,
-                                      arrays=dict(*arrays)))
+    for size in c.train_sizes:
+      for seed in c.seeds:
+        out.append(trials_lib.Trial(int(seed), int(size), setting, program, learning_rate=lr,
+                                    arrays=dict(*arrays)))
     return out
 
   def prepare(self, ctx: base.Context, trials) -> dict:
