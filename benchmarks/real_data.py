@@ -8,8 +8,12 @@ SST-2 (batch 16, max length 128, AdamW lr 1e-4 with linear decay, clip 1.0, drop
 evaluated on the whole dev set (872 sentences). Three whole processes run one after another, each
 timed from start to exit (imports, model load, tokenization, compile, training, evaluation):
 
-- `jaxtransfer`: `python -m jaxtransfer.main --config=configs/finetune.py ...` with its defaults,
-  a cold tokenization cache and a cold XLA compilation cache (nothing carried over between runs);
+- `jaxtransfer`: `python -m jaxtransfer.main --config=configs/finetune.py ...` with its defaults
+  but `pooling=cls`, with a cold tokenization cache and a cold XLA compilation cache (nothing
+  carried over between runs). The pooling makes the two sides train the same model: HF's
+  `AutoModelForSequenceClassification` reads the first token into BERT's pooler, where
+  jaxtransfer's `pooling=auto` means-pools this sentence-transformers checkpoint (+0.012 dev
+  accuracy here: a different model, not a faster one);
 - `hf-max`: HF PyTorch as the seed papers' run_glue does it: every batch padded to 128;
 - `hf-dynamic`: HF PyTorch with per-batch padding to the longest row (DataCollatorWithPadding).
 
@@ -138,7 +142,8 @@ def run_jaxtransfer(args) -> dict:
            f'--config.seeds=({",".join(str(s) for s in range(1, args.trials + 1))},)',
            f'--config.num_train_steps={args.steps}', f'--config.batch_size={args.batch}',
            f'--config.max_seq_length={args.length}', f'--config.learning_rate={args.lr}',
-           f'--config.eval_batch_size={args.eval_batch}', *args.jax_args.split()]
+           f'--config.eval_batch_size={args.eval_batch}', '--config.pooling=cls',
+           *args.jax_args.split()]
     env = {**os.environ, 'JAXTRANSFER_XLA_CACHE': f'{tmp}/xla'}
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

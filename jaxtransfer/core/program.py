@@ -51,9 +51,12 @@ GROUPS = {
     'pooler': "BERT's pooler dense layer, or the dense part of the family's own head "
               "(models/heads.py; trained unless `train_pooler=False`)",
     'head': 'the classifier (always trained)',
+    'vocab_table': 'the whole word table, frozen, beside the rows of it a trial trains '
+                   '(`embedding_rows`): what the rows its data never reaches keep (`densify`)',
 }
 HEAD_GROUPS = ('pooler', 'head')  # what a trial adds on top of the encoder
 BLOCK_GROUPS = ('blocks', 'adapters', 'lora', 'mask_scores')  # stacked: one row per block [f, n)
+WORD_TABLE = ('embeddings', 'word_embeddings', 'embedding')
 
 
 class ProgramLike(Protocol):
@@ -127,6 +130,13 @@ def merge(a: Params, b: Params) -> Params:
   return traverse_util.unflatten_dict(flat)
 
 
+def dense_params(program, train: Params, frozen: Params, arrays) -> tuple[Params, Params]:
+  """(train, frozen) with the whole word table in `train` (`Program.densify`): what exports,
+  distances and parameter counts read. Programs without a partial table are returned as given."""
+  densify = getattr(program, 'densify', None)
+  return (train, frozen) if densify is None else densify(train, frozen, arrays)
+
+
 def params_of(tree: Params, groups) -> Params:
   """The entries of a param tree that belong to the named groups."""
   return {k: v for k, v in tree.items() if k in groups}
@@ -160,6 +170,9 @@ class Program:
                                        # gradients count in the clipping norm: Lee et al.'s code)
   layer_lr_decay: float = 1.0          # layer-wise lr decay d (`layer_decay`); 1.0 = off
   flops_seq_len: int = 128             # tokens per row at which train_flops_fraction counts
+  embedding_rows: int = 0              # > 0: the word table trains as the rows `vocab_rows` (K of
+                                       # them, sorted, padded with the vocabulary size): those the
+                                       # trial's training data reaches (set by the engine)
 
   def __post_init__(self):
     assert 0 <= self.frozen_blocks <= self.num_blocks <= self.encoder.num_layers, self
@@ -204,6 +217,8 @@ class Program:
            'mask_lr': np.float32(1.0)}  # lr multiplier of the mask scores
     for intervention in self.interventions:
       out.update(intervention.defaults(self.encoder.num_layers))
+    if self.embedding_rows:
+      out['vocab_rows'] = np.arange(self.embedding_rows, dtype=np.int32)
     return out
 
   def is_trainable(self, path: tuple[str, ...]) -> bool:
@@ -224,6 +239,8 @@ class Program:
       return self.train_pooler and not (bias_only and self._pooler_from_checkpoint)
     if group in ('head', 'adapters', 'lora', 'mask_scores'):
       return True
+    if group == 'vocab_table':
+      return False
     raise ValueError(f'parameter group {group!r} (at {"/".join(path)}) is not one of '
                      f'{", ".join(GROUPS)}: declare it in program.GROUPS and decide whether it '
                      'trains in Program.is_trainable.')
@@ -268,7 +285,23 @@ class Program:
       # step in every matrix (MiniLM's mean |w| differs 2x between matrices; models differ more).
       full['mask_scores'] = {m: {'kernel': _unit_magnitude(full['blocks'][m]['kernel'])}
                              for m in self.masked}
+    if self.embedding_rows:
+      full = _table_rows(full, arrays['vocab_rows'])
     return self.split(full)
+
+  def densify(self, train: Params, frozen: Params, arrays) -> tuple[Params, Params]:
+    """(train, frozen) as the dense program has them: the trained rows written back into the
+    whole word table (the other rows are the table's own: with no weight decay on it, AdamW leaves
+    a row whose gradient was always zero exactly where it started). Without `embedding_rows`, as
+    given."""
+    if 'vocab_table' not in frozen:
+      return train, frozen
+    rows = train['embeddings']['word_embeddings']['embedding']
+    table = jnp.asarray(frozen['vocab_table']['embedding'])
+    table = table.at[arrays['vocab_rows']].set(rows, mode='drop')  # padding ids are out of range
+    embeddings = {**train['embeddings'], 'word_embeddings': {'embedding': table}}
+    return ({**train, 'embeddings': embeddings},
+            {k: v for k, v in frozen.items() if k != 'vocab_table'})
 
   def split(self, full: Params) -> tuple[Params, Params]:
     flat = traverse_util.flatten_dict(full)
@@ -313,9 +346,11 @@ class Program:
                      torch_init=self.head_init == 'torch')
     return LinearHead(self.num_labels, heads.classifier_dropout(c), heads.classifier_std(c))
 
-  def features(self, params: Params, batch, arrays, *, deterministic: bool, rng=None):
+  def features(self, params: Params, batch, arrays, *, deterministic: bool, rng=None,
+               word_rows=None):
     """The encoder up to block n: last hidden state (B, S, H) (packed: (rows, width, H))."""
-    x, _ = self._encode(params, batch, arrays, deterministic=deterministic, rng=rng)
+    x, _ = self._encode(params, batch, arrays, deterministic=deterministic, rng=rng,
+                        word_rows=word_rows)
     return bert.final_norm(self.encoder, params['embeddings'], x, self.compute_dtype)
 
   def hidden_states(self, train: Params, frozen: Params, batch, arrays) -> jax.Array:
@@ -323,7 +358,7 @@ class Program:
     output, [i] the output of block i-1 (adapters, masks and LoRA applied), as
     `bert.hidden_states` gives them (ModernBERT's final norm on the last one only when all L
     blocks run)."""
-    params = merge(train, frozen)
+    params = merge(*self.densify(train, frozen, arrays))
     _, outs = self._encode(params, batch, arrays, deterministic=True, collect=True)
     hs = jnp.concatenate(outs, axis=0)
     if self.encoder.final_norm and self.num_blocks == self.encoder.num_layers:
@@ -332,7 +367,7 @@ class Program:
     return hs
 
   def _encode(self, params: Params, batch, arrays, *, deterministic: bool, rng=None,
-              collect: bool = False):
+              collect: bool = False, word_rows=None):
     """(the output of block n before any final norm, with `collect` the list of hidden states
     [(1, B, S, H) embedding output, (k, B, S, H) per run of blocks])."""
     c, f, n, dt = self.encoder, self.frozen_blocks, self.num_blocks, self.compute_dtype
@@ -341,7 +376,7 @@ class Program:
     # Hidden states are read as bert.hidden_states gives them (DeBERTa zeroes padding positions).
     x = bert.embed(c, params['embeddings'], ids, batch.get('token_type_ids'),
                    attention_mask=mask if collect else None,
-                   position_ids=batch.get('position_ids'), **kw)
+                   position_ids=batch.get('position_ids'), word_rows=word_rows, **kw)
     outs = [x[None]]
     kw.update(embeddings=params['embeddings'],  # DeBERTa's blocks read its relative positions
               segment_ids=batch.get('segment_ids'), collect=collect)
@@ -374,8 +409,13 @@ class Program:
   def apply(self, train: Params, frozen: Params, batch, arrays, *, deterministic: bool = True,
             rng=None):
     """Logits (B, C), or regression values (B, 1)."""
-    params = merge(train, frozen)
-    x = self.features(params, batch, arrays, deterministic=deterministic, rng=rng)
+    return self._logits(merge(*self.densify(train, frozen, arrays)), batch, arrays,
+                        deterministic=deterministic, rng=rng)
+
+  def _logits(self, params: Params, batch, arrays, *, deterministic: bool, rng=None,
+              word_rows=None):
+    x = self.features(params, batch, arrays, deterministic=deterministic, rng=rng,
+                      word_rows=word_rows)
     if packing.is_packed(batch):
       pooled = packing.pool(x, batch, self.pooling, batch['labels'].shape[0])
     elif self.pooling == 'mean':
@@ -394,7 +434,11 @@ class Program:
 
   def loss(self, train: Params, frozen: Params, batch, weights, arrays, rng):
     """Weighted mean loss over the batch (weights 0 mark padding examples): CE, or MSE."""
-    out = self.apply(train, frozen, batch, arrays, deterministic=False, rng=rng)
+    # A training batch holds only ids of the rows its trial trains (`embedding_rows`): the lookup
+    # reads them in place, and the gradient and AdamW touch K rows instead of the vocabulary.
+    rows = arrays['vocab_rows'] if self.embedding_rows else None
+    out = self._logits(merge(train, frozen), batch, arrays, deterministic=False, rng=rng,
+                       word_rows=rows)
     return weighted_loss(out, batch['labels'], weights, self.is_regression)
 
   @property
@@ -463,6 +507,7 @@ class Program:
     if self.adapter_size:
       raise ValueError('HF BERT/RoBERTa have no adapter layers: adapter-tuned trials cannot be '
                        'exported as transformers models.')
+    train, frozen = self.densify(train, frozen, arrays)
     params = jax.tree.map(np.asarray, merge(train, frozen))
     blocks = params['blocks']
     if self.masked and self.num_blocks > self.frozen_blocks:
@@ -481,3 +526,12 @@ class Program:
   def export_head(self, train: Params, frozen: Params) -> dict[str, np.ndarray]:
     """The classifier in HF's *ForSequenceClassification names (torch layout)."""
     return heads.export_head(self.encoder, self.head, merge(train, frozen)['head'])
+
+
+def _table_rows(full: Params, rows) -> Params:
+  """`full` with the word table's rows `rows` as its trained table (ids past the vocabulary, the
+  padding of `rows`: zero rows no batch reads) and the whole table kept frozen beside them."""
+  table = full['embeddings']['word_embeddings']['embedding']
+  part = jnp.take(table, rows, axis=0, mode='fill', fill_value=0)
+  embeddings = {**full['embeddings'], 'word_embeddings': {'embedding': part}}
+  return {**full, 'embeddings': embeddings, 'vocab_table': {'embedding': table}}

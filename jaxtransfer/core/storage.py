@@ -28,7 +28,9 @@ def param_metrics(program, pretrained: Params) -> dict[str, float]:
   a fully fine-tuned copy of the same model in float32, as the sparsity study reports it.
   """
   arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
-  train, frozen = jax.eval_shape(program.init, pretrained, arrays, jax.random.key(0))
+  train, frozen = jax.eval_shape(
+      lambda p, a, k: program_lib.dense_params(program, *program.init(p, a, k), a),
+      pretrained, arrays, jax.random.key(0))
   params = program_lib.merge(train, frozen)
   block = jax.eval_shape(lambda k: bert.init_blocks(program.encoder, k, 1), jax.random.key(0))
   full = (_size(params['embeddings']) + program.encoder.num_layers * _size(block)

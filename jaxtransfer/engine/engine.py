@@ -41,6 +41,7 @@ from jaxtransfer.runtime import records as records_lib
 from jaxtransfer.runtime.workers import Leases, Workers
 from jaxtransfer.core import step as step_lib
 from jaxtransfer.engine import trials as trials_lib
+from jaxtransfer.engine import vocab_rows
 from jaxtransfer.engine.checkpoints import GroupCheckpoints
 from jaxtransfer.engine.compiled import GroupFunctions
 from jaxtransfer.engine.evaluation import DevSets
@@ -119,6 +120,7 @@ class Engine:
     self._stop = False
     self._functions: dict[Any, GroupFunctions] = {}
     self._device_cache: dict[str, Any] = {}
+    self._rows_cache: dict[tuple, np.ndarray] = {}  # vocab_rows.rows_of, per (seed, size)
     self._planner = None if self._lengths is None else packing.Planner(  # 0: the longest example
         self._lengths, spec.batch_size, spec.pad_to_multiple_of or int(self._lengths.max()),
         jax.devices()[0].platform == 'cpu')
@@ -135,6 +137,7 @@ class Engine:
     # Independent workers share the groups of the whole sweep, so every worker forms the same ones.
     groups = trials_lib.group_trials(trials if self.workers else pending, self.steps_of,
                                      self.max_per_group)
+    groups = self._with_table_rows(groups, trials)
     if self.workers:
       groups = self.workers.order(groups)
     self._prepare_packing(groups)
@@ -223,8 +226,35 @@ class Engine:
   def group_arrays(self, group: Group) -> Arrays:
     """The group's per-trial arrays (host numpy), padded to a multiple of the device count."""
     lengths = self._lengths if self.spec.group_by_length else None
-    return trials_lib.stack_arrays(group, len(self.train_data['labels']), self.spec.batch_size,
-                                   self.spec.learning_rate, self.n_dev, lengths)
+    arrays = trials_lib.stack_arrays(group, len(self.train_data['labels']), self.spec.batch_size,
+                                     self.spec.learning_rate, self.n_dev, lengths)
+    k = getattr(group.program, 'embedding_rows', 0)
+    if k:
+      trials = list(group.trials)
+      trials += [trials[0]] * (len(arrays['seed']) - len(trials))  # as stack_arrays pads
+      vocab = group.program.encoder.vocab_size
+      arrays['vocab_rows'] = np.stack([vocab_rows.padded(self._rows_of(t, vocab), k, vocab)
+                                       for t in trials])
+    return arrays
+
+  def _rows_of(self, trial: Trial, vocab_size: int) -> np.ndarray:
+    return vocab_rows.rows_of(trial, self.train_data['input_ids'], vocab_size, self._rows_cache)
+
+  def _with_table_rows(self, groups: Sequence[Group], trials: Sequence[Trial]) -> list[Group]:
+    """The groups, each eligible program's with `embedding_rows` set (vocab_rows.py). K is taken
+    over all the run's trials of the program, finished ones too, so that a resumed run compiles
+    the same program and finds its checkpoints."""
+    if not self.spec.sparse_embeddings or 'input_ids' not in self.train_data:
+      return list(groups)
+    wd = self.spec.optim.weight_decay
+    need: dict[Any, int] = {}
+    for t in trials:
+      if vocab_rows.eligible(t.program, wd):
+        rows = self._rows_of(t, t.program.encoder.vocab_size)
+        need[t.program] = max(need.get(t.program, 0), len(rows))
+    sizes = {p: vocab_rows.table_size(n, p.encoder.vocab_size) for p, n in need.items()}
+    return [dataclasses.replace(g, program=dataclasses.replace(g.program, embedding_rows=k))
+            if (k := sizes.get(g.program)) else g for g in groups]
 
   def on_device(self, name: str, make: Callable[[], Any]):
     """Replicated device copy of shared data ('train', 'pretrained', ...), made once per engine."""
@@ -521,5 +551,5 @@ class Engine:
     if self.hooks.uses_params(run.group.program):
       host = dist.gather({'train': run.state.step.train, 'frozen': run.state.frozen})
       shared = dist.gather(run.frozen_shared) if run.state.frozen is None else None
-      params = outcomes.TrialParamsOf(host, shared, run.arrays_np)
+      params = outcomes.TrialParamsOf(host, shared, run.arrays_np, run.group.program)
     outcomes.apply_hooks(self.hooks, run.group.trials, records, params)

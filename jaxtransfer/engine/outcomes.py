@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from jaxtransfer.core import program as program_lib
 from jaxtransfer.runtime import distributed as dist
 from jaxtransfer.engine.trials import Group, RunSpec, TrialParams
 
@@ -59,15 +60,19 @@ def build_records(spec: RunSpec, group: Group, final, evals, extra, bad, last_lo
 @dataclasses.dataclass
 class TrialParamsOf:
   """A group's params gathered to the host: the stacked trainable (and per-trial frozen) params,
-  or the frozen params all trials share, and the stacked arrays."""
+  or the frozen params all trials share, and the stacked arrays. A trial's params come out as its
+  study's program has them: a word table trained as some of its rows is whole again."""
   host: dict[str, Any]
   shared_frozen: Any
   arrays: dict[str, np.ndarray]
+  program: Any = None  # the group's compiled program
 
   def __getitem__(self, i: int) -> TrialParams:
     take = lambda tree: jax.tree.map(lambda a: a[i], tree)
     frozen = self.shared_frozen if self.shared_frozen is not None else take(self.host['frozen'])
-    return TrialParams(take(self.host['train']), frozen, {k: v[i] for k, v in self.arrays.items()})
+    arrays = {k: v[i] for k, v in self.arrays.items()}
+    train, frozen = program_lib.dense_params(self.program, take(self.host['train']), frozen, arrays)
+    return TrialParams(jax.tree.map(np.asarray, train), frozen, arrays)
 
 
 def apply_hooks(hooks, trials, records, params: TrialParamsOf | None) -> None:

@@ -77,16 +77,18 @@ class Embeddings(nn.Module):
   ELECTRA (after) and DeBERTa-v2 (before the LayerNorm) when embedding_size != hidden_size."""
   config: EncoderConfig
   dtype: Any = jnp.float32
+  word_rows: int = 0  # rows of the word table given (some rows of it: `embed`); 0 = the vocabulary
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, deterministic: bool = True, attention_mask=None,
-               position_ids=None):
+               position_ids=None, word_ids=None):
     c = self.config
     init = nn.initializers.normal(c.initializer_range)
     width = c.embedding_width
     embed = lambda n, name, fn=init: nn.Embed(n, width, embedding_init=fn, name=name,
                                               param_dtype=jnp.float32)
-    x = embed(c.vocab_size, 'word_embeddings')(input_ids)
+    x = embed(self.word_rows or c.vocab_size, 'word_embeddings')(
+        input_ids if word_ids is None else word_ids)
     if c.absolute_positions:
       after_padding = c.model_type in ('roberta', 'mpnet')
       pad = c.position_padding_id
@@ -133,14 +135,22 @@ def attention_bias(attention_mask, segment_ids=None) -> jax.Array:
 
 def embed(config: EncoderConfig, params: Params, input_ids, token_type_ids=None, *,
           attention_mask=None, position_ids=None, deterministic: bool = True, rng=None,
-          dtype=jnp.float32) -> jax.Array:
+          dtype=jnp.float32, word_rows=None) -> jax.Array:
+  """The embedding layer's output. `word_rows` (sorted vocabulary ids): the word table in `params`
+  holds only these rows, and every id in `input_ids` is one of them (a training batch of a trial
+  whose table trains as the rows its data reaches: Program.embedding_rows)."""
   if token_type_ids is None:
     token_type_ids = jnp.zeros_like(input_ids)
   # Blocks fold in their index (0..L-1); the embeddings take a key no block index can reach.
   rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, 2**31 - 1)}
   own = {k: v for k, v in params.items() if k not in SHARED_EMBEDDINGS}
-  return Embeddings(config, dtype).apply({'params': own}, input_ids, token_type_ids,
-                                         deterministic, attention_mask, position_ids, rngs=rngs)
+  word_ids, rows = None, 0
+  if word_rows is not None:  # the ids as rows of the given table; the rest still reads input_ids
+    word_ids = jnp.searchsorted(word_rows, input_ids).astype(input_ids.dtype)
+    rows = word_rows.shape[-1]
+  return Embeddings(config, dtype, rows).apply({'params': own}, input_ids, token_type_ids,
+                                               deterministic, attention_mask, position_ids,
+                                               word_ids, rngs=rngs)
 
 
 def relative_embeddings(config: EncoderConfig, embeddings: Params | None):
