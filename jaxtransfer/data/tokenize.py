@@ -84,10 +84,11 @@ def encode(examples: Examples, tokenizer, max_seq_length: int) -> Encoded:
   return Encoded(labels=np.asarray(examples.labels).copy(), **out)
 
 
-# Where Hugging Face defines the call of its plain fast tokenizers; classes that rewrite it (LUKE's
-# entities, LayoutLM's boxes, ...) encode differently, so they keep their own call.
-_HF_CALL = {'__call__': 'PreTrainedTokenizerBase.__call__',
-            '_encode_plus': 'TokenizersBackend._encode_plus'}
+# Where Hugging Face defines the call of its plain fast tokenizers (and models/tokenizer_file.py
+# hands its call to one); classes that rewrite it (LUKE's entities, LayoutLM's boxes, ...) encode
+# differently, so they keep their own call.
+_HF_CALL = {'__call__': ('PreTrainedTokenizerBase.__call__', 'TokenizerFile.__call__'),
+            '_encode_plus': ('TokenizersBackend._encode_plus',)}
 
 
 def _fast_backend(tokenizer):
@@ -95,9 +96,9 @@ def _fast_backend(tokenizer):
   backend = getattr(tokenizer, 'backend_tokenizer', None)
   if backend is None or getattr(tokenizer, 'pad_token_id', None) is None:
     return None  # Without a pad token HF's own call raises the error to act on.
-  for name, qualname in _HF_CALL.items():
+  for name, qualnames in _HF_CALL.items():
     method = getattr(type(tokenizer), name, None)
-    if method is not None and method.__qualname__ != qualname:
+    if method is not None and method.__qualname__ not in qualnames:
       return None
   return backend
 
