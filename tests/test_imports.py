@@ -56,3 +56,33 @@ assert matplotlib.rcParams._get_backend_or_none() == backend
 print('ok')
 ''')
   assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------- a run's start
+
+
+def test_what_a_run_does_before_its_figures_imports_no_heavy_library():
+  """The CLI's work up to the figures (the package, the MiniLM tokenizer, TensorBoard event files,
+  t intervals) imports neither torch, transformers, matplotlib nor scipy.stats (~3 s together);
+  tensorboardX stays importable as a whole afterwards."""
+  proc = _run_fresh('''
+import sys, tempfile, types
+import jaxtransfer.main, jaxtransfer.train
+from jaxtransfer.engine import tensorboard
+from jaxtransfer.models import pretrained
+from jaxtransfer.report import stats
+pretrained.load_tokenizer(pretrained.resolve('minilm-l6'))
+trial = types.SimpleNamespace(setting={'k': 1}, train_size=10, seed=1)
+with tempfile.TemporaryDirectory() as root:
+  w = tensorboard.TrialWriters(root, [trial])
+  w.scalars(0, {'train/loss': 0.5}, 1)
+  w.close([{'accuracy': 0.5}], 2)
+assert abs(stats.t_ci([0.7, 0.75, 0.8])[3] - 0.8742) < 1e-3
+heavy = ('torch', 'transformers', 'matplotlib', 'scipy.stats')
+found = [m for m in heavy if m in sys.modules]
+assert not found, found
+import tensorboardX
+assert tensorboardX.SummaryWriter and 'tensorboardX.event_file_writer' in sys.modules
+print('ok')
+''')
+  assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stdout + proc.stderr

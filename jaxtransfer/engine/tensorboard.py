@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import numbers
 import os
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,7 +19,25 @@ STATUS_SUCCESS, STATUS_FAILURE = 1, 2
 HPARAMS_PLUGIN = 'hparams'
 SESSION_START_TAG = '_hparams_/session_start_info'
 SESSION_END_TAG = '_hparams_/session_end_info'
+_MODULES = ('event_file_writer', 'proto.event_pb2', 'proto.summary_pb2', 'proto.plugin_hparams_pb2')
 
+
+def _load_tensorboardx() -> None:
+  """Loads the tensorboardX modules used here without running the package's __init__, which
+  imports torch and matplotlib where they are installed (~1.2 s of a run's start, spent on
+  nothing this writes). A bare package stands in while they load and is removed after, so a later
+  `import tensorboardX` runs the real __init__ (reusing these modules)."""
+  if 'tensorboardX' in sys.modules or all(f'tensorboardX.{m}' in sys.modules for m in _MODULES):
+    return
+  spec = importlib.util.find_spec('tensorboardX')
+  if spec is None:
+    raise ModuleNotFoundError("No module named 'tensorboardX'", name='tensorboardX')
+  sys.modules['tensorboardX'] = importlib.util.module_from_spec(spec)  # not executed
+  try:
+    for m in _MODULES:
+      importlib.import_module(f'tensorboardX.{m}')
+  finally:
+    del sys.modules['tensorboardX']
 
 
 def run_name(setting: Mapping[str, Any], train_size: int, seed: int) -> str:
@@ -47,11 +68,12 @@ class TrialWriters:
 
   def __init__(self, root: str | os.PathLike[str], trials: Sequence[Any], *,
                flush_secs: float = 60.0):
-    # tensorboardX is imported in the methods, not the module: its package import pulls in torch
-    # where that is installed (seconds), which only the process that writes should pay.
+    # tensorboardX is loaded here, not at import, and without its package import, which pulls in
+    # torch where that is installed (seconds): see _load_tensorboardx.
     # tensorboardX's synchronous EventsWriter rather than its SummaryWriter: the latter starts a
     # logger thread and a multiprocessing queue (a feeder thread, a pipe) per writer, i.e. per
     # trial, and a group can hold hundreds. Flushing here on the caller's thread replaces them.
+    _load_tensorboardx()
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionStartInfo
     self.flush_secs = flush_secs

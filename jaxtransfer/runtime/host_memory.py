@@ -10,6 +10,14 @@ glibc's per-thread arenas stay: limiting them to one (tried) serializes XLA's mu
 compiler on that arena's lock, 6.3 s instead of 3.9 s per MiniLM training-step compile, for no
 faster steps.
 
+That alone misses the largest buffers: JAX runs a CPU computation on a worker thread, and glibc
+serves a worker thread's allocation above 64 MB (its arena's heap size; a MiniLM step's temporaries
+are ~190 MB) with a fresh mmap() whatever M_MMAP_MAX says, so every call of a compiled step paid
+~30 ms of faults and zeroing (1.3 ms once computations run on the calling thread, whose main arena
+keeps them; a 40-step chunk's steps went from 167 to 160 ms). Computations are therefore run inline,
+on the thread that calls them (JAX's `jax_cpu_enable_async_dispatch`, for single-device programs):
+the engine's training loop waits for each chunk anyway.
+
 Set JAXTRANSFER_MALLOC=default to keep glibc's own behaviour.
 """
 
@@ -25,9 +33,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def keep_freed_memory(environ=os.environ) -> bool:
-  """Tells glibc malloc to reuse freed memory rather than return it to the kernel. Call it before
-  JAX starts its threads, so that every allocation follows it. Returns whether it applied:
-  not on other C libraries or when JAXTRANSFER_MALLOC=default."""
+  """Tells glibc malloc to reuse freed memory rather than return it to the kernel, and JAX to run
+  CPU computations on the calling thread (whose allocations this reaches). Call it before JAX
+  creates its CPU backend and starts its threads, so that every allocation follows it. Returns
+  whether it applied: not on other C libraries or when JAXTRANSFER_MALLOC=default."""
   if environ.get('JAXTRANSFER_MALLOC', '') == 'default' or platform.libc_ver()[0] != 'glibc':
     return False
   try:
@@ -35,4 +44,8 @@ def keep_freed_memory(environ=os.environ) -> bool:
   except OSError:
     return False
   settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
-  return all(libc.mallopt(param, value) == 1 for param, value in settings)
+  if not all(libc.mallopt(param, value) == 1 for param, value in settings):
+    return False
+  import jax
+  jax.config.update('jax_cpu_enable_async_dispatch', False)
+  return True
