@@ -21,6 +21,13 @@ The HF loop is what a careful user writes: the data tokenized once up front, a m
 (no Trainer), `torch.optim.AdamW` with HF's no-decay groups, `get_linear_schedule_with_warmup`,
 `clip_grad_norm_`, the model reloaded per trial, the same subsets and example order as
 jaxtransfer's trials (`engine.trials.trial_batches`). Prints wall times, accuracies and the ratios.
+
+MFU on real tokens: the model FLOPs of the training examples' own tokens (forward + backward,
+models/flops.py: each example at its own length, attention within itself; padding and packing
+gaps count for nothing) over each side's training-loop time (jaxtransfer's from its log lines,
+compiles excluded; HF's timed around its loop), as a share of the peak of the step's own matmul
+shapes measured on this device (the best of jax and torch: one packed step's tokens through
+MiniLM's four block matmuls, forward and the backward's transposes) and of the nominal peak.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import resource
 import subprocess
 import sys
@@ -56,6 +64,7 @@ def parse_args(argv=None):
   p.add_argument('--jax_args', default='', help='extra --config.* flags for the jaxtransfer side')
   p.add_argument('--json', default='', help='also write the figures to this file')
   p.add_argument('--log', default='', help="also write the jaxtransfer side's whole log here")
+  p.add_argument('--no_mfu', action='store_true', help='skip the MFU figures (and their peak run)')
   p.add_argument('--side', default='', help=argparse.SUPPRESS)  # internal: run one HF side
   p.add_argument('--out', default='', help=argparse.SUPPRESS)
   return p.parse_args(argv)
@@ -125,6 +134,125 @@ def hf_side(args, dynamic: bool) -> dict:
   return {'accuracy': accs, 'train_s': train_s, 'torch_threads': torch.get_num_threads()}
 
 
+# ----------------------------------------------------------------------------- MFU
+
+
+_STEP_LINE = re.compile(r'\] step (\d+)/(\d+) .* ([\d.]+) steps/s')
+
+
+def log_train_seconds(log: str) -> float:
+  """Training-loop seconds from the engine's log lines (`step 20/60 ... 5.3 steps/s`, one per
+  window, compiles excluded): each window's steps over its rate."""
+  total, last = 0.0, 0
+  for line in log.splitlines():
+    m = _STEP_LINE.search(line)
+    if m:
+      step, rate = int(m.group(1)), float(m.group(3))
+      total += (step - (last if step > last else 0)) / rate
+      last = step
+  return total
+
+
+def real_token_flops(args) -> tuple[float, int]:
+  """(model FLOPs, real tokens) of every trial's training examples at their own lengths."""
+  import numpy as np
+  sys.path.insert(0, str(ROOT))
+  from jaxtransfer.data import glue as data_lib
+  from jaxtransfer.data import tokenize
+  from jaxtransfer.engine import trials as trials_lib
+  from jaxtransfer.models import flops, pretrained
+  from jaxtransfer.models.config import EncoderConfig
+  path = pretrained.resolve('minilm-l6')
+  with open(os.path.join(path, 'config.json')) as f:
+    c = EncoderConfig.from_hf(json.load(f))
+  ex = data_lib.read_split(data_lib.get_task('sst2'), args.data_dir, 'train')
+  lengths = tokenize.encode(ex, pretrained.load_tokenizer(path), args.length).attention_mask.sum(1)
+  per_length = {n: 3.0 * flops.forward(c, 1, int(n), num_labels=2) for n in np.unique(lengths)}
+  total, tokens = 0.0, 0
+  for seed in range(1, args.trials + 1):
+    idx, w = trials_lib.trial_batches(seed, len(lengths), args.train_size, args.batch, args.steps)
+    for n in lengths[idx[w > 0]]:
+      total, tokens = total + per_length[n], tokens + int(n)
+  return total, tokens
+
+
+def matmul_peak(tokens: int, reps: int = 30) -> dict:
+  """FLOP/s of MiniLM's block matmuls on `tokens` rows (forward, and the backward's two
+  transposed products), in jax and in torch on this device's CPU threads."""
+  import numpy as np
+  shapes = [(384, 1152), (384, 384), (384, 1536), (1536, 384)]
+  flop = reps * sum(3 * 2 * tokens * k * n for k, n in shapes)
+  rng = np.random.default_rng(0)
+  mats = [(rng.standard_normal((tokens, k), np.float32), rng.standard_normal((k, n), np.float32),
+           rng.standard_normal((tokens, n), np.float32)) for k, n in shapes]
+  out = {}
+  import jax
+  import jax.numpy as jnp
+
+  @jax.jit
+  def jax_step(mats):
+    acc = 0.0
+    for x, w, g in mats:
+      acc += (x @ w).sum() + (g @ w.T).sum() + (x.T @ g).sum()
+    return acc
+
+  jm = jax.device_put(mats)
+  jax_step(jm).block_until_ready()
+  t = time.time()
+  for _ in range(reps):
+    jax_step(jm).block_until_ready()
+  out['jax'] = flop / (time.time() - t)
+  import torch
+  tm = [tuple(torch.from_numpy(a) for a in m) for m in mats]
+  with torch.no_grad():
+    for timed in (False, True):
+      t = time.time()
+      for _ in range(reps if timed else 2):
+        for x, w, g in tm:
+          (x @ w).sum(), (g @ w.T).sum(), (x.T @ g).sum()
+      if timed:
+        out['torch'] = flop / (time.time() - t)
+  return out
+
+
+def report_mfu(args, res: dict, tokens_per_step: int) -> None:
+  """Prints each side's MFU on real tokens against the measured and the nominal peak."""
+  flop, tokens = real_token_flops(args)
+  with tempfile.NamedTemporaryFile(suffix='.json', delete=False) as f:
+    out = f.name
+  subprocess.run([sys.executable, os.path.abspath(__file__), '--side=peak', f'--out={out}',
+                  f'--length={tokens_per_step}'], check=True)
+  with open(out) as f:
+    peak = json.load(f)
+  os.unlink(out)
+  sys.path.insert(0, str(ROOT / 'benchmarks'))
+  from throughput import cpu_peak_flops
+  nominal, note = cpu_peak_flops(os.cpu_count() or 1, 'float32')
+  measured = max(peak.values())
+  print(f'MFU on real tokens ({tokens:,} training tokens, {flop / 1e12:.2f} TFLOP forward + backward):')
+  for side, r in res.items():
+    if r.get('train_s'):
+      achieved = flop / r['train_s']
+      r['mfu_real'] = {'flop_s': achieved, 'of_measured': achieved / measured,
+                       'of_nominal': achieved / nominal}
+      print(f'  {side:>12}: {achieved / 1e9:6.1f} GFLOP/s over {r["train_s"]:.1f} s of training = '
+            f'{achieved / measured:.0%} of the measured matmul peak, {achieved / nominal:.0%} of nominal')
+  print(f'  measured matmul peak at these shapes ({tokens_per_step} tokens x MiniLM\'s block '
+        f'matmuls): jax {peak["jax"] / 1e9:.1f}, torch {peak["torch"] / 1e9:.1f} GFLOP/s; '
+        f'nominal {nominal / 1e9:.1f} GFLOP/s ({note})')
+  res['mfu'] = {'real_tokens': tokens, 'flop': flop, 'peak': peak, 'nominal': nominal}
+
+
+def packed_tokens_per_step(log: list[str], batch: int) -> int:
+  """Computed tokens of the average packed step (`rows of 80 tokens, 3/5 rows per step (4.5
+  examples per row ...)`: 80 x 16 / 4.5), or 256 when the log has no packing line."""
+  for line in log:
+    m = re.search(r'rows of (\d+) tokens, .*?\(([\d.]+) examples per row', line)
+    if m:
+      return round(int(m.group(1)) * batch / float(m.group(2)))
+  return 256
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -155,6 +283,7 @@ def run_jaxtransfer(args) -> dict:
     recs = [json.loads(line) for line in open(f'{tmp}/work/trials.jsonl')]
   log = [l for l in proc.stderr.splitlines() if 'Length buckets' in l or 'Packing' in l or 'Compiled' in l]
   return {'process_s': wall, 'accuracy': [r['metrics']['accuracy'] for r in recs],
+          'train_s': log_train_seconds(proc.stderr),
           'compile_s': sum({r['group']: r['compile_s'] for r in recs}.values()),
           'groups': len({r['group'] for r in recs}), 'log': log[:6]}
 
@@ -177,6 +306,10 @@ def run_hf(args, side: str) -> dict:
 
 def main():
   args = parse_args()
+  if args.side == 'peak':
+    with open(args.out, 'w') as f:
+      json.dump(matmul_peak(args.length), f)
+    return
   if args.side:
     res = hf_side(args, dynamic=args.side == 'hf-dynamic')
     res['peak_rss_mb'] = peak_rss_mb()
@@ -199,6 +332,9 @@ def main():
         print(f'jaxtransfer vs {side}: {res[side]["process_s"] / res["jaxtransfer"]["process_s"]:.2f}x '
               'faster (whole processes)')
     print('jaxtransfer log:', *res['jaxtransfer']['log'], sep='\n  ')
+  if not args.no_mfu:
+    log = res.get('jaxtransfer', {}).get('log', [])
+    report_mfu(args, res, packed_tokens_per_step(log, args.batch))
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({'args': vars(args), 'results': res}, f, indent=1)
