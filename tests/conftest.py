@@ -31,3 +31,14 @@ def tiny_hf_dir(request, tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope='session')
 def tiny_model_dir(tmp_path_factory) -> pathlib.Path:
   return helpers.make_tiny_model_dir(tmp_path_factory.mktemp('tiny-bert-tok'))
+
+
+@pytest.fixture(scope='session')
+def tiny_demo(tiny_model_dir, tmp_path_factory):
+  """(the tiny BERT as load_pretrained gives it, the demo sentiment set tokenized to 32)."""
+  import jaxtransfer as jt
+  from jaxtransfer.data import glue as data_lib
+  pre = jt.load_pretrained(str(tiny_model_dir))
+  task_data = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32,
+                                      cache_dir=str(tmp_path_factory.mktemp('cache')))
+  return pre, task_data

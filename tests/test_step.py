@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 import helpers
-import jaxtransfer as jt
-from jaxtransfer.data import glue as data_lib
 from jaxtransfer.engine import engine as engine_lib
 from jaxtransfer.core import optim
 from jaxtransfer.core import program as program_lib
@@ -17,17 +15,9 @@ from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.engine.batching import trim_padding
 
 
-@pytest.fixture(scope='module')
-def setup(tiny_model_dir, tmp_path_factory):
-  pre = jt.load_pretrained(str(tiny_model_dir))
-  task_data = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32,
-                                      cache_dir=str(tmp_path_factory.mktemp('cache')))
-  return pre, task_data
-
-
 @pytest.mark.parametrize('pack', [True, False])
-def test_engine_trial_equals_a_python_loop_over_train_step(setup, tmp_path, pack):
-  pre, task_data = setup
+def test_engine_trial_equals_a_python_loop_over_train_step(tiny_demo, tmp_path, pack):
+  pre, task_data = tiny_demo
   program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers,
                                 frozen_blocks=1, train_embeddings=False)
   cfg = optim.OptimConfig(weight_decay=0.01, warmup_steps=2)
@@ -61,8 +51,8 @@ def test_engine_trial_equals_a_python_loop_over_train_step(setup, tmp_path, pack
   assert max(jax.tree.leaves(moved)) > 1e-4
 
 
-def test_an_undeclared_parameter_group_is_an_error_not_silently_trained(setup):
-  pre, _ = setup
+def test_an_undeclared_parameter_group_is_an_error_not_silently_trained(tiny_demo):
+  pre, _ = tiny_demo
   program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers)
   assert program.is_trainable(('head', 'classifier', 'kernel'))
   with pytest.raises(ValueError, match="parameter group 'prefix'"):

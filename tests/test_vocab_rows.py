@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 
 import helpers
-import jaxtransfer as jt
 from jaxtransfer.core import optim
 from jaxtransfer.core import program as program_lib
-from jaxtransfer.data import glue as data_lib
 from jaxtransfer.engine import engine as engine_lib
 from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.engine import vocab_rows
@@ -18,16 +16,8 @@ from jaxtransfer.engine.batching import trim_padding
 from jaxtransfer.runtime import records as records_lib
 
 
-@pytest.fixture(scope='module')
-def setup(tiny_model_dir, tmp_path_factory):
-  pre = jt.load_pretrained(str(tiny_model_dir))
-  task_data = data_lib.load_task_data('sst2', 'demo', pre.tokenizer, pre.path, 32,
-                                      cache_dir=str(tmp_path_factory.mktemp('cache')))
-  return pre, task_data
-
-
-def _run(setup, workdir, sparse: bool, pack: bool):
-  pre, task_data = setup
+def _run(tiny_demo, workdir, sparse: bool, pack: bool):
+  pre, task_data = tiny_demo
   program = program_lib.Program(encoder=pre.config, num_labels=2, num_blocks=pre.config.num_layers)
   spec = trials_lib.RunSpec(experiment='test', model='tiny', task=task_data.task,
                             workdir=str(workdir), batch_size=8, learning_rate=2e-3,
@@ -43,11 +33,11 @@ def _run(setup, workdir, sparse: bool, pack: bool):
 
 
 @pytest.mark.parametrize('pack', [True, False])
-def test_sparse_table_trains_as_the_dense_one(setup, tmp_path, pack):
-  dense, dense_records, dense_ks = _run(setup, tmp_path / 'dense', False, pack)
-  sparse, sparse_records, sparse_ks = _run(setup, tmp_path / 'sparse', True, pack)
+def test_sparse_table_trains_as_the_dense_one(tiny_demo, tmp_path, pack):
+  dense, dense_records, dense_ks = _run(tiny_demo, tmp_path / 'dense', False, pack)
+  sparse, sparse_records, sparse_ks = _run(tiny_demo, tmp_path / 'sparse', True, pack)
   assert dense_ks == {0} and min(sparse_ks) > 0  # the sparse run trained K-row tables
-  vocab = setup[0].config.vocab_size
+  vocab = tiny_demo[0].config.vocab_size
   assert max(sparse_ks) <= vocab_rows.MAX_FRACTION * vocab
   for tid, (_, got) in sparse.items():
     want = dense[tid][1]
@@ -55,8 +45,8 @@ def test_sparse_table_trains_as_the_dense_one(setup, tmp_path, pack):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6),
                  got.train, want.train)
   table = lambda got: got.train['embeddings']['word_embeddings']['embedding']
-  moved = np.abs(table(sparse['n60-s1'][1]) - setup[0].params['embeddings']['word_embeddings']
-                 ['embedding']).max(1) > 0
+  pretrained = tiny_demo[0].params['embeddings']['word_embeddings']['embedding']
+  moved = np.abs(table(sparse['n60-s1'][1]) - pretrained).max(1) > 0
   assert 10 < moved.sum() < 0.2 * vocab  # it trained the rows its sentences hold, no others
   by_id = {r['trial_id']: r for r in dense_records}
   for r in sparse_records:
@@ -65,8 +55,8 @@ def test_sparse_table_trains_as_the_dense_one(setup, tmp_path, pack):
     assert r['train_loss'] == pytest.approx(d['train_loss'], rel=1e-5)
 
 
-def test_every_id_a_training_batch_reads_is_a_trained_row(setup):
-  pre, task_data = setup
+def test_every_id_a_training_batch_reads_is_a_trained_row(tiny_demo):
+  pre, task_data = tiny_demo
   data = trim_padding(task_data.train.as_dict())
   ids, n, vocab = data['input_ids'], len(data['labels']), pre.config.vocab_size
   for seed, size in ((1, 60), (4, 7), (2, 0)):
@@ -78,8 +68,8 @@ def test_every_id_a_training_batch_reads_is_a_trained_row(setup):
     assert len(padded) % vocab_rows.ROUND == 0 and (padded[len(rows):] == vocab).all()
 
 
-def test_only_a_table_that_no_decay_moves_trains_as_rows(setup):
-  enc = setup[0].config
+def test_only_a_table_that_no_decay_moves_trains_as_rows(tiny_demo):
+  enc = tiny_demo[0].config
   full = program_lib.Program(encoder=enc, num_labels=2, num_blocks=enc.num_layers)
   assert vocab_rows.eligible(full, weight_decay=0.0)
   assert not vocab_rows.eligible(full, weight_decay=0.01)  # decay moves every row
