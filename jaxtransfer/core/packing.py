@@ -195,6 +195,20 @@ class Planner:
     known = frozenset(self._compiled_rows.get(key, ()))
     self._prepared[key] = sorted({int(r) for r in row_shapes(needed, self.compile_steps, known=known)})
 
+  def rows_ahead(self, hidden: int, steps: int, batch_idx, batch_w):
+    """(width, row counts, row, col) that `group` will give these batches, when `prepare` has
+    decided their program's counts; None otherwise (the counts then depend on what the groups
+    before compiled). Records and logs nothing, so another thread may ask (engine/ahead.py)."""
+    prepared = self._prepared.get((hidden, steps, len(batch_idx)))
+    width = self._widths.get((hidden, steps))
+    if prepared is None or width is None:
+      return None
+    row, col, _ = plan(self.lengths, batch_idx, batch_w, width)
+    needed = row.max(axis=(0, 2)) + 1
+    if needed.max() > prepared[-1]:
+      return None
+    return width, sorted({int(r) for r in np.unique(_round_up(needed, prepared))}), row, col
+
   def group(self, hidden: int, steps: int, batch_idx, batch_w, n_real: int):
     """(width, rows per step, row, col) of a group's (T, steps, B) batches; logs the packing."""
     width = self.width(hidden, steps)

@@ -139,13 +139,30 @@ class GroupFunctions:
         in_shardings=(trial, rep, trial), out_shardings=trial)
     self._train_compiled: dict[tuple, Any] = {}
 
+  def train_key(self, arrays, layout) -> tuple:
+    """The training chunk's cache key: (trial count, layout)."""
+    return jax.tree.leaves(arrays)[0].shape[0], layout
+
+  def has_train(self, key: tuple) -> bool:
+    return key in self._train_compiled
+
+  def compile_train(self, state, frozen_shared, arrays, data, layout):
+    """The training chunk compiled for these arguments' shapes (arrays or ShapeDtypeStructs):
+    what `compiled_train` caches; callable from another thread (ahead.py)."""
+    return self.train.lower(state, frozen_shared, arrays, data, jnp.int32(0), jnp.int32(1),
+                            jnp.bool_(True), layout).compile()
+
+  def adopt(self, compiled: dict) -> None:
+    """Executables compiled elsewhere ({key: executable}, ahead.py) join the cache."""
+    for key, exe in compiled.items():
+      self._train_compiled.setdefault(key, exe)
+
   def compiled_train(self, state, frozen_shared, arrays, data, layout):
     """(executable, newly compiled?) of the training chunk for this trial count and layout (a
     width, None for the data's, or a packing.Layout)."""
-    key = (jax.tree.leaves(arrays)[0].shape[0], layout)
+    key = self.train_key(arrays, layout)
     if key in self._train_compiled:
       return self._train_compiled[key], False
-    exe = self.train.lower(state, frozen_shared, arrays, data, jnp.int32(0), jnp.int32(1),
-                           jnp.bool_(True), layout).compile()
+    exe = self.compile_train(state, frozen_shared, arrays, data, layout)
     self._train_compiled[key] = exe
     return exe, True

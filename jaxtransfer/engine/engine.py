@@ -12,9 +12,10 @@ through `TrialHooks`.
 A group runs in four phases: restore-or-init, the training loop (progress, TensorBoard, periodic
 evals, checkpoints), the final evaluation, and the records. Each step's examples are packed into a
 few rows (packing.py), or else padded to the length bucket of its longest row (batching.py); one
-compiled step per row count or width. The loop runs in chunks of at most ~half a second (or one
-step, when a step takes longer), so SIGINT or SIGTERM checkpoints the group within one step and
-the run ends with `Preempted`.
+compiled step per row count or width; the next program's steps compile in a background thread
+while the current group trains (ahead.py). The loop runs in chunks of at most
+~half a second (or one step, when a step takes longer), so SIGINT or SIGTERM checkpoints the
+group within one step and the run ends with `Preempted`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from jaxtransfer.engine import ahead
 from jaxtransfer.engine import batching
 from jaxtransfer.runtime import distributed as dist
 from jaxtransfer.engine import outcomes
@@ -124,6 +126,9 @@ class Engine:
     self._planner = None if self._lengths is None else packing.Planner(  # 0: the longest example
         self._lengths, spec.batch_size, spec.pad_to_multiple_of or int(self._lengths.max()),
         jax.devices()[0].platform == 'cpu')
+    self._ahead = ahead.AheadCompiler() if spec.compile_ahead else None
+    self._groups: list[Group] = []  # the run's groups in order, and the one in flight
+    self._group_index = 0
 
   # --------------------------------------------------------------------- public
 
@@ -141,6 +146,7 @@ class Engine:
     if self.workers:
       groups = self.workers.order(groups)
     self._prepare_packing(groups)
+    self._groups = groups
     total = sum(g.steps * len(g.trials) for g in groups)
     logging.info('%d trials to run in %d compiled group(s), %d trial-steps.', len(pending),
                  len(groups), total)
@@ -154,11 +160,14 @@ class Engine:
           raise Preempted(f'Stopped before group {i + 1} of {len(groups)}; '
                           f'{progress.done} of {len(trials)} trials are finished in '
                           f'{self.records_path}.')
+        self._group_index = i
         self._one_group(group, f'{i + 1}/{len(groups)}', progress)
     finally:
       for s, handler in previous.items():
         signal.signal(s, handler)
       progress.close()
+      if self._ahead is not None:
+        self._ahead.close()
     wanted = set(ids)
     return [r for r in records_lib.read_records(self.records_path) if r['trial_id'] in wanted]
 
@@ -391,7 +400,7 @@ class Engine:
     chunks); the host waits once per window of ~CHUNK_SECONDS of steps, at the same steps on every
     process, and then logs, evaluates, checkpoints or stops."""
     data = self.on_device('train', lambda: self.train_data)
-    step, step_s, since_log = run.start, None, []
+    step, step_s, since_log, next_sent = run.start, None, [], False
     synced, ts, compiling = step, time.time(), 0.0
     while step < run.group.steps:
       stop = self._next_stop(run, step, step_s, synced)
@@ -412,6 +421,9 @@ class Engine:
         self.leases.heartbeat(self._lease)
       step_s, stop_all = dist.agree_chunk(dt / (step - synced), self._stop)
       self._stop |= stop_all  # a signal landing after the agreement counts at the next window
+      if not next_sent:  # this group's first steps ran: its compiles are done, the next's may start
+        self._compile_next(run.fns)
+        next_sent = True
       self.chunk_times.append((run.n_real, step - synced, dt))
       progress.advance((step - synced) * run.n_real)
       since_log.append((step - synced, dt))
@@ -435,6 +447,8 @@ class Engine:
     return any(every and step % every == 0 for every in everies)
 
   def _train_executable(self, run: _GroupRun, data, layout):
+    if self._ahead is not None:
+      run.compile_s += self._ahead.collect(run.fns)
     tc = time.time()
     exe, fresh = run.fns.compiled_train(run.state, run.frozen_shared, run.arrays, data, layout)
     if fresh:
@@ -446,6 +460,52 @@ class Engine:
       else:
         logging.info('Compiled width %s in %.1f s.', layout, time.time() - tc)
     return exe
+
+  def _compile_next(self, current: GroupFunctions) -> None:
+    """Hands the training steps of the next group with other functions than the current one's
+    (the next program, in a sweep's order) to the background compiler (ahead.py)."""
+    if self._ahead is None:
+      return
+    later = (g for g in self._groups[self._group_index + 1:] if self.functions(g) is not current)
+    group = next(later, None)
+    if group is None:
+      return
+    fns, arrays_np = self.functions(group), self.group_arrays(group)
+    pretrained = self.on_device('pretrained', lambda: self.pretrained)
+    data = self.on_device('train', lambda: self.train_data)
+    self._ahead.submit(fns, lambda: self._compile_ahead(group, fns, arrays_np, pretrained, data))
+
+  def _compile_ahead(self, group: Group, fns: GroupFunctions, arrays_np: Arrays, pretrained,
+                     data) -> dict:
+    """{key: executable} of the group's training steps whose shapes are known before it starts
+    and are not compiled yet. Runs in the background thread: it plans, traces and compiles, and
+    changes nothing the main thread reads."""
+    layouts = self._layouts_ahead(group, arrays_np)
+    arrays = jax.eval_shape(lambda a: a, arrays_np)
+    todo = [(fns.train_key(arrays, layout), layout) for layout in layouts]
+    todo = [(key, layout) for key, layout in todo if not fns.has_train(key)]
+    if not todo:
+      return {}
+    state = jax.eval_shape(fns.init, pretrained, arrays)
+    frozen = (jax.eval_shape(fns.shared_frozen, pretrained) if group.program.shares_frozen
+              else {})
+    return {key: fns.compile_train(state, frozen, arrays, data, layout) for key, layout in todo}
+
+  def _layouts_ahead(self, group: Group, arrays_np: Arrays) -> list:
+    """The layouts the group's steps will use, where they are known before it starts (adding
+    its packing plan to `arrays_np`, as `_pack` will); [] where they are not."""
+    if self._lengths is None:
+      return [None]
+    if (self._planner is None or not self.spec.pack_sequences
+        or not group.program.supports_packing):
+      return []  # length buckets: the widths come with the group's own batches
+    got = self._planner.rows_ahead(group.program.hidden_size, group.steps,
+                                   arrays_np['batch_idx'], arrays_np['batch_w'])
+    if got is None:
+      return []
+    width, counts, row, col = got
+    arrays_np.update(pack_row=row, pack_col=col)
+    return [packing.Layout(width, rows) for rows in counts]
 
   def _after_chunk(self, run: _GroupRun, step: int, stop_all: bool) -> None:
     """Periodic evaluation and checkpoint at their boundaries; on a signal, checkpoint and stop."""

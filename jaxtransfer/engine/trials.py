@@ -51,6 +51,7 @@ class RunSpec:
   group_by_length: bool = False  # HF's length-grouped sampling (batches of similar lengths)
   pack_sequences: bool = True   # a step's examples packed end to end in rows (packing.py)
   sparse_embeddings: bool = True  # the word table trains as the rows a trial reaches (vocab_rows)
+  compile_ahead: bool = True    # the next program's step compiled in the background (ahead.py)
   config_hash: str = ''         # of the run's resolved config (config_history.jsonl), per record
   layer_lr_decay: float = 1.0   # recorded per trial; the programs apply it (Program.layer_decay)
   pooling: str = ''             # recorded per trial (cls / mean, as pooling=auto resolved)
@@ -61,7 +62,7 @@ class RunSpec:
     keys = ('experiment', 'model', 'batch_size', 'learning_rate', 'num_epochs', 'num_train_steps',
             'eval_batch_size', 'eval_every', 'select_best', 'log_every', 'checkpoint_every',
             'trials_per_program', 'pad_to_multiple_of', 'group_by_length', 'pack_sequences',
-            'sparse_embeddings', 'layer_lr_decay', 'pooling')
+            'sparse_embeddings', 'compile_ahead', 'layer_lr_decay', 'pooling')
     kw = {k: config[k] for k in keys if k in config}
     kw.update(task=task, workdir=workdir, optim=optim.OptimConfig.from_config(config))
     kw.update(overrides)

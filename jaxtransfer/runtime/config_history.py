@@ -26,6 +26,7 @@ from jaxtransfer.errors import UserError
 CONFIG = 'config.json'
 HISTORY = 'config_history.jsonl'
 RUN_ONLY = frozenset({'log_every', 'checkpoint_every', 'trials_per_program', 'sparse_embeddings',
+                      'compile_ahead',
                       'export_model', 'eval_batch_size', 'feature_batch_size', 'cache_dir',
                       'probe_dir',
                       'allow_mixed', 'num_workers', 'worker_index', 'lease_timeout',
