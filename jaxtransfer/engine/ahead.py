@@ -20,6 +20,42 @@ import time
 from typing import Any, Callable
 
 from absl import logging
+import jax
+
+from jaxtransfer.core import packing
+
+
+def compile_group(fns, group, arrays_np: dict, pretrained, data, planner, no_tokens: bool) -> dict:
+  """{key: executable} of the group's training steps whose shapes are known before it starts
+  and are not compiled yet (`planner` None: packing is off). Runs in the background thread: it
+  plans, traces and compiles, and changes nothing the main thread reads."""
+  todo = []
+  for layout in layouts(group, arrays_np, planner, no_tokens):
+    key = fns.train_key(arrays_np, layout)
+    if not fns.has_train(key):
+      todo.append((key, layout))
+  if not todo:
+    return {}
+  arrays = jax.eval_shape(lambda a: a, arrays_np)
+  state = jax.eval_shape(fns.init, pretrained, arrays)
+  frozen = jax.eval_shape(fns.shared_frozen, pretrained) if group.program.shares_frozen else {}
+  return {key: fns.compile_train(state, frozen, arrays, data, layout) for key, layout in todo}
+
+
+def layouts(group, arrays_np: dict, planner, no_tokens: bool) -> list:
+  """The layouts the group's steps will use, where they are known before it starts (adding its
+  packing plan to `arrays_np`, as the engine's `_pack` will); [] where they are not."""
+  if no_tokens:
+    return [None]
+  if planner is None or not group.program.supports_packing:
+    return []  # length buckets: the widths come with the group's own batches
+  got = planner.rows_ahead(group.program.hidden_size, group.steps, arrays_np['batch_idx'],
+                           arrays_np['batch_w'])
+  if got is None:
+    return []
+  width, counts, row, col = got
+  arrays_np.update(pack_row=row, pack_col=col)
+  return [packing.Layout(width, rows) for rows in counts]
 
 
 class AheadCompiler:

@@ -473,39 +473,9 @@ class Engine:
     fns, arrays_np = self.functions(group), self.group_arrays(group)
     pretrained = self.on_device('pretrained', lambda: self.pretrained)
     data = self.on_device('train', lambda: self.train_data)
-    self._ahead.submit(fns, lambda: self._compile_ahead(group, fns, arrays_np, pretrained, data))
-
-  def _compile_ahead(self, group: Group, fns: GroupFunctions, arrays_np: Arrays, pretrained,
-                     data) -> dict:
-    """{key: executable} of the group's training steps whose shapes are known before it starts
-    and are not compiled yet. Runs in the background thread: it plans, traces and compiles, and
-    changes nothing the main thread reads."""
-    layouts = self._layouts_ahead(group, arrays_np)
-    arrays = jax.eval_shape(lambda a: a, arrays_np)
-    todo = [(fns.train_key(arrays, layout), layout) for layout in layouts]
-    todo = [(key, layout) for key, layout in todo if not fns.has_train(key)]
-    if not todo:
-      return {}
-    state = jax.eval_shape(fns.init, pretrained, arrays)
-    frozen = (jax.eval_shape(fns.shared_frozen, pretrained) if group.program.shares_frozen
-              else {})
-    return {key: fns.compile_train(state, frozen, arrays, data, layout) for key, layout in todo}
-
-  def _layouts_ahead(self, group: Group, arrays_np: Arrays) -> list:
-    """The layouts the group's steps will use, where they are known before it starts (adding
-    its packing plan to `arrays_np`, as `_pack` will); [] where they are not."""
-    if self._lengths is None:
-      return [None]
-    if (self._planner is None or not self.spec.pack_sequences
-        or not group.program.supports_packing):
-      return []  # length buckets: the widths come with the group's own batches
-    got = self._planner.rows_ahead(group.program.hidden_size, group.steps,
-                                   arrays_np['batch_idx'], arrays_np['batch_w'])
-    if got is None:
-      return []
-    width, counts, row, col = got
-    arrays_np.update(pack_row=row, pack_col=col)
-    return [packing.Layout(width, rows) for rows in counts]
+    planner = self._planner if self.spec.pack_sequences else None
+    self._ahead.submit(fns, lambda: ahead.compile_group(fns, group, arrays_np, pretrained, data,
+                                                        planner, self._lengths is None))
 
   def _after_chunk(self, run: _GroupRun, step: int, stop_all: bool) -> None:
     """Periodic evaluation and checkpoint at their boundaries; on a signal, checkpoint and stop."""
