@@ -199,15 +199,20 @@ class Planner:
     """(width, row counts, row, col) that `group` will give these batches, when `prepare` has
     decided their program's counts; None otherwise (the counts then depend on what the groups
     before compiled). Records and logs nothing, so another thread may ask (engine/ahead.py)."""
-    prepared = self._prepared.get((hidden, steps, len(batch_idx)))
     width = self._widths.get((hidden, steps))
-    if prepared is None or width is None:
-      return None
+    if width is None or (hidden, steps, len(batch_idx)) not in self._prepared:
+      return None  # no plan is worth making
     row, col, _ = plan(self.lengths, batch_idx, batch_w, width)
-    needed = row.max(axis=(0, 2)) + 1
-    if needed.max() > prepared[-1]:
+    rows = self._prepared_rows((hidden, steps, len(batch_idx)), row.max(axis=(0, 2)) + 1)
+    return None if rows is None else (width, sorted({int(r) for r in np.unique(rows)}), row, col)
+
+  def _prepared_rows(self, key: tuple, needed: np.ndarray) -> np.ndarray | None:
+    """Each step's rows rounded up to the counts `prepare` decided for `key`; None when it
+    decided none, or none holds the fullest step."""
+    prepared = self._prepared.get(key)
+    if prepared is None or needed.max() > prepared[-1]:
       return None
-    return width, sorted({int(r) for r in np.unique(_round_up(needed, prepared))}), row, col
+    return _round_up(needed, prepared)
 
   def group(self, hidden: int, steps: int, batch_idx, batch_w, n_real: int):
     """(width, rows per step, row, col) of a group's (T, steps, B) batches; logs the packing."""
@@ -216,9 +221,8 @@ class Planner:
     key = (hidden, steps, len(batch_idx))
     known = self._compiled_rows.setdefault(key, set())
     needed = row.max(axis=(0, 2)) + 1
-    if key in self._prepared and needed.max() <= self._prepared[key][-1]:
-      rows = _round_up(needed, self._prepared[key])
-    else:
+    rows = self._prepared_rows(key, needed)
+    if rows is None:
       rows = row_shapes(needed, self.compile_steps, known=frozenset(known))
     known.update(int(r) for r in np.unique(rows))
     real = np.where(batch_w[:n_real] > 0, self.lengths[batch_idx[:n_real]], 0).sum()

@@ -421,7 +421,7 @@ class Engine:
         self.leases.heartbeat(self._lease)
       step_s, stop_all = dist.agree_chunk(dt / (step - synced), self._stop)
       self._stop |= stop_all  # a signal landing after the agreement counts at the next window
-      if not next_sent:  # this group's first steps ran: its compiles are done, the next's may start
+      if not next_sent:  # this group's first steps ran (its first compile is done): start the next's
         self._compile_next(run.fns)
         next_sent = True
       self.chunk_times.append((run.n_real, step - synced, dt))
