@@ -50,8 +50,11 @@ def test_opt_out():
   assert not host_memory.keep_freed_memory({'JAXTRANSFER_MALLOC': 'default'})
 
 
-# A jitted computation with a 128 MiB temporary (sin(...) before the matmul), called 10 times;
-# prints the minor page faults of the last 4 calls (the first calls grow the heap either way).
+# A jitted computation with a 128 MiB temporary (sin(...) before the matmul), called 60 times; prints how many
+# of the last 10 calls faulted their temporary in (over half its 32,768 pages of 4 KiB). The heap grows a few
+# times first, up to a few dozen calls: a small allocation between calls can split the freed temporary, so the
+# next one no longer fits there and extends the heap, until enough free space lies around (measured: no
+# faulting call after the 50th in 300).
 _JAX_PROBE = textwrap.dedent("""
   import resource
   from jaxtransfer.runtime import host_memory
@@ -59,12 +62,12 @@ _JAX_PROBE = textwrap.dedent("""
   import jax, jax.numpy as jnp
   f = jax.jit(lambda x, v: jnp.sin(x * 2.0) @ v)
   x, v = jnp.ones((4096, 8192)), jnp.ones((8192, 1))
-  for _ in range(6):
+  faults = []
+  for _ in range(60):
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(x, v).block_until_ready()
-  start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  for _ in range(4):
-    f(x, v).block_until_ready()
-  print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+  print(sum(n > 16384 for n in faults[-10:]))
 """)
 
 
@@ -75,9 +78,9 @@ def test_a_compiled_steps_temporaries_are_reused():
   run = lambda **env: subprocess.run(
       [sys.executable, '-c', _JAX_PROBE], capture_output=True, text=True, check=True,
       env={**os.environ, 'XLA_FLAGS': '', **env}).stdout.split()
-  applied, faults = run()
+  applied, faulting = run()
   if applied != 'True':
     pytest.skip('not glibc')
-  assert int(faults) < 1000
-  applied, faults = run(JAXTRANSFER_MALLOC='default')
-  assert applied == 'False' and int(faults) > 4 * 30000  # 32,768 pages of 4 KiB per call
+  assert int(faulting) <= 1  # one late heap extension at most
+  applied, faulting = run(JAXTRANSFER_MALLOC='default')
+  assert applied == 'False' and int(faulting) == 10
