@@ -178,3 +178,22 @@ def predictions_by_trial(workdir) -> dict:
   from jaxtransfer.runtime import predictions, records
   recs = records.read_records(pathlib.Path(workdir) / 'trials.jsonl')
   return predictions.for_records(str(workdir), recs)
+
+
+def study_context(pre, config_module, **overrides):
+  """A study Context on SST-2 for `pre`, from a config file's get_config() with overrides."""
+  from jaxtransfer.data import glue
+  from jaxtransfer.studies import base
+  config = config_module.get_config()
+  for k, v in overrides.items():
+    config[k] = v
+  return base.Context(config, '', pre, glue.get_task('sst2'), None)
+
+
+def init_program(program, pre, seed: int = 1):
+  """A program's trainable and frozen trees, jit-initialized from `pre` with its default arrays."""
+  import jax
+  import jax.numpy as jnp
+  arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
+  train, frozen = jax.jit(program.init)(pre.params, arrays, jax.random.key(seed))
+  return train, frozen, arrays

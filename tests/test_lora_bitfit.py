@@ -52,21 +52,14 @@ def _random_pre(num_layers=4, hidden=32, intermediate=64, seed=0):
 
 
 def _ctx(pre, cfg=select_cfg, **overrides):
-  config = cfg.get_config()
-  config.adapter_size = 4
-  for k, v in overrides.items():
-    config[k] = v
-  return base.Context(config, '', pre, data_lib.get_task('sst2'), None)
+  return helpers.study_context(pre, cfg, **{'adapter_size': 4, **overrides})
 
 
 def _data(pre, n, seed, seq=12):
   return helpers.labelled_batch(pre, n, seed, seq)
 
 
-def _init(program, pre, seed=1):
-  arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
-  train, frozen = jax.jit(program.init)(pre.params, arrays, jax.random.key(seed))
-  return train, frozen, arrays
+_init = helpers.init_program
 
 
 def _random_factors(train, seed=7):

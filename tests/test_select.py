@@ -13,7 +13,6 @@ from jax.extend import core as jcore
 
 import helpers
 from configs import select as select_cfg
-from jaxtransfer.data import glue as data_lib
 from jaxtransfer.engine import trials as trials_lib
 from jaxtransfer.models import config as model_config
 from jaxtransfer.engine import engine as engine_lib
@@ -22,7 +21,6 @@ from jaxtransfer.core import program as program_lib
 from jaxtransfer.runtime import records as records_lib
 from jaxtransfer import train as train_lib
 from jaxtransfer.errors import UserError
-from jaxtransfer.studies import base
 from jaxtransfer.engine import timing
 from jaxtransfer.studies.xie2022 import select
 from jaxtransfer.models import bert
@@ -41,21 +39,14 @@ def _random_pre(num_layers=4, hidden=32):
 
 
 def _ctx(pre, **overrides):
-  config = select_cfg.get_config()
-  config.adapter_size = 8
-  for k, v in overrides.items():
-    config[k] = v
-  return base.Context(config, '', pre, data_lib.get_task('sst2'), None)
+  return helpers.study_context(pre, select_cfg, **{'adapter_size': 8, **overrides})
 
 
 def _data(pre, n, seed, seq=12):
   return helpers.labelled_batch(pre, n, seed, seq)
 
 
-def _init(program, pre, seed=1):
-  arrays = {k: jnp.asarray(v) for k, v in program.defaults().items()}
-  train, frozen = jax.jit(program.init)(pre.params, arrays, jax.random.key(seed))
-  return train, frozen, arrays
+_init = helpers.init_program
 
 
 def _scan_lengths(jaxpr) -> list[int]:
