@@ -65,8 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.pack_sequences = True          # a step's examples end to end in rows of one width (the longest
                                    # example up to 4x it, the cheapest on the data; same outputs)
   c.sparse_embeddings = True       # the word table trains as the rows the trial's data reaches
-  c.compile_ahead = True           # the next program's step compiles while this one trains
                                    # (the same AdamW when no weight decay is on it; else dense)
+  c.compile_ahead = True           # the next program's step compiles while this one trains
   c.pad_to_multiple_of = 16        # row width (packed) or each step's width (not packed): the
                                    # longest row, rounded up; 0 = full width
   c.group_by_length = False        # HF's length-grouped sampling (changes the data order)
