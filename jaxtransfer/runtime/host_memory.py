@@ -16,10 +16,11 @@ are ~190 MB) with a fresh mmap() whatever M_MMAP_MAX says, so every call of a co
 ~30 ms of faults and zeroing (1.3 ms once computations run on the calling thread, whose main arena
 keeps them; a 40-step chunk's steps went from 167 to 160 ms). Computations are therefore run inline,
 on the thread that calls them (JAX's `jax_cpu_enable_async_dispatch`, for single-device programs):
-the engine's training loop waits for each chunk anyway. The heap still grows a few times over the
-first few dozen calls (a small allocation between two calls can split the freed temporary, so the
-next one no longer fits there), then stays put: a 128 MiB temporary faulted in on 1-4 of the first 50
-calls and on none of the next 250 (tests/test_host_memory.py).
+the engine's training loop waits for each chunk anyway. The heap still grows now and then, mostly
+over the first few dozen calls: a small allocation between two calls can split the freed temporary,
+so the next one no longer fits there. A 128 MiB temporary faulted in on 1-4 of the first 50 calls
+and on none of the next 250 on a quiet machine; beside two busy processes, on up to 3 of calls 30-59
+(tests/test_host_memory.py).
 
 Set JAXTRANSFER_MALLOC=default to keep glibc's own behaviour.
 """
